@@ -1,0 +1,1 @@
+"""GPU kernels and their drivers: plain CLIs that nxrun tasks call."""
