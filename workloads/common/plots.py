@@ -1,0 +1,68 @@
+"""Tables and charts generated from result documents (never typed by hand)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if abs(value) >= 100:
+            return f"{value:.0f}"
+        if abs(value) >= 10:
+            return f"{value:.1f}"
+        return f"{value:.3g}" if value else "0"
+    return str(value).replace("|", "\\|")
+
+
+def markdown_table(rows: Sequence[dict], columns: Sequence[str | tuple[str, str]]) -> str:
+    """A GitHub markdown table; `columns` are keys, or (key, header) pairs. Missing cells show as '–'."""
+    pairs = [(column, column) if isinstance(column, str) else column for column in columns]
+    lines = ["| " + " | ".join(header for _, header in pairs) + " |",
+             "|" + "|".join(" --- " for _ in pairs) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(_cell(row.get(key)) for key, _ in pairs) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(path: Path | str, categories: Sequence[str], series: dict[str, Sequence[float]],
+              baselines: dict[str, Sequence[float]] | None = None, ylabel: str = "", title: str = "") -> None:
+    """Grouped bars (one group per category, one bar per series) with optional baseline lines per category.
+
+    A baseline is drawn as a dashed horizontal segment across each category's group.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n_series = max(1, len(series))
+    width = 0.8 / n_series
+    figure, axes = plt.subplots(figsize=(max(6.0, 1.2 * len(categories) + 0.25 * n_series * len(categories)), 4.5))
+    for index, (label, values) in enumerate(series.items()):
+        positions = [c - 0.4 + width * (index + 0.5) for c in range(len(categories))]
+        heights = [v if v is not None else 0.0 for v in values]
+        axes.bar(positions, heights, width=width, label=label)
+    for line_index, (label, values) in enumerate((baselines or {}).items()):
+        legend_label = label
+        for c, value in enumerate(values):
+            if value is None:
+                continue
+            axes.hlines(value, c - 0.45, c + 0.45, colors=f"C{(n_series + line_index) % 10}", linestyles="dashed",
+                        label=legend_label)
+            legend_label = None
+    axes.set_xticks(range(len(categories)))
+    axes.set_xticklabels(categories)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.legend(fontsize="small", ncol=2)
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120, metadata={"Software": None})
+    plt.close(figure)
