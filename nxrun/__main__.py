@@ -1,0 +1,5 @@
+"""`python -m nxrun` is the `nxrun` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,150 @@
+"""What a run prints: task output streamed with a task prefix, replayed logs of hits, warnings,
+a live status line on a terminal and plain lines elsewhere. `NO_COLOR` is respected.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+
+_COLORS = ["36", "35", "33", "32", "34", "96", "95", "93", "92", "94"]
+_STATUS_COLORS = {"local-hit": "32", "remote-hit": "36", "miss": "33", "failed": "31", "skipped": "90",
+                  "predicted-hit": "32", "predicted-miss": "33", "unknown": "90"}
+
+
+class Console:
+    def __init__(self, *, stream=None, prefix_tasks: bool = True, live: bool | None = None,
+                 quiet: bool = False):
+        self.stream = stream or sys.stdout
+        self.lock = threading.RLock()
+        isatty = getattr(self.stream, "isatty", lambda: False)()
+        self.color = isatty and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+        self.live = isatty if live is None else live
+        self.prefix_tasks = prefix_tasks
+        self.quiet = quiet
+        self._task_colors: dict[str, str] = {}
+        self._running: dict[str, float] = {}
+        self.counts = {"done": 0, "hits": 0, "failed": 0, "total": 0}
+        self._started = time.monotonic()
+        self._status_shown = False
+        self._ticker: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    # ---------------------------------------------------------------- helpers
+    def _paint(self, text: str, code: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if self.color else text
+
+    def _prefix(self, task_id: str) -> str:
+        if not self.prefix_tasks:
+            return ""
+        code = self._task_colors.setdefault(task_id, _COLORS[len(self._task_colors) % len(_COLORS)])
+        return self._paint(task_id, code) + " | "
+
+    def _write(self, text: str) -> None:
+        if self._status_shown:
+            self.stream.write("\r\033[K")
+            self._status_shown = False
+        self.stream.write(text)
+        if self.live:
+            self._draw_status()
+        self.stream.flush()
+
+    def _draw_status(self) -> None:
+        if not self._running and not self.counts["total"]:
+            return
+        elapsed = time.monotonic() - self._started
+        running = ", ".join(sorted(self._running)[:3])
+        more = len(self._running) - 3
+        if more > 0:
+            running += f" +{more}"
+        line = (f"[{self.counts['done']}/{self.counts['total']}] {self.counts['hits']} cached, "
+                f"{self.counts['failed']} failed, {elapsed:.1f}s"
+                + (f" | running: {running}" if running else ""))
+        width = 120
+        try:
+            width = os.get_terminal_size(self.stream.fileno()).columns - 1
+        except (OSError, ValueError, AttributeError):
+            pass
+        self.stream.write(self._paint(line[:width], "2"))
+        self._status_shown = True
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self, total: int) -> None:
+        self.counts["total"] = total
+        self._started = time.monotonic()
+        if self.live:
+            self._ticker = threading.Thread(target=self._tick, daemon=True)
+            self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.25):
+            with self.lock:
+                if self._status_shown:
+                    self.stream.write("\r\033[K")
+                self._draw_status()
+                self.stream.flush()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._ticker:
+            self._ticker.join()
+        with self.lock:
+            if self._status_shown:
+                self.stream.write("\r\033[K")
+                self._status_shown = False
+                self.stream.flush()
+
+    # ---------------------------------------------------------------- events
+    def task_started(self, task_id: str, command: str) -> None:
+        with self.lock:
+            self._running[task_id] = time.monotonic()
+            if not self.quiet:
+                self._write(self._paint(f"> {task_id}", "1") + self._paint(f"  $ {command}", "2") + "\n")
+
+    def task_output(self, task_id: str, line: bytes) -> None:
+        if self.quiet:
+            return
+        text = line.decode("utf-8", errors="replace")
+        if not text.endswith("\n"):
+            text += "\n"
+        with self.lock:
+            self._write(self._prefix(task_id) + text)
+
+    def replay(self, task_id: str, log: bytes, origin: str) -> None:
+        with self.lock:
+            if not self.quiet:
+                self._write(self._paint(f"> {task_id}", "1") + self._paint(f"  [{origin} cache hit, replaying "
+                                                                            "output]", "32") + "\n")
+                for line in log.splitlines():
+                    self._write(self._prefix(task_id) + line.decode("utf-8", errors="replace") + "\n")
+
+    def task_finished(self, task_id: str, status: str, duration: float, note: str = "") -> None:
+        with self.lock:
+            self._running.pop(task_id, None)
+            self.counts["done"] += 1
+            if status.endswith("hit"):
+                self.counts["hits"] += 1
+            if status == "failed":
+                self.counts["failed"] += 1
+            if self.quiet and status not in ("failed",):
+                return
+            label = {"local-hit": "cache hit (local)", "remote-hit": "cache hit (remote)", "miss": "ran",
+                     "failed": "FAILED", "skipped": "skipped"}.get(status, status)
+            text = f"  {task_id}: {label}" + (f" in {duration:.2f}s" if status in ("miss", "failed") else "")
+            if note:
+                text += f" ({note})"
+            self._write(self._paint(text, _STATUS_COLORS.get(status, "0")) + "\n")
+
+    def warn(self, message: str) -> None:
+        with self.lock:
+            self._write(self._paint("warning: ", "33;1") + message + "\n")
+
+    def info(self, message: str) -> None:
+        with self.lock:
+            self._write(message + "\n")
+
+    def error(self, message: str) -> None:
+        with self.lock:
+            self._write(self._paint("error: ", "31;1") + message + "\n")

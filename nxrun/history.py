@@ -1,0 +1,118 @@
+"""Run records: every invocation and every task in it (ETag, status, origin, durations, the
+explain manifest), kept in the local store's sqlite index. `why` and `history` read them.
+
+Explain manifests hold digests only, so env values and other secrets never appear in clear.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from .store.local import LocalStore
+
+STATUSES = ("local-hit", "remote-hit", "miss", "failed", "skipped")
+
+
+@dataclass
+class TaskRecord:
+    task_id: str
+    etag: str | None
+    status: str                   # one of STATUSES
+    origin: str = ""              # where a hit came from: local, remote, or this run (dedup)
+    duration: float = 0.0         # seconds this run spent on the task
+    started: float = 0.0
+    saved: float = 0.0            # seconds the cached run originally took (time a hit saved)
+    explain: dict[str, str] = field(default_factory=dict)
+    outputs_digest: str | None = None
+    error: str = ""
+
+
+@dataclass
+class RunRecord:
+    started: float
+    argv: list[str]
+    cwd: str
+    tasks: list[TaskRecord] = field(default_factory=list)
+    finished: float = 0.0
+    status: str = "running"
+    remote_skipped: int = 0
+
+    def count(self, status: str) -> int:
+        return sum(1 for t in self.tasks if t.status == status)
+
+
+def save_run(store: LocalStore, run: RunRecord) -> int:
+    """Write the run and its task rows in one transaction; returns the run id."""
+    def write(conn):
+        cursor = conn.execute(
+            "INSERT INTO runs (started, finished, argv, cwd, status, tasks, local_hits, remote_hits, misses, "
+            "failed, skipped, time_saved, remote_skipped) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (run.started, run.finished or time.time(), json.dumps(run.argv), run.cwd, run.status, len(run.tasks),
+             run.count("local-hit"), run.count("remote-hit"), run.count("miss"), run.count("failed"),
+             run.count("skipped"), sum(t.saved for t in run.tasks if t.status.endswith("hit")),
+             run.remote_skipped))
+        run_id = cursor.lastrowid
+        conn.executemany(
+            "INSERT INTO run_tasks (run_id, task_id, etag, status, origin, duration, started, saved, explain, "
+            "outputs_digest, error) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [(run_id, t.task_id, t.etag, t.status, t.origin, t.duration, t.started, t.saved,
+              json.dumps(t.explain, sort_keys=True, separators=(",", ":")), t.outputs_digest, t.error)
+             for t in run.tasks])
+        return run_id
+    return store.write(write)
+
+
+def last_task_record(store: LocalStore, task_id: str, before_etag: str | None = None) -> dict | None:
+    """The most recent recorded run of a task (optionally the latest whose ETag differs)."""
+    sql = ("SELECT r.run_id, r.etag, r.status, r.origin, r.duration, r.started, r.explain, runs.started "
+           "FROM run_tasks r JOIN runs ON runs.id = r.run_id WHERE r.task_id = ? AND r.etag IS NOT NULL")
+    params: list = [task_id]
+    if before_etag:
+        sql += " AND r.etag != ?"
+        params.append(before_etag)
+    rows = store.read(sql + " ORDER BY r.run_id DESC LIMIT 1", params)
+    if not rows:
+        return None
+    run_id, etag, status, origin, duration, started, explain, run_started = rows[0]
+    return {"run_id": run_id, "etag": etag, "status": status, "origin": origin, "duration": duration,
+            "started": started or run_started, "explain": json.loads(explain or "{}")}
+
+
+def task_history(store: LocalStore, task_id: str | None = None, limit: int = 20) -> list[dict]:
+    sql = ("SELECT r.run_id, r.task_id, r.etag, r.status, r.origin, r.duration, r.saved, runs.started, r.error "
+           "FROM run_tasks r JOIN runs ON runs.id = r.run_id")
+    params: list = []
+    if task_id:
+        sql += " WHERE r.task_id = ?"
+        params.append(task_id)
+    sql += " ORDER BY r.run_id DESC, r.rowid ASC LIMIT ?"
+    params.append(limit)
+    keys = ("run_id", "task_id", "etag", "status", "origin", "duration", "saved", "time", "error")
+    return [dict(zip(keys, row)) for row in store.read(sql, params)]
+
+
+def runs(store: LocalStore, limit: int = 50) -> list[dict]:
+    keys = ("id", "started", "finished", "argv", "status", "tasks", "local_hits", "remote_hits", "misses",
+            "failed", "skipped", "time_saved", "remote_skipped")
+    rows = store.read(f"SELECT {', '.join(keys)} FROM runs ORDER BY id DESC LIMIT ?", (limit,))
+    result = []
+    for row in rows:
+        record = dict(zip(keys, row))
+        record["argv"] = json.loads(record["argv"] or "[]")
+        result.append(record)
+    return result
+
+
+def diff_explain(previous: dict[str, str], current: dict[str, str]) -> list[tuple[str, str]]:
+    """(component, change) pairs: 'added', 'removed' or 'changed', sorted by component."""
+    changes = []
+    for name in sorted(set(previous) | set(current)):
+        if name not in previous:
+            changes.append((name, "added"))
+        elif name not in current:
+            changes.append((name, "removed"))
+        elif previous[name] != current[name]:
+            changes.append((name, "changed"))
+    return changes

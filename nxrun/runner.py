@@ -1,0 +1,503 @@
+"""Run a set of tasks: hit -> restore outputs and replay the log; miss -> run the command,
+stream and capture its output, store outputs and log.
+
+Tasks become ready when their dependencies have finished; each ready task is hashed (its ETag
+keyed on its upstream tasks' output digests, for early cutoff), looked up, and either restored or
+run in a worker thread. `resources` serialise tasks that need exclusive hardware; tasks with the
+same ETag in one run execute once.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from .console import Console
+from .errors import NxrunError
+from .graph import Task, TaskGraph
+from .hashing import StatCache, TaskHasher, digest_text, etag_of
+from .history import RunRecord, TaskRecord, save_run
+from .runtime import Runtime
+from .store import CacheEntry, CorruptBlob, UnsafeEntry
+from .store.capture import digest_of_records, scan_outputs
+from .store.local import LocalStore
+from .store.restore import restore_entry
+
+AGGREGATE = "aggregate"
+
+
+@dataclass
+class RunOptions:
+    parallel: int = 4
+    keep_going: bool = False
+    skip_cache: bool = False
+    only: bool = False
+    dry_run: bool = False
+    args: list[str] = field(default_factory=list)
+    args_for: set[str] = field(default_factory=set)   # task ids the args after `--` go to
+
+
+@dataclass
+class TaskResult:
+    task_id: str
+    status: str
+    etag: str | None = None
+    duration: float = 0.0
+    origin: str = ""
+    note: str = ""
+    outputs_digest: str | None = None
+
+
+@dataclass
+class RunResult:
+    results: dict[str, TaskResult]
+    duration: float
+    warnings: list[str]
+    remote_summary: dict = field(default_factory=dict)
+
+    @property
+    def failed(self) -> bool:
+        return any(r.status == "failed" for r in self.results.values())
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results.values() if r.status == status)
+
+    def to_json(self) -> dict:
+        return {
+            "ok": not self.failed,
+            "duration": round(self.duration, 4),
+            "counts": {s: self.count(s) for s in ("local-hit", "remote-hit", "miss", "failed", "skipped",
+                                                  "predicted-hit", "predicted-miss", "unknown")
+                       if self.count(s)},
+            "tasks": [{"id": r.task_id, "status": r.status, "etag": r.etag, "duration": round(r.duration, 4),
+                       "origin": r.origin, "note": r.note} for r in self.results.values()],
+            "warnings": self.warnings,
+            "remote": self.remote_summary,
+        }
+
+
+class TaskFailed(Exception):
+    pass
+
+
+class Runner:
+    def __init__(self, graph: TaskGraph, store: LocalStore, options: RunOptions, console: Console,
+                 remote=None, argv: list[str] | None = None):
+        self.graph = graph
+        self.workspace = graph.workspace
+        self.root = graph.workspace.root
+        self.store = store
+        self.remote = remote          # a store.tiered.RemoteCache, or None
+        self.options = options
+        self.console = console
+        self.argv = argv or []
+        self.stat_cache = StatCache(store.load_stat_cache())
+        self.runtime = Runtime(graph.workspace.runtime, str(self.root))
+        self.hasher = TaskHasher(self.root, graph.file_index, self.stat_cache, self.runtime)
+        self.warnings: list[str] = []
+        self.records: dict[str, TaskRecord] = {}
+        self.results: dict[str, TaskResult] = {}
+        self._lock = threading.Lock()
+        self._resource_cond = threading.Condition()
+        self._held_resources: set[str] = set()
+        self._etag_owner: dict[str, str] = {}
+        self._etag_done: dict[str, threading.Event] = {}
+        self._processes: dict[str, subprocess.Popen] = {}
+        self._interrupted = threading.Event()
+        self._touched: list[str] = []
+
+    # ------------------------------------------------------------------ public
+    def run(self, requested: list[str]) -> RunResult:
+        started = time.time()
+        wall = time.monotonic()
+        selected = list(requested) if self.options.only else self.graph.with_dependencies(requested)
+        self.console.start(sum(1 for t in selected if not self.graph.tasks[t].is_aggregate))
+        digests: dict[str, str | None] = {}
+        try:
+            self._schedule(selected, digests)
+        except KeyboardInterrupt:
+            self._interrupt()
+            raise NxrunError("interrupted; running tasks were stopped and nothing of theirs was cached") from None
+        finally:
+            self.console.stop()
+            self._finish(started)
+        ordered = {t: self.results[t] for t in selected if t in self.results}
+        summary = self.remote.summary() if self.remote is not None else {}
+        return RunResult(ordered, time.monotonic() - wall, self.warnings, summary)
+
+    # ------------------------------------------------------------------ scheduling
+    def _schedule(self, selected: list[str], digests: dict[str, str | None]) -> None:
+        tasks = self.graph.tasks
+        selected_set = set(selected)
+        remaining_deps = {t: [d for d in tasks[t].deps if d in selected_set] for t in selected}
+        if self.options.only:
+            for task_id in selected:
+                for dep in tasks[task_id].deps:
+                    if dep not in selected_set:
+                        digests[dep] = self._dep_digest_from_disk(dep, restore=True)
+        children: dict[str, list[str]] = {t: [] for t in selected}
+        unfinished: dict[str, int] = {}
+        for task_id in selected:
+            deps = [d for d in tasks[task_id].deps if d in selected_set]
+            unfinished[task_id] = len(deps)
+            for dep in deps:
+                children[dep].append(task_id)
+        ready = deque(t for t in selected if unfinished[t] == 0)
+        running: dict[Future, str] = {}
+        stop_launching = False
+
+        def finished(task_id: str) -> None:
+            for child in children[task_id]:
+                unfinished[child] -= 1
+                if unfinished[child] == 0:
+                    ready.append(child)
+
+        with ThreadPoolExecutor(max_workers=max(1, self.options.parallel)) as pool:
+            while ready or running:
+                while ready:
+                    task_id = ready.popleft()
+                    bad = [d for d in remaining_deps[task_id]
+                           if self.results[d].status in ("failed", "skipped")]
+                    if bad or stop_launching:
+                        reason = f"dependency {bad[0]} {self.results[bad[0]].status}" if bad else \
+                            "an earlier task failed (use --keep-going to run independent tasks)"
+                        self._record_skip(task_id, reason)
+                        finished(task_id)
+                        continue
+                    dep_digests = {d: digests.get(d) for d in tasks[task_id].deps}
+                    running[pool.submit(self._process, tasks[task_id], dep_digests)] = task_id
+                if not running:
+                    continue
+                done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
+                for future in done:
+                    task_id = running.pop(future)
+                    try:
+                        result = future.result()
+                    except NxrunError:
+                        self._interrupt()
+                        raise
+                    self.results[task_id] = result
+                    digests[task_id] = result.outputs_digest
+                    if result.status == "failed" and not self.options.keep_going:
+                        stop_launching = True
+                    finished(task_id)
+
+    def _record_skip(self, task_id: str, reason: str) -> None:
+        self.results[task_id] = TaskResult(task_id, "skipped", note=reason)
+        if not self.graph.tasks[task_id].is_aggregate:
+            self.records[task_id] = TaskRecord(task_id, None, "skipped", error=reason, started=time.time())
+            self.console.task_finished(task_id, "skipped", 0.0, reason)
+
+    # ------------------------------------------------------------------ one task
+    def _process(self, task: Task, dep_digests: dict[str, str | None]) -> TaskResult:
+        started = time.time()
+        tick = time.monotonic()
+        if task.is_aggregate:
+            digest = digest_text("\n".join(f"{k}={v}" for k, v in sorted(dep_digests.items())))
+            return TaskResult(task.id, AGGREGATE, outputs_digest=digest)
+        if any(v is None for v in dep_digests.values()):
+            # dry run: an upstream task would run, so this ETag cannot be known yet
+            return TaskResult(task.id, "unknown", note="an upstream task would run first")
+        args = self.options.args if task.id in self.options.args_for else None
+        components, warnings = self.hasher.components(task, dep_digests, args)  # type: ignore[arg-type]
+        for warning in warnings:
+            self._warn(warning)
+        etag = etag_of(components)
+        record = TaskRecord(task.id, etag, "miss", started=started, explain=components)
+        self.records[task.id] = record
+
+        if self.options.dry_run:
+            entry, origin = self._lookup(etag, task, dry_run=True)
+            status = "predicted-hit" if entry else "predicted-miss"
+            self.records.pop(task.id, None)
+            self.console.task_finished(task.id, status, 0.0, f"{origin} " if entry else "")
+            return TaskResult(task.id, status, etag, origin=origin,
+                              outputs_digest=entry.outputs_digest if entry else None)
+
+        # tasks with identical ETags in one run execute once
+        owner_event = None
+        with self._lock:
+            if etag in self._etag_owner:
+                owner_event = self._etag_done[etag]
+            else:
+                self._etag_owner[etag] = task.id
+                self._etag_done[etag] = threading.Event()
+        if owner_event is not None:
+            owner_event.wait()
+
+        if task.cache != "never" and not self.options.skip_cache:
+            entry, origin = self._lookup(etag, task)
+            if entry is not None:
+                restored = self._restore(task, entry, origin)
+                if restored:
+                    if owner_event is not None:
+                        origin = "dedup"
+                    record.status = "remote-hit" if origin == "remote" else "local-hit"
+                    record.origin = origin
+                    record.saved = entry.duration
+                    record.duration = time.monotonic() - tick
+                    record.outputs_digest = entry.outputs_digest
+                    self._mark_etag_done(etag, owner_event)
+                    self.console.task_finished(task.id, record.status, record.duration)
+                    return TaskResult(task.id, record.status, etag, record.duration, origin,
+                                      outputs_digest=entry.outputs_digest)
+        try:
+            return self._execute(task, etag, record, tick)
+        finally:
+            self._mark_etag_done(etag, owner_event)
+
+    def _mark_etag_done(self, etag: str, owner_event) -> None:
+        if owner_event is None:
+            self._etag_done[etag].set()
+
+    def _lookup(self, etag: str, task: Task, dry_run: bool = False) -> tuple[CacheEntry | None, str]:
+        entry = self.store.get_entry(etag)
+        if entry is not None:
+            if entry.task_id != task.id and entry.declared_outputs != task.outputs:
+                entry = None
+            else:
+                self._touched.append(etag)
+                return entry, "local"
+        if self.remote is not None and task.cache != "never":
+            try:
+                entry = self.remote.fetch(etag, self.store, dry_run=dry_run)
+            except NxrunError:
+                raise
+            if entry is not None:
+                return entry, "remote"
+        return None, ""
+
+    def _restore(self, task: Task, entry: CacheEntry, origin: str) -> bool:
+        try:
+            restore_entry(entry, self.store, self.root, task.outputs, self.stat_cache, self.workspace.restore)
+            log = self.store.read_blob(entry.log_digest) if entry.log_digest else b""
+        except CorruptBlob as exc:
+            self._warn(f"{task.id}: cache entry {entry.etag[:12]} has a corrupt or missing blob ({exc}); "
+                       "treating it as a miss and running the task.")
+            self.store.delete_entry(entry.etag)
+            return False
+        except UnsafeEntry as exc:
+            self._warn(f"{task.id}: rejected unsafe cache entry from {origin} cache: {exc}; running the task.")
+            self.store.delete_entry(entry.etag)
+            return False
+        self.console.replay(task.id, log, origin)
+        return True
+
+    def _acquire(self, resources: list[str]) -> None:
+        if not resources:
+            return
+        with self._resource_cond:
+            while any(r in self._held_resources for r in resources):
+                self._resource_cond.wait()
+            self._held_resources.update(resources)
+
+    def _release(self, resources: list[str]) -> None:
+        if not resources:
+            return
+        with self._resource_cond:
+            self._held_resources.difference_update(resources)
+            self._resource_cond.notify_all()
+
+    def _execute(self, task: Task, etag: str, record: TaskRecord, tick: float) -> TaskResult:
+        if self._interrupted.is_set():
+            record.status = "skipped"
+            return TaskResult(task.id, "skipped", etag, note="interrupted")
+        command = task.command or ""
+        args = self.options.args if task.id in self.options.args_for else []
+        if args:
+            import shlex
+
+            command = command + " " + " ".join(shlex.quote(a) for a in args)
+        cwd = self.root / task.cwd
+        if not cwd.is_dir():
+            return self._fail(task, record, tick, f"working folder '{task.cwd}' does not exist ({task.source}); "
+                                                  "create it or fix the target's cwd.", etag)
+        env = dict(os.environ)
+        env.update(task.env)
+        env["NXRUN_TASK"] = task.id
+        env["NXRUN_WORKSPACE"] = str(self.root)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        self._acquire(task.resources)
+        try:
+            run_tick = time.monotonic()
+            self.console.task_started(task.id, command)
+            with tempfile.NamedTemporaryFile(dir=self.store.tmp_dir, prefix="log-", delete=False) as log_file:
+                log_path = log_file.name
+                try:
+                    process = subprocess.Popen(command, shell=True, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                               start_new_session=True)
+                except OSError as exc:
+                    return self._fail(task, record, tick, f"could not start the command: {exc}", etag)
+                with self._lock:
+                    self._processes[task.id] = process
+                tail: list[bytes] = []
+                assert process.stdout is not None
+                for line in iter(process.stdout.readline, b""):
+                    log_file.write(line)
+                    self.console.task_output(task.id, line)
+                    tail.append(line)
+                    if len(tail) > 5:
+                        tail.pop(0)
+                exit_code = process.wait()
+                with self._lock:
+                    self._processes.pop(task.id, None)
+            duration = time.monotonic() - run_tick
+        finally:
+            self._release(task.resources)
+        try:
+            if self._interrupted.is_set():
+                return self._fail(task, record, tick, "interrupted", etag)
+            if exit_code != 0:
+                if exit_code < 0:
+                    reason = f"killed by signal {-exit_code}"
+                else:
+                    reason = f"exit code {exit_code}"
+                text = b"".join(tail).decode("utf-8", errors="replace")
+                if exit_code == 127 and ("not found" in text or "No such file" in text):
+                    reason += (f": the command was not found. Check `command` of {task.id} ({task.source}) "
+                               "and that the program is installed and on PATH")
+                return self._fail(task, record, tick, reason, etag)
+            return self._store(task, etag, record, tick, duration, log_path)
+        finally:
+            try:
+                os.unlink(log_path)
+            except FileNotFoundError:
+                pass
+
+    def _fail(self, task: Task, record: TaskRecord, tick: float, reason: str, etag: str | None) -> TaskResult:
+        record.status = "failed"
+        record.error = reason
+        record.duration = time.monotonic() - tick
+        self.console.task_finished(task.id, "failed", record.duration, reason)
+        return TaskResult(task.id, "failed", etag, record.duration, note=reason)
+
+    def _store(self, task: Task, etag: str, record: TaskRecord, tick: float, duration: float,
+               log_path: str) -> TaskResult:
+        store_blobs = task.cache != "never"
+        note = ""
+        try:
+            records, missing = scan_outputs(self.root, task.outputs, self.stat_cache,
+                                            self.store if store_blobs else None)
+        except OSError as exc:
+            # cannot read or store the outputs (a full disk, say): the task still succeeded
+            self._warn(f"{task.id}: could not store its outputs in the cache ({exc}); it will run again "
+                       "next time.")
+            records, missing = scan_outputs(self.root, task.outputs, self.stat_cache, None)
+            store_blobs = False
+        for path in missing:
+            self._warn(f"{task.id}: declared output '{path}' was not produced ({task.source}).")
+        digest = digest_of_records(records)
+        if store_blobs:
+            try:
+                log_digest, _ = self.store.put_file(log_path)
+                entry = CacheEntry(
+                    etag=etag, task_id=task.id, outputs=records, declared_outputs=list(task.outputs),
+                    outputs_digest=digest, log_digest=log_digest, exit_code=0, duration=duration,
+                    created=time.time(), runtime_facts=self._public_facts(), explain=record.explain)
+                self.store.put_entry(entry)
+                if self.remote is not None:
+                    self.remote.upload(entry, self.store)
+            except OSError as exc:
+                self._warn(f"{task.id}: could not write its cache entry ({exc}); it will run again next time.")
+                note = "not cached"
+        record.status = "miss"
+        record.duration = time.monotonic() - tick
+        record.outputs_digest = digest
+        self.console.task_finished(task.id, "miss", duration, note)
+        return TaskResult(task.id, "miss", etag, record.duration, note=note, outputs_digest=digest)
+
+    def _public_facts(self) -> dict[str, str]:
+        facts = {}
+        for key, value in self.runtime.facts().items():
+            facts[key] = value[:2000]
+        return facts
+
+    # ------------------------------------------------------------------ --only and inspection
+    def _dep_digest_from_disk(self, task_id: str, restore: bool, _memo: dict | None = None) -> str:
+        """The output digest of an upstream task as the workspace has it now: its cache entry's when
+        its ETag (computed from what is on disk) is cached, else a scan of its outputs on disk."""
+        memo = {} if _memo is None else _memo
+        if task_id in memo:
+            return memo[task_id]
+        task = self.graph.tasks[task_id]
+        dep_digests = {d: self._dep_digest_from_disk(d, restore, memo) for d in task.deps}
+        if task.is_aggregate:
+            digest = digest_text("\n".join(f"{k}={v}" for k, v in sorted(dep_digests.items())))
+        else:
+            components, _ = self.hasher.components(task, dep_digests)
+            entry = self.store.get_entry(etag_of(components)) if task.cache != "never" else None
+            if entry is not None and (not restore or self._restore_quietly(task, entry)):
+                digest = entry.outputs_digest
+            else:
+                records, _missing = scan_outputs(self.root, task.outputs, self.stat_cache, None)
+                digest = digest_of_records(records)
+        memo[task_id] = digest
+        return digest
+
+    def _restore_quietly(self, task: Task, entry: CacheEntry) -> bool:
+        try:
+            restore_entry(entry, self.store, self.root, task.outputs, self.stat_cache, self.workspace.restore)
+            return True
+        except (CorruptBlob, UnsafeEntry):
+            return False
+
+    def explain(self, task_id: str) -> tuple[dict[str, str], str]:
+        """The task's current explain manifest and ETag, upstream outputs taken as they are on disk."""
+        task = self.graph.tasks[task_id]
+        memo: dict = {}
+        dep_digests = {d: self._dep_digest_from_disk(d, False, memo) for d in task.deps}
+        components, warnings = self.hasher.components(task, dep_digests)
+        self.warnings.extend(warnings)
+        return components, etag_of(components)
+
+    # ------------------------------------------------------------------ end of run
+    def _warn(self, message: str) -> None:
+        with self._lock:
+            self.warnings.append(message)
+        self.console.warn(message)
+
+    def _interrupt(self) -> None:
+        self._interrupted.set()
+        with self._lock:
+            processes = list(self._processes.values())
+        for process in processes:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + 5
+        for process in processes:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+    def _finish(self, started: float) -> None:
+        try:
+            self.store.save_stat_cache(self.stat_cache.dirty)
+            self.stat_cache.dirty = {}
+            if self._touched:
+                self.store.touch_entries(self._touched)
+            if self.options.dry_run:
+                return
+            run = RunRecord(started=started, argv=self.argv, cwd=str(self.root))
+            run.tasks = [self.records[t] for t in self.graph.order if t in self.records]
+            run.finished = time.time()
+            run.status = "failed" if any(t.status == "failed" for t in run.tasks) else "ok"
+            if self.remote is not None:
+                run.remote_skipped = self.remote.summary().get("skipped", 0)
+            save_run(self.store, run)
+        except Exception as exc:  # history is a record, never a reason to fail a run
+            self.console.warn(f"could not record the run in the history: {exc}")
+

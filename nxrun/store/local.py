@@ -1,0 +1,382 @@
+"""The local cache: content-addressed blobs on disk and an sqlite index (WAL) of entries,
+file digests (the stat cache) and run history.
+
+Every blob is written to a temp file, fsynced and renamed into place; an entry row is written
+last, in one transaction, so a crash, a kill or a full disk never leaves an entry whose blobs
+are missing or partial. Several nxrun processes may share one cache folder at once.
+
+The schema is created through sqlite-utils; the hot path (a no-op run) talks to sqlite3 directly,
+because importing sqlite-utils costs more than a whole no-op run is allowed to take.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import xxhash
+
+from . import CacheEntry, CorruptBlob
+
+SCHEMA_VERSION = 3
+_CHUNK = 8 << 20
+
+
+def _retry_locked(operation: Callable, attempts: int = 200):
+    """Run an sqlite operation, retrying while another process holds the write lock."""
+    delay = 0.005
+    for attempt in range(attempts):
+        try:
+            return operation()
+        except sqlite3.OperationalError as exc:
+            text = str(exc).lower()
+            if ("locked" not in text and "busy" not in text) or attempt == attempts - 1:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
+class LocalStore:
+    def __init__(self, cache_dir: Path):
+        self.cache_dir = Path(cache_dir)
+        self.blob_dir = self.cache_dir / "blobs"
+        self.tmp_dir = self.cache_dir / "tmp"
+        self.db_path = self.cache_dir / "index.db"
+        self._conn: sqlite3.Connection | None = None
+        self.lock = threading.RLock()
+
+    # ------------------------------------------------------------------ database
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            with self.lock:
+                if self._conn is None:
+                    self.cache_dir.mkdir(parents=True, exist_ok=True)
+                    self.tmp_dir.mkdir(exist_ok=True)
+                    conn = sqlite3.connect(self.db_path, timeout=60, check_same_thread=False,
+                                           isolation_level=None)
+                    conn.execute("PRAGMA busy_timeout = 60000")
+                    version = _retry_locked(lambda: conn.execute("PRAGMA user_version").fetchone()[0])
+                    if version != SCHEMA_VERSION:
+                        _retry_locked(lambda: self._create_schema(conn))
+                    conn.execute("PRAGMA synchronous = NORMAL")
+                    self._conn = conn
+        return self._conn
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        import sqlite_utils
+
+        db = sqlite_utils.Database(conn)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+                conn.execute("COMMIT")
+                return
+            for stale in ("entries", "stat_cache", "runs", "run_tasks"):
+                if db[stale].exists():
+                    db[stale].drop()
+            db["entries"].create({"etag": str, "task_id": str, "manifest": str, "size": int, "created": float,
+                                  "last_used": float, "origin": str}, pk="etag")
+            db["entries"].create_index(["task_id"])
+            db["entries"].create_index(["last_used"])
+            db["stat_cache"].create({"path": str, "size": int, "mtime_ns": int, "inode": int, "digest": str},
+                                    pk="path")
+            db["runs"].create({"id": int, "started": float, "finished": float, "argv": str, "cwd": str,
+                               "status": str, "tasks": int, "local_hits": int, "remote_hits": int,
+                               "misses": int, "failed": int, "skipped": int, "time_saved": float,
+                               "remote_skipped": int}, pk="id")
+            db["run_tasks"].create({"run_id": int, "task_id": str, "etag": str, "status": str, "origin": str,
+                                    "duration": float, "started": float, "saved": float, "explain": str,
+                                    "outputs_digest": str, "error": str})
+            db["run_tasks"].create_index(["task_id", "run_id"])
+            db["run_tasks"].create_index(["run_id"])
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        _retry_locked(lambda: db.enable_wal())
+
+    def write(self, operation: Callable[[sqlite3.Connection], object]):
+        """Run `operation` in one IMMEDIATE transaction, retrying while the database is locked."""
+        def attempt():
+            with self.lock:
+                conn = self.conn
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = operation(conn)
+                    conn.execute("COMMIT")
+                    return result
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        return _retry_locked(attempt)
+
+    def read(self, sql: str, params=()) -> list[tuple]:
+        with self.lock:
+            return _retry_locked(lambda: self.conn.execute(sql, params).fetchall())
+
+    def close(self) -> None:
+        with self.lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    # ------------------------------------------------------------------ blobs
+    def blob_path(self, digest: str) -> Path:
+        return self.blob_dir / digest[:2] / digest[2:]
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def _temp_path(self) -> Path:
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        return self.tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}"
+
+    def put_file(self, source: str | os.PathLike, known_digest: str | None = None) -> tuple[str, int]:
+        """Copy a file into the blob store; returns (digest, size). Hashes while copying."""
+        if known_digest and self.has_blob(known_digest):
+            return known_digest, os.path.getsize(source)
+        temp = self._temp_path()
+        hasher = xxhash.xxh3_128()
+        size = 0
+        buffer = bytearray(_CHUNK)
+        view = memoryview(buffer)
+        try:
+            with open(source, "rb", buffering=0) as src, open(temp, "wb", buffering=0) as dst:
+                while True:
+                    count = src.readinto(buffer)
+                    if not count:
+                        break
+                    hasher.update(view[:count])
+                    dst.write(view[:count])
+                    size += count
+                os.fsync(dst.fileno())
+            digest = hasher.hexdigest()
+            self._commit_blob(temp, digest)
+            return digest, size
+        finally:
+            if temp.exists():
+                temp.unlink()
+
+    def put_bytes(self, data: bytes) -> str:
+        digest = xxhash.xxh3_128_hexdigest(data)
+        if self.has_blob(digest):
+            return digest
+        temp = self._temp_path()
+        try:
+            with open(temp, "wb") as dst:
+                dst.write(data)
+                dst.flush()
+                os.fsync(dst.fileno())
+            self._commit_blob(temp, digest)
+        finally:
+            if temp.exists():
+                temp.unlink()
+        return digest
+
+    def put_verified_file(self, temp: Path, digest: str) -> None:
+        """Adopt a temp file (already fsynced, already hashed to `digest`) as a blob."""
+        try:
+            self._commit_blob(temp, digest)
+        finally:
+            if temp.exists():
+                temp.unlink()
+
+    def _commit_blob(self, temp: Path, digest: str) -> None:
+        destination = self.blob_path(digest)
+        if destination.exists():
+            return
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(temp, 0o444)
+        os.replace(temp, destination)
+
+    def read_blob(self, digest: str) -> bytes:
+        """A blob's contents, verified against its digest."""
+        data = self.blob_path(digest).read_bytes()
+        if xxhash.xxh3_128_hexdigest(data) != digest:
+            self.discard_blob(digest)
+            raise CorruptBlob(digest)
+        return data
+
+    def discard_blob(self, digest: str) -> None:
+        try:
+            self.blob_path(digest).unlink()
+        except FileNotFoundError:
+            pass
+
+    # ------------------------------------------------------------------ entries
+    def get_entry(self, etag: str) -> CacheEntry | None:
+        rows = self.read("SELECT manifest FROM entries WHERE etag = ?", (etag,))
+        if not rows:
+            return None
+        try:
+            return CacheEntry.from_json(rows[0][0])
+        except (ValueError, TypeError, KeyError):
+            return None
+
+    def get_entries(self, etags: list[str]) -> dict[str, CacheEntry]:
+        found: dict[str, CacheEntry] = {}
+        for start in range(0, len(etags), 500):
+            chunk = etags[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for etag, manifest in self.read(f"SELECT etag, manifest FROM entries WHERE etag IN ({marks})", chunk):
+                try:
+                    found[etag] = CacheEntry.from_json(manifest)
+                except (ValueError, TypeError, KeyError):
+                    continue
+        return found
+
+    def put_entry(self, entry: CacheEntry, origin: str = "local") -> None:
+        """Record an entry; all its blobs must already be in place."""
+        missing = [d for d in entry.blob_digests() if not self.has_blob(d)]
+        if missing:
+            raise FileNotFoundError(f"entry {entry.etag} needs blobs that are not stored: {missing[:3]}")
+        now = time.time()
+        self.write(lambda conn: conn.execute(
+            "INSERT OR REPLACE INTO entries (etag, task_id, manifest, size, created, last_used, origin) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (entry.etag, entry.task_id, entry.to_json(), entry.total_size(), entry.created or now, now, origin)))
+
+    def touch_entries(self, etags: list[str]) -> None:
+        if etags:
+            now = time.time()
+            self.write(lambda conn: conn.executemany("UPDATE entries SET last_used = ? WHERE etag = ?",
+                                                     [(now, e) for e in etags]))
+
+    def delete_entry(self, etag: str) -> None:
+        self.write(lambda conn: conn.execute("DELETE FROM entries WHERE etag = ?", (etag,)))
+
+    # ------------------------------------------------------------------ stat cache
+    def load_stat_cache(self) -> dict[str, tuple[int, int, int, str]]:
+        return {row[0]: tuple(row[1:]) for row in
+                self.read("SELECT path, size, mtime_ns, inode, digest FROM stat_cache")}
+
+    def save_stat_cache(self, rows: dict[str, tuple[int, int, int, str]]) -> None:
+        if rows:
+            self.write(lambda conn: conn.executemany(
+                "INSERT OR REPLACE INTO stat_cache (path, size, mtime_ns, inode, digest) VALUES (?, ?, ?, ?, ?)",
+                [(path, *row) for path, row in rows.items()]))
+
+    # ------------------------------------------------------------------ maintenance
+    def iter_blobs(self):
+        if not self.blob_dir.is_dir():
+            return
+        for prefix in sorted(os.listdir(self.blob_dir)):
+            folder = self.blob_dir / prefix
+            if not folder.is_dir():
+                continue
+            for name in sorted(os.listdir(folder)):
+                yield prefix + name, folder / name
+
+    def stats(self) -> dict:
+        blob_count = 0
+        blob_bytes = 0
+        for _digest, path in self.iter_blobs():
+            blob_count += 1
+            blob_bytes += path.stat().st_size
+        (entries,), = self.read("SELECT count(*) FROM entries")
+        origins = dict(self.read("SELECT origin, count(*) FROM entries GROUP BY origin"))
+        return {"cache_dir": str(self.cache_dir), "entries": entries, "entries_by_origin": origins,
+                "blobs": blob_count, "blob_bytes": blob_bytes}
+
+    def referenced_blobs(self) -> set[str]:
+        referenced: set[str] = set()
+        for (manifest,) in self.read("SELECT manifest FROM entries"):
+            try:
+                referenced.update(CacheEntry.from_json(manifest).blob_digests())
+            except (ValueError, TypeError, KeyError):
+                continue
+        return referenced
+
+    def prune(self, max_size: int) -> dict:
+        """Evict least-recently-used entries until referenced blobs fit in max_size bytes,
+        then delete blobs no entry references."""
+        rows = self.read("SELECT etag, manifest FROM entries ORDER BY last_used DESC")
+        kept: set[str] = set()
+        kept_bytes = 0
+        evicted = []
+        sizes = {digest: path.stat().st_size for digest, path in self.iter_blobs()}
+        for etag, manifest in rows:
+            try:
+                digests = CacheEntry.from_json(manifest).blob_digests()
+            except (ValueError, TypeError, KeyError):
+                evicted.append(etag)
+                continue
+            extra = sum(sizes.get(d, 0) for d in digests if d not in kept)
+            if kept_bytes + extra > max_size:
+                evicted.append(etag)
+                continue
+            kept.update(digests)
+            kept_bytes += extra
+        if evicted:
+            self.write(lambda conn: conn.executemany("DELETE FROM entries WHERE etag = ?",
+                                                     [(e,) for e in evicted]))
+        removed_blobs, removed_bytes = self.collect_garbage()
+        return {"entries_evicted": len(evicted), "blobs_removed": removed_blobs, "bytes_removed": removed_bytes,
+                "bytes_kept": kept_bytes}
+
+    def collect_garbage(self) -> tuple[int, int]:
+        referenced = self.referenced_blobs()
+        removed = 0
+        removed_bytes = 0
+        for digest, path in list(self.iter_blobs()):
+            if digest not in referenced:
+                removed_bytes += path.stat().st_size
+                path.unlink()
+                removed += 1
+        # temp files of processes that died mid-write (older than an hour: never one in use)
+        if self.tmp_dir.is_dir():
+            cutoff = time.time() - 3600
+            for name in os.listdir(self.tmp_dir):
+                path = self.tmp_dir / name
+                try:
+                    if path.stat().st_mtime < cutoff:
+                        path.unlink()
+                except OSError:
+                    pass
+        return removed, removed_bytes
+
+    def clear(self) -> None:
+        import shutil
+
+        self.write(lambda conn: (conn.execute("DELETE FROM entries"), conn.execute("DELETE FROM stat_cache")))
+        for folder in (self.blob_dir, self.tmp_dir):
+            if folder.exists():
+                for root, dirs, _files in os.walk(folder):
+                    for d in dirs:
+                        os.chmod(os.path.join(root, d), 0o755)
+                shutil.rmtree(folder)
+
+    def verify(self, repair: bool = True) -> dict:
+        """Re-hash every blob; report (and with repair, drop) corrupt blobs and the entries that
+        need them or need blobs that are gone."""
+        corrupt = []
+        for digest, path in self.iter_blobs():
+            hasher = xxhash.xxh3_128()
+            with open(path, "rb") as handle:
+                while chunk := handle.read(_CHUNK):
+                    hasher.update(chunk)
+            if hasher.hexdigest() != digest:
+                corrupt.append(digest)
+                if repair:
+                    path.unlink()
+        broken = []
+        for etag, task_id, manifest in self.read("SELECT etag, task_id, manifest FROM entries"):
+            try:
+                digests = CacheEntry.from_json(manifest).blob_digests()
+            except (ValueError, TypeError, KeyError):
+                broken.append((etag, task_id, "unreadable manifest"))
+                continue
+            bad = [d for d in digests if d in corrupt or not self.has_blob(d)]
+            if bad:
+                broken.append((etag, task_id, f"{len(bad)} blob(s) corrupt or missing"))
+        if repair and broken:
+            self.write(lambda conn: conn.executemany("DELETE FROM entries WHERE etag = ?",
+                                                     [(b[0],) for b in broken]))
+        return {"corrupt_blobs": corrupt, "broken_entries": broken}

@@ -1,0 +1,164 @@
+"""Put a cache entry's outputs back into the workspace.
+
+Files come from verified blobs: reflinked or copied (or hardlinked when the workspace asks for
+read-only linked outputs), each written beside its destination and renamed over it, so a reader
+never sees a half-written file. A file already identical is left alone; files in a declared
+output folder that the entry does not list are removed.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import xxhash
+
+from ..hashing import StatCache
+from . import CacheEntry, CorruptBlob, OutputRecord
+from .local import LocalStore
+from .safety import check_entry
+
+_FICLONE = 0x40049409
+_CHUNK = 8 << 20
+
+
+def _remove(path: str) -> None:
+    if os.path.islink(path) or os.path.isfile(path):
+        os.unlink(path)
+    elif os.path.isdir(path):
+        shutil.rmtree(path)
+
+
+def _copy_verified(blob: Path, temp: str, digest: str) -> None:
+    """Copy a blob to `temp`, hashing what is read; raise CorruptBlob on a mismatch."""
+    hasher = xxhash.xxh3_128()
+    with open(blob, "rb", buffering=0) as src, open(temp, "wb", buffering=0) as dst:
+        cloned = False
+        try:
+            fcntl.ioctl(dst.fileno(), _FICLONE, src.fileno())
+            cloned = True
+        except OSError:
+            pass
+        buffer = bytearray(_CHUNK)
+        view = memoryview(buffer)
+        while True:
+            count = src.readinto(buffer)
+            if not count:
+                break
+            hasher.update(view[:count])
+            if not cloned:
+                dst.write(view[:count])
+    if hasher.hexdigest() != digest:
+        os.unlink(temp)
+        raise CorruptBlob(digest)
+
+
+def _verify_blob(blob: Path, digest: str) -> None:
+    hasher = xxhash.xxh3_128()
+    with open(blob, "rb", buffering=0) as src:
+        while chunk := src.read(_CHUNK):
+            hasher.update(chunk)
+    if hasher.hexdigest() != digest:
+        raise CorruptBlob(digest)
+
+
+def restore_entry(entry: CacheEntry, store: LocalStore, root: Path, declared_outputs: list[str],
+                  stat_cache: StatCache, mode: str = "auto") -> int:
+    """Write the entry's outputs under `root`; returns how many files were written.
+
+    Raises UnsafeEntry before touching anything, or CorruptBlob (the blob is discarded and the
+    caller treats the entry as a miss)."""
+    check_entry(entry, root, declared_outputs)
+    root_text = str(root)
+    listed = {record.path for record in entry.outputs}
+    listed_dirs = {os.path.dirname(p) for p in listed}
+    # stale files in declared output folders
+    for declared in declared_outputs:
+        base = os.path.join(root_text, declared)
+        if os.path.isdir(base) and not os.path.islink(base):
+            for folder, dirs, files in os.walk(base, topdown=False):
+                rel_folder = os.path.relpath(folder, root_text).replace(os.sep, "/")
+                for name in files:
+                    rel = f"{rel_folder}/{name}"
+                    if rel not in listed:
+                        os.unlink(os.path.join(folder, name))
+                for name in dirs:
+                    rel = f"{rel_folder}/{name}"
+                    full = os.path.join(folder, name)
+                    if os.path.islink(full) and rel not in listed:
+                        os.unlink(full)
+                    elif rel not in listed and not any(p.startswith(rel + "/") for p in listed_dirs | listed):
+                        shutil.rmtree(full, ignore_errors=True)
+        elif (os.path.lexists(base) and declared not in listed
+              and not any(p.startswith(declared + "/") for p in listed)):
+            _remove(base)
+    written = 0
+    for record in entry.outputs:
+        written += _restore_record(record, store, root_text, stat_cache, mode)
+    return written
+
+
+def _restore_record(record: OutputRecord, store: LocalStore, root_text: str, stat_cache: StatCache,
+                    mode: str) -> int:
+    destination = os.path.join(root_text, record.path)
+    if record.kind == "dir":
+        if os.path.lexists(destination) and not os.path.isdir(destination):
+            _remove(destination)
+        os.makedirs(destination, exist_ok=True)
+        return 0
+    if record.kind == "symlink":
+        if os.path.islink(destination) and os.readlink(destination) == record.target:
+            return 0
+        if os.path.lexists(destination):
+            _remove(destination)
+        os.makedirs(os.path.dirname(destination), exist_ok=True)
+        os.symlink(record.target, destination)
+        return 1
+    # a regular file
+    try:
+        st = os.lstat(destination)
+    except FileNotFoundError:
+        st = None
+    if st is not None and os.path.isfile(destination) and not os.path.islink(destination):
+        if (stat_cache.lookup(destination, st) == record.digest
+                and (st.st_mode & 0o777) == (record.mode & 0o777)):
+            return 0
+    elif st is not None:
+        _remove(destination)
+    parent = os.path.dirname(destination)
+    os.makedirs(parent, exist_ok=True)
+    blob = store.blob_path(record.digest)
+    if not blob.is_file():
+        raise CorruptBlob(record.digest)
+    temp = os.path.join(parent, f".nxrun-{uuid.uuid4().hex}.tmp")
+    try:
+        if mode == "hardlink":
+            try:
+                _verify_blob(blob, record.digest)
+            except CorruptBlob:
+                store.discard_blob(record.digest)
+                raise
+            try:
+                os.link(blob, temp)
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                    raise
+                shutil.copyfile(blob, temp)
+                os.chmod(temp, record.mode & 0o555)
+        else:
+            try:
+                _copy_verified(blob, temp, record.digest)
+            except CorruptBlob:
+                store.discard_blob(record.digest)
+                raise
+            os.chmod(temp, record.mode & 0o777)
+        os.replace(temp, destination)
+    finally:
+        if os.path.lexists(temp):
+            os.unlink(temp)
+    stat_cache.remember(destination, os.stat(destination), record.digest)
+    return 1
