@@ -283,7 +283,7 @@ def build_graph(workspace: Workspace) -> TaskGraph:
                 pending_deps.append((task, spec, values, [_interpolate(d, values, spec) for d in spec.depends_on]))
 
     all_targets = {f"{p}:{t}" for p, t in by_target}
-    for task, spec, values, deps in pending_deps:
+    for task, spec, _values, deps in pending_deps:
         project = workspace.projects[task.project]
         found: list[str] = []
         for dep in deps:

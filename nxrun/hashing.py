@@ -294,7 +294,9 @@ class TaskHasher:
         warnings: list[str] = []
         components = {
             "format": FORMAT_VERSION,
-            "task": task.id,
+            # the declared outputs, not the task's name: renaming a task keeps its cache, and two tasks
+            # that would compute the same files from the same inputs share one ETag (run once)
+            "outputs": digest_text("\n".join(task.outputs)),
             "command": digest_text(task.command or ""),
             "cwd": task.cwd,
             "cache": task.cache,

@@ -260,7 +260,7 @@ class Runner:
     def _lookup(self, etag: str, task: Task, dry_run: bool = False) -> tuple[CacheEntry | None, str]:
         entry = self.store.get_entry(etag)
         if entry is not None:
-            if entry.task_id != task.id and entry.declared_outputs != task.outputs:
+            if entry.declared_outputs != task.outputs:
                 entry = None
             else:
                 self._touched.append(etag)
@@ -497,7 +497,10 @@ class Runner:
             run.status = "failed" if any(t.status == "failed" for t in run.tasks) else "ok"
             if self.remote is not None:
                 run.remote_skipped = self.remote.summary().get("skipped", 0)
-            save_run(self.store, run)
+            run_id = save_run(self.store, run)
+            from .bench_results import record_bench_results
+
+            record_bench_results(self.store, run_id, self.graph, run.tasks, run.finished)
         except Exception as exc:  # history is a record, never a reason to fail a run
             self.console.warn(f"could not record the run in the history: {exc}")
 

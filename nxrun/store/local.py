@@ -23,7 +23,7 @@ import xxhash
 
 from . import CacheEntry, CorruptBlob
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _CHUNK = 8 << 20
 
 
@@ -77,7 +77,7 @@ class LocalStore:
             if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
                 conn.execute("COMMIT")
                 return
-            for stale in ("entries", "stat_cache", "runs", "run_tasks"):
+            for stale in ("entries", "stat_cache", "runs", "run_tasks", "bench_results"):
                 if db[stale].exists():
                     db[stale].drop()
             db["entries"].create({"etag": str, "task_id": str, "manifest": str, "size": int, "created": float,
@@ -95,6 +95,14 @@ class LocalStore:
                                     "outputs_digest": str, "error": str})
             db["run_tasks"].create_index(["task_id", "run_id"])
             db["run_tasks"].create_index(["run_id"])
+            # benchmark figures read from bench tasks' JSON outputs (nxrun/bench_results.py), one row per
+            # (series, case, metric) of a distinct outputs digest: the trends `nxrun report` plots
+            db["bench_results"].create({"run_id": int, "task_id": str, "etag": str, "outputs_digest": str,
+                                        "time": float, "device": str, "backend": str, "file": str,
+                                        "series": str, "case": str, "metric": str, "value": float,
+                                        "baseline": int})
+            db["bench_results"].create_index(["task_id", "time"])
+            db["bench_results"].create_index(["task_id", "outputs_digest"])
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
