@@ -449,10 +449,11 @@ class Runner:
         except (CorruptBlob, UnsafeEntry):
             return False
 
-    def explain(self, task_id: str) -> tuple[dict[str, str], str]:
-        """The task's current explain manifest and ETag, upstream outputs taken as they are on disk."""
+    def explain(self, task_id: str, memo: dict | None = None) -> tuple[dict[str, str], str]:
+        """The task's current explain manifest and ETag, upstream outputs taken as they are on disk.
+        Pass one `memo` dict to successive calls to hash each upstream task once (the graph page)."""
         task = self.graph.tasks[task_id]
-        memo: dict = {}
+        memo = {} if memo is None else memo
         dep_digests = {d: self._dep_digest_from_disk(d, False, memo) for d in task.deps}
         components, warnings = self.hasher.components(task, dep_digests)
         self.warnings.extend(warnings)
