@@ -1,0 +1,245 @@
+"""The S3 backend: a thin layer over boto3 that speaks in keys and bytes and sorts every failure
+into one of three kinds the cache layer acts on: not there (None/False), an outage
+(RemoteUnavailable: connection errors, timeouts, 5xx, throttling; it feeds the outage breaker),
+or a refusal (RemoteRefused: no credentials, access denied, no such bucket; a setup problem).
+
+boto3 is imported here and only when the first request is made, so `nxrun --version` and runs
+without a remote never pay for it. Any S3-compatible server works: `endpoint-url` (or
+AWS_ENDPOINT_URL) switches to path-style addressing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+MULTIPART_THRESHOLD = 16 << 20
+MULTIPART_CHUNK = 16 << 20
+_OUTAGE_CODES = {"SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError", "Throttling",
+                 "ThrottlingException", "RequestTimeTooSkewed", "BadGateway", "GatewayTimeout"}
+_MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
+
+
+class RemoteUnavailable(Exception):
+    """The remote did not answer usefully: connection refused or reset, a timeout, a 5xx."""
+
+
+class RemoteRefused(Exception):
+    """The remote answered but refused: credentials, permissions, a missing bucket."""
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    prefix: str          # no leading or trailing slash; may be ""
+
+    @classmethod
+    def parse(cls, url: str) -> S3Location:
+        if not url.startswith("s3://"):
+            raise ValueError(f"remote cache url {url!r} must look like s3://bucket/prefix")
+        bucket, _, prefix = url[len("s3://"):].partition("/")
+        if not bucket:
+            raise ValueError(f"remote cache url {url!r} names no bucket; write s3://bucket/prefix")
+        return cls(bucket, prefix.strip("/"))
+
+    def key(self, *parts: str) -> str:
+        return "/".join(p for p in (self.prefix, *parts) if p)
+
+
+def _error_code(exc) -> tuple[str, int]:
+    response = getattr(exc, "response", None) or {}
+    code = str(response.get("Error", {}).get("Code", ""))
+    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return code, status
+
+
+def classify(exc: BaseException) -> BaseException | None:
+    """Map a boto3/botocore/s3transfer exception onto RemoteUnavailable or RemoteRefused;
+    None for 'not there' (404)."""
+    from botocore import exceptions as bx
+
+    if isinstance(exc, (RemoteUnavailable, RemoteRefused)):
+        return exc
+    if isinstance(exc, bx.ClientError):
+        code, status = _error_code(exc)
+        if code in _MISSING_CODES or status == 404:
+            return None
+        if status >= 500 or code in _OUTAGE_CODES:
+            return RemoteUnavailable(f"{code or status}: {exc}")
+        return RemoteRefused(f"{code or status}: {exc}")
+    if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError, bx.NoRegionError)):
+        return RemoteRefused(str(exc))
+    if isinstance(exc, (bx.HTTPClientError, bx.ResponseStreamingError, bx.IncompleteReadError,
+                        bx.ReadTimeoutError, bx.ConnectTimeoutError, bx.EndpointConnectionError)):
+        return RemoteUnavailable(f"{type(exc).__name__}: {exc}")
+    try:
+        from s3transfer.exceptions import RetriesExceededError
+
+        if isinstance(exc, RetriesExceededError):
+            return RemoteUnavailable(f"transfer failed after retries: {exc.last_exception}")
+    except ImportError:  # pragma: no cover - s3transfer always comes with boto3
+        pass
+    if isinstance(exc, (OSError, TimeoutError)):
+        return RemoteUnavailable(f"{type(exc).__name__}: {exc}")
+    return RemoteRefused(f"{type(exc).__name__}: {exc}")
+
+
+class S3Backend:
+    def __init__(self, location: S3Location, *, endpoint_url: str | None, region: str | None,
+                 connect_timeout: float, read_timeout: float, max_concurrency: int):
+        self.location = location
+        self.endpoint_url = endpoint_url
+        self.region = region
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.max_concurrency = max_concurrency
+        self._client = None
+        self._transfer_config = None
+        self._lock = threading.Lock()
+        self.conditional_put = True      # cleared if the server rejects If-None-Match
+
+    # ------------------------------------------------------------------ set-up
+    @property
+    def client(self):
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    import boto3
+                    from boto3.s3.transfer import TransferConfig
+                    from botocore.config import Config
+
+                    config = Config(
+                        connect_timeout=self.connect_timeout, read_timeout=self.read_timeout,
+                        retries={"total_max_attempts": 2, "mode": "standard"},
+                        max_pool_connections=self.max_concurrency * 2 + 4,
+                        s3={"addressing_style": "path"} if self.endpoint_url else None,
+                        request_checksum_calculation="when_required",
+                        response_checksum_validation="when_required",
+                    )
+                    session = boto3.session.Session()
+                    self._transfer_config = TransferConfig(
+                        multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNK,
+                        max_concurrency=self.max_concurrency, use_threads=True)
+                    self._client = session.client("s3", endpoint_url=self.endpoint_url,
+                                                  region_name=self.region or session.region_name or "us-east-1",
+                                                  config=config)
+        return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                try:
+                    self._client.close()
+                except Exception:
+                    pass
+                self._client = None
+
+    def _call(self, operation, **kwargs):
+        try:
+            return getattr(self.client, operation)(Bucket=self.location.bucket, **kwargs)
+        except Exception as exc:
+            mapped = classify(exc)
+            if mapped is None:
+                raise FileNotFoundError(kwargs.get("Key", "")) from exc
+            raise mapped from exc
+
+    # ------------------------------------------------------------------ requests
+    def check_bucket(self) -> None:
+        try:
+            self._call("head_bucket")
+        except FileNotFoundError:
+            raise RemoteRefused(f"bucket {self.location.bucket!r} does not exist") from None
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._call("head_object", Key=key)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def get_bytes(self, key: str, limit: int) -> bytes | None:
+        """The object's bytes, or None when it does not exist; RemoteRefused when it is larger
+        than `limit`."""
+        try:
+            response = self._call("get_object", Key=key)
+        except FileNotFoundError:
+            return None
+        body = response["Body"]
+        try:
+            data = body.read(limit + 1)
+        except Exception as exc:
+            raise (classify(exc) or RemoteUnavailable(str(exc))) from exc
+        finally:
+            body.close()
+        if len(data) > limit:
+            raise RemoteRefused(f"{key} is larger than {limit} bytes")
+        return data
+
+    def stream_to(self, key: str, handle, limit: int, on_chunk) -> int | None:
+        """Copy the object into an open binary file, calling on_chunk(bytes) for each piece
+        (for hashing); returns the size, None when it does not exist. Raises ValueError past
+        `limit` bytes."""
+        try:
+            response = self._call("get_object", Key=key)
+        except FileNotFoundError:
+            return None
+        body = response["Body"]
+        size = 0
+        try:
+            for chunk in body.iter_chunks(1 << 20):
+                size += len(chunk)
+                if size > limit:
+                    raise ValueError(f"{key} is larger than its entry says ({limit} bytes)")
+                on_chunk(chunk)
+                handle.write(chunk)
+        except ValueError:
+            raise
+        except Exception as exc:
+            raise (classify(exc) or RemoteUnavailable(str(exc))) from exc
+        finally:
+            body.close()
+        return size
+
+    def download_file(self, key: str, path: Path) -> None:
+        """Parallel ranged download (boto3's transfer manager) of a large object."""
+        try:
+            self.client.download_file(self.location.bucket, key, str(path), Config=self._transfer_config)
+        except Exception as exc:
+            mapped = classify(exc)
+            if mapped is None:
+                raise FileNotFoundError(key) from exc
+            raise mapped from exc
+
+    def upload_file(self, path: str | os.PathLike, key: str) -> None:
+        """Parallel multipart upload (boto3's transfer manager) of a large file."""
+        try:
+            self.client.upload_file(str(path), self.location.bucket, key, Config=self._transfer_config)
+        except Exception as exc:
+            raise (classify(exc) or RemoteUnavailable(str(exc))) from exc
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Write-once PUT: True if written, False if the key already existed."""
+        if self.conditional_put:
+            try:
+                self._call("put_object", Key=key, Body=data, IfNoneMatch="*")
+                return True
+            except RemoteRefused as exc:
+                code, status = _error_code(exc.__cause__)
+                if status == 412 or code in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    return False
+                if status == 501 or code == "NotImplemented":
+                    self.conditional_put = False     # an older server: HEAD, then PUT
+                else:
+                    raise
+            except RemoteUnavailable as exc:
+                code, status = _error_code(exc.__cause__)
+                if status == 501 or code == "NotImplemented":
+                    self.conditional_put = False
+                else:
+                    raise
+        if self.exists(key):
+            return False
+        self._call("put_object", Key=key, Body=data)
+        return True

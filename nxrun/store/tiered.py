@@ -1,0 +1,482 @@
+"""The remote tier of the cache: the runner looks in the local store first, then here; a remote
+hit is verified and written through to the local store, and entries of tasks that ran are
+uploaded (blobs first, the manifest last) by a background pool that `close()` drains.
+
+Everything read from the remote is untrusted: the manifest's signature (with a signing key set)
+and paths are checked before any blob is fetched, every blob is re-hashed, and one bad part
+rejects the whole entry. Reads look in the job's own write namespace, then in the read
+namespaces (`trusted` by default). An outage never fails a run unless the remote is required:
+errors feed the outage breaker, skipped reads and writes are counted, and one warning is printed.
+
+Layout under the bucket prefix: `<namespace>/entries/<etag>.json` and `<namespace>/blobs/<digest>`.
+Blobs are per namespace so that no writer can plant bytes under a name a more trusted namespace
+will later skip uploading.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+
+import xxhash
+
+from ..errors import ConfigError, NxrunError
+from . import CacheEntry, CorruptBlob, UnsafeEntry
+from .breaker import OutageBreaker
+from .local import LocalStore
+from .s3 import MULTIPART_THRESHOLD, RemoteRefused, RemoteUnavailable, S3Backend, S3Location
+from .safety import check_entry
+from .signing import BadSignature, sign_manifest, signing_key, verify_manifest
+
+DEFAULT_NAMESPACE = "trusted"
+MANIFEST_LIMIT = 64 << 20
+LOG_LIMIT = 1 << 30
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+_NAMESPACE_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+class _Skipped(Exception):
+    """The breaker is open (or the remote refused us): the operation was not attempted."""
+
+
+def normalize_namespace(name: str) -> str:
+    """`trusted`, `scratch/<ref>`, ...: slash-separated parts of letters, digits, '.', '_', '-'.
+    A git ref's other characters become '-'."""
+    text = name.strip().strip("/")
+    if text.startswith("refs/"):
+        text = text[len("refs/"):]
+    parts = [re.sub(r"[^A-Za-z0-9._-]", "-", part) for part in text.split("/") if part]
+    if not parts or any(not _NAMESPACE_PART.fullmatch(p) or p in (".", "..") for p in parts):
+        raise ConfigError(f"remote namespace {name!r} is not usable; write e.g. 'trusted' or 'scratch/my-branch'.")
+    return "/".join(parts)
+
+
+def _number(config: dict, key: str, default: float, kind=float) -> float:
+    value = config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ConfigError(f"nxrun.toml [remote] {key} = {value!r}: it must be a positive number.")
+    return kind(value)
+
+
+def _truthy(text: str | None) -> bool:
+    return (text or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def open_remote(url: str, workspace, required: bool, namespace: str | None, console) -> RemoteCache:
+    """The remote cache for `url` (s3://bucket/prefix) configured by the workspace's [remote] table.
+
+    Precedence for the write namespace: `namespace` (--namespace), NXRUN_NAMESPACE, [remote]
+    write-namespace, then `trusted`."""
+    config = dict(getattr(workspace, "remote", {}) or {})
+    try:
+        location = S3Location.parse(url)
+    except ValueError as exc:
+        raise ConfigError(f"{exc} (from NXRUN_REMOTE or [remote] url).") from None
+    write_ns = normalize_namespace(namespace or os.environ.get("NXRUN_NAMESPACE")
+                                   or config.get("write-namespace") or DEFAULT_NAMESPACE)
+    read_extra = config.get("read-namespaces", [DEFAULT_NAMESPACE])
+    if isinstance(read_extra, str):
+        read_extra = [read_extra]
+    if not isinstance(read_extra, list) or not all(isinstance(n, str) for n in read_extra):
+        raise ConfigError("nxrun.toml [remote] read-namespaces must be a list of names, e.g. [\"trusted\"].")
+    read_namespaces = list(dict.fromkeys([write_ns] + [normalize_namespace(n) for n in read_extra]))
+    read_only = bool(config.get("read-only", False)) or _truthy(os.environ.get("NXRUN_REMOTE_READ_ONLY"))
+    endpoint = (config.get("endpoint-url") or os.environ.get("AWS_ENDPOINT_URL_S3")
+                or os.environ.get("AWS_ENDPOINT_URL") or None)
+    backend = S3Backend(location, endpoint_url=endpoint, region=config.get("region"),
+                        connect_timeout=_number(config, "connect-timeout", 3.0),
+                        read_timeout=_number(config, "read-timeout", 10.0),
+                        max_concurrency=int(_number(config, "max-concurrency", 16, int)))
+    key_env = config.get("signing-key-env")
+    remote = RemoteCache(backend, workspace_root=Path(workspace.root), write_namespace=write_ns,
+                         read_namespaces=read_namespaces, read_only=read_only,
+                         required=required or bool(config.get("required", False)),
+                         signing_key=signing_key(key_env), console=console, url=url)
+    if remote.required:
+        remote.check_reachable()
+    return remote
+
+
+class RemoteCache:
+    def __init__(self, backend: S3Backend, *, workspace_root: Path, write_namespace: str,
+                 read_namespaces: list[str], read_only: bool = False, required: bool = False,
+                 signing_key: bytes | None = None, console=None, url: str = "",
+                 breaker: OutageBreaker | None = None):
+        self.backend = backend
+        self.root = workspace_root
+        self.write_namespace = write_namespace
+        self.read_namespaces = read_namespaces
+        self.read_only = read_only
+        self.required = required
+        self.signing_key = signing_key
+        self.console = console
+        self.url = url
+        self.breaker = breaker or OutageBreaker()
+        self.counts = {"hits": 0, "misses": 0, "uploads": 0, "skipped": 0, "rejected": 0,
+                       "bytes_down": 0, "bytes_up": 0, "blobs_down": 0, "blobs_up": 0, "errors": 0}
+        self._count_lock = threading.Lock()
+        self._warned: set[str] = set()
+        self._reads_refused = False
+        self._writes_refused = False
+        self._failure: str | None = None     # first error in required mode, raised by close()
+        concurrency = backend.max_concurrency
+        self._io = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="nxrun-remote-io")
+        self._uploader = ThreadPoolExecutor(max_workers=max(1, min(8, concurrency // 2)),
+                                            thread_name_prefix="nxrun-remote-up")
+        self._pending: list[Future] = []
+        self._pending_lock = threading.Lock()
+        self._store: LocalStore | None = None
+        self._started = time.time()
+        self._closed = False
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _count(self, key: str, amount: int = 1) -> None:
+        with self._count_lock:
+            self.counts[key] += amount
+
+    def _warn(self, kind: str, message: str) -> None:
+        with self._count_lock:
+            if kind in self._warned:
+                return
+            self._warned.add(kind)
+        self._report(message)
+
+    def _report(self, message: str) -> None:
+        """A warning about one entry (rejected, badly signed): every one is worth seeing."""
+        if self.console is not None:
+            self.console.warn(message)
+        else:
+            print(f"warning: {message}", file=sys.stderr)
+
+    def _request(self, operation, *args, writing: bool = False):
+        """Run one backend request through the breaker; _Skipped when it was not attempted."""
+        if (self._reads_refused and not writing) or (writing and self._writes_refused):
+            raise _Skipped()
+        if not self.breaker.allow():
+            raise _Skipped()
+        try:
+            result = operation(*args)
+        except RemoteUnavailable as exc:
+            self._count("errors")
+            if self.required:
+                self._fail(f"remote cache {self.url} is unavailable ({exc}) and --remote=required is set.")
+            if self.breaker.record_failure():
+                self._warn("outage", f"remote cache {self.url} is unavailable ({_short(exc)}); skipping it for "
+                                     f"{self.breaker.cooldown:.0f}s at a time for the rest of this run.")
+            raise _Skipped() from exc
+        except RemoteRefused as exc:
+            self._count("errors")
+            if self.required:
+                self._fail(f"remote cache {self.url} refused the request ({exc}) and --remote=required is set.")
+            if writing:
+                self._writes_refused = True
+                self._warn("refused-write", f"remote cache {self.url} refused a write ({_short(exc)}); not "
+                                            f"uploading to namespace '{self.write_namespace}' in this run. Set "
+                                            "[remote] read-only = true if this job should not write.")
+            else:
+                self._reads_refused = True
+                self._warn("refused-read", f"remote cache {self.url} refused a read ({_short(exc)}); not using "
+                                           "it in this run. Check credentials (the standard AWS chain), "
+                                           "the bucket name and endpoint-url.")
+            raise _Skipped() from exc
+        self.breaker.record_success()
+        return result
+
+    def _fail(self, message: str):
+        if self._failure is None:
+            self._failure = message
+        raise NxrunError(message)
+
+    def check_reachable(self) -> None:
+        try:
+            self.backend.check_bucket()
+        except (RemoteUnavailable, RemoteRefused) as exc:
+            raise NxrunError(f"remote cache {self.url} is required but not reachable: {exc}") from None
+
+    def _key(self, namespace: str, *parts: str) -> str:
+        return self.backend.location.key(namespace, *parts)
+
+    # ------------------------------------------------------------------ reads
+    def fetch(self, etag: str, local_store: LocalStore, dry_run: bool = False) -> CacheEntry | None:
+        """The entry for `etag` from the remote, verified, with its blobs in `local_store` (unless
+        dry_run), or None: not there, rejected, or the remote unavailable."""
+        self._store = local_store
+        if not _HEX32.fullmatch(etag or ""):
+            return None
+        for namespace in self.read_namespaces:
+            try:
+                raw = self._request(self.backend.get_bytes, self._key(namespace, "entries", f"{etag}.json"),
+                                    MANIFEST_LIMIT)
+            except _Skipped:
+                self._count("skipped")
+                return None
+            if raw is None:
+                continue
+            self._count("bytes_down", len(raw))
+            entry = self._validate(etag, raw, namespace)
+            if entry is None:
+                continue
+            if dry_run:
+                return entry
+            try:
+                self._download_blobs(entry, namespace, local_store)
+            except _Skipped:
+                self._count("skipped")
+                return None
+            except (CorruptBlob, UnsafeEntry, ValueError) as exc:
+                self._count("rejected")
+                self._report(f"remote cache entry {etag[:12]} of {entry.task_id} from '{namespace}' rejected: "
+                             f"{exc}; the task will run instead.")
+                continue
+            local_store.put_entry(entry, origin="remote")
+            self._count("hits")
+            return entry
+        self._count("misses")
+        return None
+
+    def _validate(self, etag: str, raw: bytes, namespace: str) -> CacheEntry | None:
+        try:
+            manifest = json.loads(raw)
+            if not isinstance(manifest, dict):
+                raise ValueError("the manifest is not a JSON object")
+            if self.signing_key is not None:
+                verify_manifest(etag, manifest, self.signing_key)
+            entry = CacheEntry.from_json(raw)
+            if entry.etag != etag:
+                raise ValueError(f"the manifest is for etag {str(entry.etag)[:12]}, not this one")
+            _check_shape(entry)
+            check_entry(entry, self.root, entry.declared_outputs)
+        except BadSignature as exc:
+            self._count("rejected")
+            self._report(f"remote cache entry {etag[:12]} from '{namespace}' counts as a miss: {exc} "
+                         "(NXRUN_SIGNING_KEY is set).")
+            return None
+        except (ValueError, TypeError, KeyError, UnsafeEntry) as exc:
+            self._count("rejected")
+            self._report(f"remote cache entry {etag[:12]} from '{namespace}' rejected: {exc}; "
+                         "the task will run instead.")
+            return None
+        return entry
+
+    def _download_blobs(self, entry: CacheEntry, namespace: str, local_store: LocalStore) -> None:
+        sizes: dict[str, int] = {}
+        for record in entry.outputs:
+            if record.kind == "file" and record.digest:
+                sizes[record.digest] = max(sizes.get(record.digest, 0), int(record.size))
+        if entry.log_digest and entry.log_digest not in sizes:
+            sizes[entry.log_digest] = -1
+        wanted = [d for d in sizes if not local_store.has_blob(d)]
+        futures = [self._io.submit(self._download_blob, namespace, digest, sizes[digest], local_store)
+                   for digest in wanted]
+        first_error: BaseException | None = None
+        for future in futures:
+            try:
+                future.result()
+            except BaseException as exc:  # noqa: BLE001 - the first one is re-raised below
+                if first_error is None or isinstance(first_error, _Skipped):
+                    first_error = exc
+        if first_error is not None:
+            raise first_error
+
+    def _download_blob(self, namespace: str, digest: str, expected_size: int, local_store: LocalStore) -> None:
+        key = self._key(namespace, "blobs", digest)
+        local_store.tmp_dir.mkdir(parents=True, exist_ok=True)
+        temp = local_store.tmp_dir / f"{os.getpid()}-remote-{uuid.uuid4().hex}"
+        try:
+            if expected_size >= MULTIPART_THRESHOLD:
+                try:
+                    self._request(self.backend.download_file, key, temp)
+                except FileNotFoundError:
+                    raise CorruptBlob(f"blob {digest} is missing from the remote") from None
+                size = _hash_file(temp, digest)
+            else:
+                hasher = xxhash.xxh3_128()
+                limit = expected_size if expected_size >= 0 else LOG_LIMIT
+                with open(temp, "wb") as handle:
+                    size = self._request(self.backend.stream_to, key, handle, limit, hasher.update)
+                    if size is None:
+                        raise CorruptBlob(f"blob {digest} is missing from the remote")
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                if hasher.hexdigest() != digest:
+                    raise CorruptBlob(f"blob {digest} does not hash to its name (tampered or corrupt)")
+            if expected_size >= 0 and size != expected_size:
+                raise CorruptBlob(f"blob {digest} is {size} bytes, the entry says {expected_size}")
+            self._count("bytes_down", size)
+            self._count("blobs_down")
+            local_store.put_verified_file(temp, digest)
+        finally:
+            if temp.exists():
+                temp.unlink()
+
+    # ------------------------------------------------------------------ writes
+    def upload(self, entry: CacheEntry, local_store: LocalStore) -> None:
+        """Queue the entry for upload (blobs first, manifest last); never raises for an outage."""
+        self._store = local_store
+        if self.read_only or self._closed:
+            return
+        future = self._uploader.submit(self._upload_entry, entry, local_store)
+        with self._pending_lock:
+            self._pending = [f for f in self._pending if not f.done()]
+            self._pending.append(future)
+
+    def _upload_entry(self, entry: CacheEntry, local_store: LocalStore) -> None:
+        namespace = self.write_namespace
+        manifest_key = self._key(namespace, "entries", f"{entry.etag}.json")
+        try:
+            if self._request(self.backend.exists, manifest_key, writing=True):
+                return
+            futures = [self._io.submit(self._upload_blob, namespace, digest, local_store)
+                       for digest in entry.blob_digests()]
+            errors = []
+            for future in futures:
+                try:
+                    future.result()
+                except BaseException as exc:  # noqa: BLE001
+                    errors.append(exc)
+            if errors:
+                raise errors[0]
+            manifest = asdict(entry)
+            manifest["signature"] = None
+            if self.signing_key is not None:
+                manifest["signature"] = sign_manifest(entry.etag, manifest, self.signing_key)
+            body = json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode("utf-8")
+            if self._request(self.backend.put_if_absent, manifest_key, body, writing=True):
+                self._count("bytes_up", len(body))
+            self._count("uploads")
+        except _Skipped:
+            self._count("skipped")
+        except (CorruptBlob, FileNotFoundError) as exc:
+            self._report(f"{entry.task_id}: not uploaded to the remote cache: a local blob is missing or "
+                         f"corrupt ({exc}); run `nxrun cache verify`.")
+        except NxrunError:
+            pass                         # required mode: remembered in self._failure, raised by close()
+        except Exception as exc:  # noqa: BLE001 - an upload must never take the run down
+            self._count("errors")
+            self._report(f"{entry.task_id}: upload to the remote cache failed: {exc}")
+
+    def _upload_blob(self, namespace: str, digest: str, local_store: LocalStore) -> None:
+        key = self._key(namespace, "blobs", digest)
+        path = local_store.blob_path(digest)
+        size = path.stat().st_size
+        if size >= MULTIPART_THRESHOLD:
+            if self._request(self.backend.exists, key, writing=True):
+                return
+            self._request(self.backend.upload_file, path, key, writing=True)
+            written = True
+        else:
+            data = local_store.read_blob(digest)
+            written = self._request(self.backend.put_if_absent, key, data, writing=True)
+        if written:
+            self._count("bytes_up", size)
+            self._count("blobs_up")
+
+    # ------------------------------------------------------------------ end of run
+    def wait(self) -> None:
+        """Block until queued uploads have finished (each bounded by timeouts and the breaker)."""
+        while True:
+            with self._pending_lock:
+                pending = [f for f in self._pending if not f.done()]
+                self._pending = pending
+            if not pending:
+                return
+            for future in pending:
+                future.exception()
+
+    def summary(self, wait: bool = True) -> dict:
+        """Counters of this run; waits for queued uploads first unless wait=False."""
+        if wait:
+            self.wait()
+        with self._count_lock:
+            data = dict(self.counts)
+        data.update({"url": self.url, "namespace": self.write_namespace, "read_only": self.read_only,
+                     "breaker_opened": self.breaker.times_opened})
+        return data
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self.wait()
+        self._closed = True
+        self._uploader.shutdown(wait=True)
+        self._io.shutdown(wait=True)
+        self.backend.close()
+        if self._store is not None:
+            try:
+                record_transfers(self._store, self._started, self.summary(wait=False))
+            except Exception:  # noqa: BLE001 - statistics never fail a run
+                pass
+        if self._failure is not None:
+            raise NxrunError(self._failure)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:200]
+
+
+def _hash_file(path: Path, digest: str) -> int:
+    hasher = xxhash.xxh3_128()
+    size = 0
+    with open(path, "rb", buffering=0) as handle:
+        buffer = bytearray(8 << 20)
+        view = memoryview(buffer)
+        while count := handle.readinto(buffer):
+            hasher.update(view[:count])
+            size += count
+        os.fsync(handle.fileno())
+    if hasher.hexdigest() != digest:
+        raise CorruptBlob(f"blob {digest} does not hash to its name (tampered or corrupt)")
+    return size
+
+
+def _check_shape(entry: CacheEntry) -> None:
+    """Field types and digests of an untrusted manifest (check_entry covers the paths)."""
+    if not isinstance(entry.task_id, str) or not isinstance(entry.outputs, list):
+        raise ValueError("the manifest's task_id or outputs are malformed")
+    if not isinstance(entry.declared_outputs, list) or not all(
+            isinstance(p, str) and p and not p.startswith("/") and "\\" not in p and "\0" not in p
+            and all(part not in ("", ".", "..") for part in p.split("/")) for p in entry.declared_outputs):
+        raise UnsafeEntry(f"{entry.task_id}: declared outputs {entry.declared_outputs!r} are absolute or "
+                          "leave the workspace")
+    if entry.log_digest is not None and not (isinstance(entry.log_digest, str)
+                                             and _HEX32.fullmatch(entry.log_digest)):
+        raise ValueError("the manifest's log digest is malformed")
+    for record in entry.outputs:
+        if not isinstance(record.path, str) or not isinstance(record.mode, int) or \
+                isinstance(record.size, bool) or not isinstance(record.size, int) or record.size < 0:
+            raise ValueError(f"output record {record.path!r} is malformed")
+
+
+def record_transfers(store: LocalStore, started: float, summary: dict) -> None:
+    """Add this run's remote counters to the local index (`nxrun cache stats` sums them)."""
+    if not any(summary.get(k) for k in ("hits", "misses", "uploads", "skipped", "rejected")):
+        return
+
+    def write(conn):
+        conn.execute("CREATE TABLE IF NOT EXISTS remote_transfers (started REAL, finished REAL, url TEXT, "
+                     "namespace TEXT, hits INTEGER, misses INTEGER, uploads INTEGER, skipped INTEGER, "
+                     "rejected INTEGER, bytes_down INTEGER, bytes_up INTEGER)")
+        conn.execute("INSERT INTO remote_transfers VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                     (started, time.time(), summary.get("url", ""), summary.get("namespace", ""),
+                      summary["hits"], summary["misses"], summary["uploads"], summary["skipped"],
+                      summary["rejected"], summary["bytes_down"], summary["bytes_up"]))
+    store.write(write)
+
+
+def transfer_totals(store: LocalStore) -> dict:
+    """Sums of the recorded remote counters (zeros when none were recorded)."""
+    keys = ("hits", "misses", "uploads", "skipped", "rejected", "bytes_down", "bytes_up")
+    exists = store.read("SELECT 1 FROM sqlite_master WHERE type='table' AND name='remote_transfers'")
+    if not exists:
+        return dict.fromkeys(keys, 0)
+    row = store.read("SELECT " + ", ".join(f"coalesce(sum({k}),0)" for k in keys) + " FROM remote_transfers")[0]
+    return dict(zip(keys, row))
