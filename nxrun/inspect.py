@@ -78,12 +78,16 @@ def why_task(obj, name: str, as_json: bool) -> str:
     previous = last["explain"]
     changes = diff_explain(previous, components)
     cached = obj.store.get_entry(etag) is not None
+    origin = (obj.store.read("SELECT origin FROM entries WHERE etag = ?", (etag,)) or [[None]])[0][0]
     if as_json:
         return json.dumps({"task": task_id, "etag": etag, "previous": last["etag"], "cached": cached,
+                           "cached_origin": origin, "last_origin": last["origin"] or None,
                            "changes": [{"component": c, "change": k} for c, k in changes]}, indent=2)
+    came_from = f" (from the {origin} cache)" if cached and origin else ""
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["started"]))
     if not changes:
-        state = "cached: the next run restores it" if cached else "not cached (the last run did not store it)"
+        state = f"cached{came_from}: the next run restores it" if cached else \
+            "not cached (the last run did not store it)"
         return (f"{task_id}: nothing changed since its last run ({when}, {last['status']}); "
                 f"etag {etag[:16]}, {state}.")
     lines = [f"{task_id}: {len(changes)} component(s) changed since its last run ({when}, {last['status']}, "
@@ -93,7 +97,8 @@ def why_task(obj, name: str, as_json: bool) -> str:
         if change == "changed" and component.startswith("dep:"):
             detail = "  (upstream outputs differ)"
         lines.append(f"  {change:8} {component}{detail}")
-    lines.append("cached: the next run restores it" if cached else "not cached: the next run executes it")
+    lines.append(f"cached{came_from}: the next run restores it" if cached else
+                 "not cached: the next run executes it")
     return "\n".join(lines)
 
 
@@ -128,6 +133,9 @@ def cache_stats(obj, as_json: bool) -> str:
                   "time_saved_s": round(totals[3], 3)})
     remote_rows = obj.store.read("SELECT coalesce(sum(size),0) FROM entries WHERE origin = 'remote'")
     stats["remote_bytes_restored_entries"] = remote_rows[0][0]
+    from .store.tiered import transfer_totals
+
+    stats["remote"] = transfer_totals(obj.store)
     if as_json:
         return json.dumps(stats, indent=2)
     lookups = totals[0] + totals[1] + totals[2]
@@ -138,6 +146,10 @@ def cache_stats(obj, as_json: bool) -> str:
         f"blobs      {stats['blobs']} ({stats['blob_bytes'] / 1e6:.1f} MB)",
         f"history    {totals[0]} local hits, {totals[1]} remote hits, {totals[2]} misses (hit rate {rate}), "
         f"{totals[3]:.1f}s saved",
+        f"remote     {stats['remote']['hits']} hits, {stats['remote']['misses']} misses, "
+        f"{stats['remote']['uploads']} uploads, {stats['remote']['skipped']} skipped, "
+        f"{stats['remote']['rejected']} rejected; {stats['remote']['bytes_down'] / 1e6:.1f} MB down, "
+        f"{stats['remote']['bytes_up'] / 1e6:.1f} MB up",
     ])
 
 

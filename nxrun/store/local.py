@@ -41,6 +41,17 @@ def _retry_locked(operation: Callable, attempts: int = 200):
             delay = min(delay * 2, 0.2)
 
 
+def write_all(handle, data: memoryview) -> None:
+    """Unbuffered writes may be short (a file-size limit, a nearly full disk): loop until all is
+    written, so the failure surfaces as an OSError instead of a silently truncated blob."""
+    written = 0
+    while written < len(data):
+        count = handle.write(data[written:])
+        if not count:
+            raise OSError(f"short write ({written} of {len(data)} bytes)")
+        written += count
+
+
 class LocalStore:
     def __init__(self, cache_dir: Path):
         self.cache_dir = Path(cache_dir)
@@ -162,7 +173,7 @@ class LocalStore:
                     if not count:
                         break
                     hasher.update(view[:count])
-                    dst.write(view[:count])
+                    write_all(dst, view[:count])
                     size += count
                 os.fsync(dst.fileno())
             digest = hasher.hexdigest()

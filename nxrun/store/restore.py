@@ -19,7 +19,7 @@ import xxhash
 
 from ..hashing import StatCache
 from . import CacheEntry, CorruptBlob, OutputRecord
-from .local import LocalStore
+from .local import LocalStore, write_all
 from .safety import check_entry
 
 _FICLONE = 0x40049409
@@ -51,7 +51,7 @@ def _copy_verified(blob: Path, temp: str, digest: str) -> None:
                 break
             hasher.update(view[:count])
             if not cloned:
-                dst.write(view[:count])
+                write_all(dst, view[:count])
     if hasher.hexdigest() != digest:
         os.unlink(temp)
         raise CorruptBlob(digest)

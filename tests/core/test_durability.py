@@ -1,0 +1,135 @@
+"""Nothing is lost: kills, full disks, corrupt blobs and concurrent processes never leave an entry
+that restores wrong or partial outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import Workspace
+
+BIG = """
+[projects.p.targets.big]
+command = "python3 -c \\"import os; open('big.bin','wb').write(os.urandom(96 << 20))\\""
+inputs  = ["seed.txt"]
+outputs = ["big.bin"]
+"""
+
+
+def test_kill_9_during_store_leaves_no_entry_that_restores_partial_outputs(ws: Workspace):
+    ws.write("nxrun.toml", BIG)
+    ws.write("seed.txt", "1")
+    env = dict(os.environ, NO_COLOR="1")
+    process = subprocess.Popen([sys.executable, "-m", "nxrun", "run", "p:big"], cwd=ws.root, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    tmp = ws.root / ".nxrun" / "tmp"
+    deadline = time.monotonic() + 60
+    killed = False
+    while time.monotonic() < deadline and process.poll() is None:
+        # the store copies big.bin into a temp file under .nxrun/tmp: kill nxrun mid-copy
+        if tmp.is_dir() and any(p.stat().st_size > (1 << 20) for p in tmp.iterdir() if p.name[0].isdigit()):
+            process.send_signal(signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.001)
+    process.wait()
+    assert killed, "the store finished before it could be interrupted"
+    expected = (ws.root / "big.bin").read_bytes()
+    (ws.root / "big.bin").unlink()
+    summary = ws.run_json("p:big")
+    # either the entry was never written (the task runs again) or it restores the complete file
+    assert ws.statuses(summary)["p:big"] == "miss"
+    assert len((ws.root / "big.bin").read_bytes()) == len(expected)
+    verify = ws.nxrun("cache", "verify")
+    assert verify.returncode == 0, verify.stdout
+
+
+def test_full_disk_during_store_warns_and_caches_nothing(ws: Workspace):
+    ws.write("nxrun.toml", """
+        [projects.p.targets.t]
+        command = "echo produced"
+        inputs  = []
+        outputs = ["big.bin"]
+    """)
+    (ws.root / "big.bin").write_bytes(os.urandom(4 << 20))
+    # the file-size limit makes the cache's blob write fail with EFBIG, as a full disk would
+    limit = "import resource, sys, runpy; resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20)); " \
+            "sys.argv = ['nxrun', 'run', '--json', 'p:t']; runpy.run_module('nxrun', run_name='__main__')"
+    # warm the index first so sqlite itself has room
+    ws.nxrun("cache", "stats", check=True)
+    result = subprocess.run([sys.executable, "-c", limit], cwd=ws.root, capture_output=True, text=True,
+                            env=dict(os.environ, NO_COLOR="1"))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["tasks"][0]["status"] == "miss"
+    assert any("could not store" in w or "could not write" in w for w in summary["warnings"])
+    assert json.loads(ws.nxrun("cache", "stats", "--json").stdout)["entries"] == 0
+    assert ws.statuses(ws.run_json("p:t")) == {"p:t": "miss"}
+    assert ws.statuses(ws.run_json("p:t")) == {"p:t": "local-hit"}
+
+
+def _blob_files(ws: Workspace) -> list[Path]:
+    return [p for p in (ws.root / ".nxrun" / "blobs").rglob("*") if p.is_file()]
+
+
+def test_corrupt_blob_is_detected_by_verify(diamond: Workspace):
+    diamond.run_json("c:join")
+    victim = next(p for p in _blob_files(diamond) if p.read_bytes() == b"hello\n")
+    os.chmod(victim, 0o644)
+    victim.write_bytes(b"jello\n")
+    result = diamond.nxrun("cache", "verify")
+    assert result.returncode == 1
+    assert "corrupt blob" in result.stdout and "a:gen" in result.stdout
+    assert diamond.statuses(diamond.run_json("a:gen")) == {"a:gen": "miss"}
+
+
+def test_corrupt_blob_on_restore_counts_as_a_miss(diamond: Workspace):
+    diamond.run_json("c:join")
+    victim = next(p for p in _blob_files(diamond) if p.read_bytes() == b"HELLO\n")
+    os.chmod(victim, 0o644)
+    victim.write_bytes(b"HELL0\n")
+    (diamond.root / "out/left.txt").unlink()
+    summary = diamond.run_json("c:join")
+    statuses = diamond.statuses(summary)
+    assert statuses["b:left"] == "miss"
+    assert statuses["a:gen"] == "local-hit"
+    assert any("corrupt" in w for w in summary["warnings"])
+    assert diamond.read("out/left.txt") == "HELLO\n"
+
+
+def test_two_processes_share_one_cache_at_once(tmp_path: Path):
+    cache = tmp_path / "shared-cache"
+    toml = "[workspace]\nparallel = 4\n" + "\n".join(f"""
+[projects.p.targets.t{i}]
+command = "echo {i} > out{i}.txt"
+inputs  = ["in.txt"]
+outputs = ["out{i}.txt"]
+depends-on = [{', '.join(f'"t{j}"' for j in range(max(0, i - 2), i))}]
+""" for i in range(40)) + "\n[projects.p.targets.all]\ndepends-on = [" + ", ".join(
+        f'"t{i}"' for i in range(40)) + "]\n"
+    workspaces = []
+    for name in ("one", "two"):
+        ws = Workspace(tmp_path / name)
+        ws.root.mkdir()
+        ws.write("nxrun.toml", toml)
+        ws.write("in.txt", "same")
+        workspaces.append(ws)
+    env = dict(os.environ, NXRUN_CACHE_DIR=str(cache), NO_COLOR="1")
+    for _round in range(3):
+        processes = [subprocess.Popen([sys.executable, "-m", "nxrun", "run", "--json", "p:all"], cwd=ws.root,
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for ws in workspaces]
+        outputs = [p.communicate(timeout=120) for p in processes]
+        for process, (out, err) in zip(processes, outputs):
+            assert process.returncode == 0, err
+            assert "locked" not in err and "warning" not in err.lower(), err
+            assert json.loads(out)["ok"]
+        for ws in workspaces:
+            assert [ws.read(f"out{i}.txt") for i in range(40)] == [f"{i}\n" for i in range(40)]
+    verify = workspaces[0].nxrun("cache", "verify", env={"NXRUN_CACHE_DIR": str(cache)})
+    assert verify.returncode == 0, verify.stdout
