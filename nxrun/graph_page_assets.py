@@ -146,7 +146,7 @@ function fillFilters() {
   $("legend").innerHTML = present.map((s) =>
     `<span class="chip" data-status="${s}"><span class="swatch" style="background:${STATUS[s][1]}"></span>${STATUS[s][0]} ${T.filter((t) => t.status === s).length}</span>`).join("");
   for (const chip of $("legend").children) chip.addEventListener("click", () => {
-    const s = chip.dataset.status; $("filter-status").value = $("filter-status").value === s ? "" : s; refresh();
+    const s = chip.dataset.status; $("filter-status").value = $("filter-status").value === s ? "" : s; refresh(); fit();
   });
   if (DATA.affected) {
     $("affected-toggle").style.display = "";
@@ -273,11 +273,14 @@ function select(i, center) {
 const view = { k: 1, x: 0, y: 0 };
 function apply() { $("viewport").setAttribute("transform", `translate(${view.x},${view.y}) scale(${view.k})`); }
 function fit() {
+  // the tasks the filters leave (all of them when none is set)
+  const shown = T.filter(matches);
+  const box = shown.length && shown.length < T.length ? shown : T;
   const svg = $("graph").getBoundingClientRect();
-  const minX = -150, maxX = Math.max(0, ...T.map((t) => t.x)) + L.node_width + 20;
-  const last = DATA.lanes[DATA.lanes.length - 1];
-  const minY = DATA.lanes.length ? DATA.lanes[0].y : 0, maxY = last ? last.y + last.height : 100;
-  view.k = Math.min(1.4, Math.max(0.02, Math.min(svg.width / (maxX - minX + 40), svg.height / (maxY - minY + 40))));
+  let minX = Math.min(...box.map((t) => t.x)) - 20, maxX = Math.max(...box.map((t) => t.x)) + L.node_width + 20;
+  let minY = Math.min(...box.map((t) => t.y)) - 20, maxY = Math.max(...box.map((t) => t.y)) + L.node_height + 20;
+  if (box === T) minX -= 140;
+  view.k = Math.min(1.4, Math.max(0.02, Math.min(svg.width / (maxX - minX), svg.height / (maxY - minY))));
   view.x = (svg.width - (maxX - minX) * view.k) / 2 - minX * view.k;
   view.y = Math.max(10, (svg.height - (maxY - minY) * view.k) / 2) - minY * view.k;
   apply();
@@ -311,7 +314,8 @@ function wire() {
     select(node ? +node.dataset.i : -1, false);
     if (!node) $("details").innerHTML = '<p class="muted">Click a task to see its command, ETag, each ETag component and what changed since the previous run.</p>';
   });
-  for (const id of ["filter-project", "filter-target", "filter-status", "lineage", "show-affected"]) $(id).addEventListener("change", refresh);
+  for (const id of ["lineage", "show-affected"]) $(id).addEventListener("change", refresh);
+  for (const id of ["filter-project", "filter-target", "filter-status"]) $(id).addEventListener("change", () => { refresh(); fit(); });
   $("search").addEventListener("input", refresh);
   $("search").addEventListener("keydown", (e) => {
     if (e.key !== "Enter") return;

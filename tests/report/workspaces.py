@@ -106,16 +106,19 @@ def make_large(root: Path, projects: int = 40, per_project: int = 50) -> Path:
     task of the previous project, so the page has many columns, lanes and cross-project edges."""
     lines = ['[workspace]\ncache-dir = ".nxrun"\n']
     width = 5
+
+    def name(i: int) -> str:
+        return "bench" if i == per_project - 1 else f"t{i:03d}"
     for p in range(projects):
         for i in range(per_project):
             layer, slot = divmod(i, width)
             deps = []
             if layer:
-                deps.append(f"t{(layer - 1) * width + slot:03d}")
-                deps.append(f"t{(layer - 1) * width + (slot + 1) % width:03d}")
+                deps.append(name((layer - 1) * width + slot))
+                deps.append(name((layer - 1) * width + (slot + 1) % width))
             if p and i % 7 == 0:
-                deps.append(f"p{p - 1:02d}:t{i:03d}")
-            target = "bench" if i == per_project - 1 else f"t{i:03d}"
+                deps.append(f"p{p - 1:02d}:{name(i)}")
+            target = name(i)
             lines.append(f"[projects.p{p:02d}.targets.{target}]")
             lines.append(f'command = "echo {p}-{i}"')
             lines.append("inputs = []")
