@@ -145,6 +145,11 @@ def page_data(obj, ids: list[str] | None, affected_base: str | None) -> dict:
         from .graph import affected_tasks, changed_files
 
         changed = changed_files(obj.workspace.root, affected_base, None)
+        try:  # the cache folder is never an input; do not list it when it is not ignored by git
+            cache_rel = obj.workspace.cache_dir.resolve().relative_to(obj.workspace.root.resolve()).as_posix() + "/"
+            changed = [f for f in changed if not f.startswith(cache_rel)]
+        except ValueError:
+            pass
         hit = affected_tasks(graph, changed)
         affected = [t for t in selected if t in hit]
 
