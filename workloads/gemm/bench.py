@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FAILED {args.kernel} {record['dtype']} {record['M']}x{record['N']}x{record['K']} "
               f"alpha={record['alpha']} beta={record['beta']} vs {record['reference']}: "
               f"rel error {record['rel_error']} (tolerance {record['tolerance']})", file=sys.stderr)
-    worst = max((r["rel_error"] or float("inf") for r in body["verification"]), default=0.0)
+    worst = max((float("inf") if r["rel_error"] is None else r["rel_error"] for r in body["verification"]),
+                default=0.0)
     print(f"{args.kernel}: {backend}, {'verified' if verified else 'VERIFICATION FAILED'} "
           f"({len(body['verification'])} checks, worst rel error {worst:.2e}) -> {args.out}")
     return 0 if verified else 1
