@@ -83,28 +83,56 @@ class Workspace:
 
 # ---------------------------------------------------------------------------- locating lines
 
+_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+
+
+def _split_dotted(text: str) -> list[str]:
+    """Split a TOML dotted key on dots outside quotes."""
+    parts, current, quote = [], [], None
+    for char in text:
+        if quote:
+            if char == quote:
+                quote = None
+            current.append(char)
+        elif char in "\"'":
+            quote = char
+            current.append(char)
+        elif char == ".":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
 class _Source:
     """A config file's text, for turning a TOML table path and key into a line number."""
 
     def __init__(self, path: Path, text: str, root: Path):
         self.path = path
         self.lines = text.splitlines()
+        self._headers: dict[tuple[str, ...], int] | None = None
         try:
             self.display = path.relative_to(root).as_posix()
         except ValueError:
             self.display = str(path)
 
+    def _header_lines(self) -> dict[tuple[str, ...], int]:
+        """Table path -> line of its [header], indexed once per file (a lookup per target must not
+        rescan the file: a workspace of thousands of targets would parse in quadratic time)."""
+        if self._headers is None:
+            self._headers = {}
+            for number, line in enumerate(self.lines, 1):
+                match = _HEADER.match(line)
+                if match:
+                    parts = tuple(p.strip().strip('"').strip("'") for p in _split_dotted(match.group(1)))
+                    self._headers.setdefault(parts, number)
+        return self._headers
+
     def line_of(self, table: list[str], key: str | None = None) -> int:
         """Best-effort line of `key` inside `[table]` (or of the table header itself)."""
-        header_line = 0
-        if table:
-            dotted = r"\.".join(re.escape(part) if re.fullmatch(r"[A-Za-z0-9_-]+", part)
-                                else r'"' + re.escape(part) + r'"' for part in table)
-            pattern = re.compile(r"^\s*\[+\s*" + dotted + r"\s*\]+")
-            for number, line in enumerate(self.lines, 1):
-                if pattern.match(line):
-                    header_line = number
-                    break
+        header_line = self._header_lines().get(tuple(table), 0) if table else 0
         if key is None:
             return header_line or 1
         key_pattern = re.compile(r"^\s*(\"?)" + re.escape(key) + r"\1\s*=")

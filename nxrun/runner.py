@@ -83,8 +83,14 @@ class RunResult:
         }
 
 
-class TaskFailed(Exception):
-    pass
+@dataclass
+class _Pending:
+    """A hashed task that was not restored from the local cache."""
+
+    etag: str
+    record: TaskRecord
+    tick: float
+    owner_event: threading.Event | None   # set when an identical task of this run is done
 
 
 class Runner:
@@ -159,6 +165,13 @@ class Runner:
                 if unfinished[child] == 0:
                     ready.append(child)
 
+        def done_with(task_id: str, result: TaskResult) -> bool:
+            """Record a finished task; True when it failed and the run should stop launching."""
+            self.results[task_id] = result
+            digests[task_id] = result.outputs_digest
+            finished(task_id)
+            return result.status == "failed" and not self.options.keep_going
+
         with ThreadPoolExecutor(max_workers=max(1, self.options.parallel)) as pool:
             while ready or running:
                 while ready:
@@ -172,7 +185,18 @@ class Runner:
                         finished(task_id)
                         continue
                     dep_digests = {d: digests.get(d) for d in tasks[task_id].deps}
-                    running[pool.submit(self._process, tasks[task_id], dep_digests)] = task_id
+                    # hashing, lookup and local restore happen here, in the scheduling thread: a
+                    # cached task costs no thread hand-off; only misses (and remote lookups) go to
+                    # the pool
+                    try:
+                        outcome = self._prepare(tasks[task_id], dep_digests)
+                    except NxrunError:
+                        self._interrupt()
+                        raise
+                    if isinstance(outcome, TaskResult):
+                        stop_launching |= done_with(task_id, outcome)
+                    else:
+                        running[pool.submit(self._complete, tasks[task_id], outcome)] = task_id
                 if not running:
                     continue
                 done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
@@ -183,11 +207,7 @@ class Runner:
                     except NxrunError:
                         self._interrupt()
                         raise
-                    self.results[task_id] = result
-                    digests[task_id] = result.outputs_digest
-                    if result.status == "failed" and not self.options.keep_going:
-                        stop_launching = True
-                    finished(task_id)
+                    stop_launching |= done_with(task_id, result)
 
     def _record_skip(self, task_id: str, reason: str) -> None:
         self.results[task_id] = TaskResult(task_id, "skipped", note=reason)
@@ -196,7 +216,8 @@ class Runner:
             self.console.task_finished(task_id, "skipped", 0.0, reason)
 
     # ------------------------------------------------------------------ one task
-    def _process(self, task: Task, dep_digests: dict[str, str | None]) -> TaskResult:
+    def _prepare(self, task: Task, dep_digests: dict[str, str | None]) -> TaskResult | _Pending:
+        """Hash the task and try the local cache; a _Pending when it must run (or wait)."""
         started = time.time()
         tick = time.monotonic()
         if task.is_aggregate:
@@ -221,51 +242,62 @@ class Runner:
             return TaskResult(task.id, status, etag, origin=origin,
                               outputs_digest=entry.outputs_digest if entry else None)
 
-        # tasks with identical ETags in one run execute once
-        owner_event = None
+        # tasks with identical ETags in one run execute once: later ones wait for the first
         with self._lock:
-            if etag in self._etag_owner:
-                owner_event = self._etag_done[etag]
-            else:
+            owner_event = self._etag_done.get(etag)
+            if owner_event is None:
                 self._etag_owner[etag] = task.id
                 self._etag_done[etag] = threading.Event()
+        pending = _Pending(etag, record, tick, owner_event)
+        if owner_event is None and task.cache != "never" and not self.options.skip_cache:
+            entry, origin = self._lookup(etag, task, remote=False)
+            if entry is not None:
+                result = self._hit(task, entry, origin, pending)
+                if result is not None:
+                    self._etag_done[etag].set()
+                    return result
+        return pending
+
+    def _complete(self, task: Task, pending: _Pending) -> TaskResult:
+        """In a worker: wait for an identical task, try the remote cache, else run the command."""
+        owner_event = pending.owner_event
         if owner_event is not None:
             owner_event.wait()
-
-        if task.cache != "never" and not self.options.skip_cache:
-            entry, origin = self._lookup(etag, task)
-            if entry is not None:
-                restored = self._restore(task, entry, origin)
-                if restored:
-                    if owner_event is not None:
-                        origin = "dedup"
-                    record.status = "remote-hit" if origin == "remote" else "local-hit"
-                    record.origin = origin
-                    record.saved = entry.duration
-                    record.duration = time.monotonic() - tick
-                    record.outputs_digest = entry.outputs_digest
-                    self._mark_etag_done(etag, owner_event)
-                    self.console.task_finished(task.id, record.status, record.duration)
-                    return TaskResult(task.id, record.status, etag, record.duration, origin,
-                                      outputs_digest=entry.outputs_digest)
         try:
-            return self._execute(task, etag, record, tick)
+            if task.cache != "never" and not self.options.skip_cache:
+                entry, origin = self._lookup(pending.etag, task, local=owner_event is not None)
+                if entry is not None:
+                    result = self._hit(task, entry, "dedup" if owner_event is not None else origin, pending)
+                    if result is not None:
+                        return result
+            return self._execute(task, pending.etag, pending.record, pending.tick)
         finally:
-            self._mark_etag_done(etag, owner_event)
+            if owner_event is None:
+                self._etag_done[pending.etag].set()
 
-    def _mark_etag_done(self, etag: str, owner_event) -> None:
-        if owner_event is None:
-            self._etag_done[etag].set()
+    def _hit(self, task: Task, entry: CacheEntry, origin: str, pending: _Pending) -> TaskResult | None:
+        if not self._restore(task, entry, origin):
+            return None
+        record = pending.record
+        record.status = "remote-hit" if origin == "remote" else "local-hit"
+        record.origin = origin
+        record.saved = entry.duration
+        record.duration = time.monotonic() - pending.tick
+        record.outputs_digest = entry.outputs_digest
+        self.console.task_finished(task.id, record.status, record.duration)
+        return TaskResult(task.id, record.status, pending.etag, record.duration, origin,
+                          outputs_digest=entry.outputs_digest)
 
-    def _lookup(self, etag: str, task: Task, dry_run: bool = False) -> tuple[CacheEntry | None, str]:
-        entry = self.store.get_entry(etag)
+    def _lookup(self, etag: str, task: Task, dry_run: bool = False, local: bool = True,
+                remote: bool = True) -> tuple[CacheEntry | None, str]:
+        entry = self.store.get_entry(etag) if local else None
         if entry is not None:
             if entry.declared_outputs != task.outputs:
                 entry = None
             else:
                 self._touched.append(etag)
                 return entry, "local"
-        if self.remote is not None and task.cache != "never":
+        if remote and self.remote is not None and task.cache != "never":
             try:
                 entry = self.remote.fetch(etag, self.store, dry_run=dry_run)
             except NxrunError:
@@ -277,7 +309,7 @@ class Runner:
     def _restore(self, task: Task, entry: CacheEntry, origin: str) -> bool:
         try:
             restore_entry(entry, self.store, self.root, task.outputs, self.stat_cache, self.workspace.restore)
-            log = self.store.read_blob(entry.log_digest) if entry.log_digest else b""
+            log = self.store.read_blob(entry.log_digest) if entry.log_digest and not self.console.quiet else b""
         except CorruptBlob as exc:
             self._warn(f"{task.id}: cache entry {entry.etag[:12]} has a corrupt or missing blob ({exc}); "
                        "treating it as a miss and running the task.")
