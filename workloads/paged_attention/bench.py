@@ -159,7 +159,6 @@ def gpu_ceilings(lib, repeats: int) -> dict:
     copy = cuda_time(lambda i: dst.data.copy_from_device_async(half.data, half.nbytes), repeats=repeats)
     ceilings = {"read": _timed(nbytes, read, method="read_reduce kernel, 16-byte loads"),
                 "copy": _timed(2 * half.nbytes, copy, method="cudaMemcpyAsync device-to-device, read+write")}
-    del data, half, dst
     return ceilings
 
 
@@ -272,18 +271,20 @@ def gpu_decode_shape(lib, shape: DecodeShape, repeats: int, sweep: bool, seed: i
     variants = {
         "v1_per_head": (lambda i: K.decode_v1(lib, problem, out, share_kv=False), {}),
         "v1": (lambda i: K.decode_v1(lib, problem, out), {}),
-        "v2_splitk": (None, {"partition_tokens": partition}),
     }
-    workspaces = {"v2_splitk": K.SplitKWorkspace(problem, partition)}
-    if sweep:
-        for p in (256, 512, 1024, 2048):
-            if p != partition:
-                variants[f"v2_p{p}"] = (None, {"partition_tokens": p})
-                workspaces[f"v2_p{p}"] = K.SplitKWorkspace(problem, p)
+    workspaces = {}
+    partitions = [partition] + ([p for p in (256, 512, 1024, 2048, 4096) if p != partition] if sweep else [])
+    for version in ("v2", "v3"):
+        for p in partitions:
+            name = f"{version}_splitk" if version == "v2" else f"{version}_pipelined"
+            name += "" if p == partition else f"_p{p}"
+            variants[name] = (None, {"partition_tokens": p, "version": version})
+            workspaces[name] = K.SplitKWorkspace(problem, p)
     kernels = {}
     for name, (fn, extra) in variants.items():
         if fn is None:
-            fn = (lambda ws: (lambda i: K.decode_v2(lib, problem, out, ws)))(workspaces[name])
+            fn = (lambda ws, version: (lambda i: K.decode_v2(lib, problem, out, ws, version)))(
+                workspaces[name], extra["version"])
         poison(out)
         fn(0)
         cupy.cuda.get_current_stream().synchronize()
@@ -377,16 +378,18 @@ def gpu_bench(kernels_dir: Path, repeats: int, shapes_filter: set[str] | None, s
 
 def print_table(result: dict) -> None:
     c = result["ceilings"]
-    print(f"paged bench [backend: {result['backend']}] {result['device_name']}: read {c['read']['tbps']:.3f} TB/s, "
-          f"copy {c['copy']['tbps']:.3f} TB/s")
+    unit, factor = ("TB/s", 1.0) if result["backend"] == "cuda" else ("GB/s", 1e3)
+    print(f"paged bench [backend: {result['backend']}] {result['device_name']}: read "
+          f"{c['read']['tbps'] * factor:.3f} {unit}, copy {c['copy']['tbps'] * factor:.3f} {unit}")
     for row in result["decode"]:
-        cells = [f"{name} {k['tbps']:.3f}" if k.get("tbps") else f"{name} FAIL" for name, k in row["kernels"].items()]
-        cells += [f"{name} {b['tbps']:.3f}" for name, b in row["baselines"].items()]
+        cells = [f"{name} {k['tbps'] * factor:.3f}" if k.get("tbps") else f"{name} FAIL"
+                 for name, k in row["kernels"].items()]
+        cells += [f"{name} {b['tbps'] * factor:.3f}" for name, b in row["baselines"].items()]
         ratio = row["ratio_to_baseline"]
         print(f"  {row['shape']:<28} " + " | ".join(cells)
               + (f" | best/base {ratio:.2f}" if ratio is not None else ""))
     for row in result["cache_ops"]:
-        print(f"  {row['op']:<28} {row['tbps']:.3f} TB/s = {row['ratio_to_copy']:.2f} x copy"
+        print(f"  {row['op']:<28} {row['tbps'] * factor:.3f} {unit} = {row['ratio_to_copy']:.2f} x copy"
               + ("" if row.get("passed", True) else " (FAILED verification)"))
     bm = result["block_manager"]
     print(f"  block manager: {bm['appends_per_s']:.0f} appends/s ({bm['sequences']} seqs, {bm['step_ms']:.2f} ms/step)")

@@ -34,17 +34,18 @@ def compiler_available() -> tuple[bool, str]:
     return True, "nvrtc"
 
 
-def build_all(out_dir: Path, arch: str = "sm_90a", jobs: int = 4) -> dict:
+def build_all(out_dir: Path, arch: str = "sm_90a", jobs: int = 4, defines: dict | None = None) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     sources = sorted(KERNEL_DIR.glob("*.cu"))
     usable, compiler = compiler_available()
-    summary: dict = {"arch": arch, "sources": [src.name for src in sources]}
+    summary: dict = {"arch": arch, "sources": [src.name for src in sources], "defines": dict(defines or {})}
     if not usable:
         summary.update(status="unavailable", reason=compiler,
                        note="the CPU backend needs no cubins; GPU verify/bench need a compiler")
     else:
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            built = list(pool.map(lambda src: common_build.build(src, out_dir, arch=arch), sources))
+            built = list(pool.map(lambda src: common_build.build(src, out_dir, arch=arch, defines=defines),
+                                  sources))
         kernels = {}
         for result in built:
             for name, report in result["resources"]["kernels"].items():
@@ -62,9 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("build/paged"))
     parser.add_argument("--arch", default="sm_90a")
     parser.add_argument("-j", "--jobs", type=int, default=4, help="sources compiled in parallel")
+    parser.add_argument("-D", dest="defines", action="append", default=[], metavar="NAME=VAL",
+                        help="preprocessor define for every source (e.g. PAGED_V3_UNROLL=4)")
     args = parser.parse_args(argv)
+    defines = dict(text.partition("=")[::2] for text in args.defines)
     try:
-        summary = build_all(args.out, args.arch, args.jobs)
+        summary = build_all(args.out, args.arch, args.jobs, defines)
     except common_build.BuildError as error:
         print(error, file=sys.stderr)
         return 1
@@ -73,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"paged build: {len(summary['sources'])} sources, {len(summary['kernels'])} kernels "
           f"({summary['compiler']}, {args.arch}) -> {args.out}")
-    for name in ("paged_decode_v1_f16_d128_g4", "paged_decode_v2_f16_d128_g4", "reshape_and_cache_16b"):
+    for name in ("paged_decode_v1_f16_d128_g4", "paged_decode_v2_f16_d128_g4", "paged_decode_v3_f16_d128_g4",
+                 "reshape_and_cache_16b"):
         if name in summary["kernels"]:
             report = summary["kernels"][name]
             print(f"  {name}: {report['registers']} regs, {report['shared_bytes']} B smem, "

@@ -10,7 +10,12 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,
 [ -f build/paged/4_decode_v2_splitk.cubin ] || $PY -m workloads.paged_attention.build --out build/paged -j 8 2>&1 | tee "$OUT/build.log"
 $PY -m workloads.paged_attention.verify --kernels build/paged --out "$OUT/verify.json" 2>&1 | tee "$OUT/verify.log"
 if [ "${SANITIZE:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then
-  compute-sanitizer --tool memcheck --error-exitcode 3 $PY -m pytest -q -x -m gpu tests/paged_attention -k "sanitizer_case" -p no:cacheprovider > "$OUT/memcheck.log" 2>&1
+  compute-sanitizer --tool memcheck --error-exitcode 3 $PY -m workloads.paged_attention.verify --level small \
+    --kernels build/paged --out /tmp/paged_memcheck.json > "$OUT/memcheck.log" 2>&1
   echo "memcheck exit $? (log: memcheck.log, last lines:)"; tail -3 "$OUT/memcheck.log"
 fi
 $PY -m workloads.paged_attention.bench --kernels build/paged --out "$OUT/bench.json" "$@" 2>&1 | tee "$OUT/bench.log"
+for variant in ${VARIANTS:-}; do  # extra build folders (e.g. build/paged_u4) benchmarked the same way
+  $PY -m workloads.paged_attention.bench --kernels "$variant" --out "$OUT/bench_$(basename $variant).json" 2>&1 \
+    | tee "$OUT/bench_$(basename $variant).log"
+done

@@ -7,7 +7,6 @@ read_reduce. CuPy is imported lazily: this module imports fine on a machine with
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ CUBINS = {
     "copy_blocks": "2_copy_blocks.cubin",
     "decode_v1": "3_decode_v1.cubin",
     "decode_v2": "4_decode_v2_splitk.cubin",
+    "decode_v3": "5_decode_v3_pipelined.cubin",
 }
 THREADS = 128  # kWarps * 32 in decode_core.cuh
 HEADS_PER_CTA = (1, 2, 4, 8)
@@ -31,16 +31,18 @@ class KernelLibrary:
 
     def __init__(self, build_dir: Path | str) -> None:
         self.build_dir = Path(build_dir)
+        self._modules: dict[str, object] = {}
         missing = [name for name in CUBINS.values() if not (self.build_dir / name).is_file()]
         if missing:
             raise FileNotFoundError(f"{self.build_dir}: missing {', '.join(missing)}; run "
                                     f"`python -m workloads.paged_attention.build --out {self.build_dir}` first")
 
-    @functools.cache
     def module(self, key: str):
-        import cupy
+        if key not in self._modules:
+            import cupy
 
-        return cupy.RawModule(path=str(self.build_dir / CUBINS[key]))
+            self._modules[key] = cupy.RawModule(path=str(self.build_dir / CUBINS[key]))
+        return self._modules[key]
 
     def function(self, key: str, name: str):
         return self.module(key).get_function(name)
@@ -71,17 +73,26 @@ def decode_v1(lib: KernelLibrary, problem: PagedProblem, out, *, share_kv: bool 
             np.float32(problem.scale)))
 
 
-def choose_partition_tokens(problem: PagedProblem, sm_count: int, ctas_per_sm: int = 4,
-                            minimum: int = 256) -> int:
-    """Partition length for split-K: enough thread blocks for `ctas_per_sm` full waves, each partition
-    at least `minimum` tokens (fewer tokens per block would spend more on the reduce than they save)."""
+def choose_partition_tokens(problem: PagedProblem, sm_count: int, resident_per_sm: int = 4,
+                            waves: int = 4, minimum: int = 256) -> int:
+    """Partition length for split-K (a power of two, at least `minimum` tokens).
+
+    Uniform lengths with at least one full wave of (sequence, head group) blocks are not split: splitting
+    then only adds partial writes and a reduce. Otherwise aim for `waves` waves of `resident_per_sm`
+    blocks per SM, which fills a small batch and, for ragged batches, keeps the longest sequence from
+    being one long block that the rest of the GPU waits for.
+    """
     s = problem.shape
+    lengths = problem.seq_lens_host
+    longest = max(minimum, int(lengths.max()))
     groups = s.q_heads // heads_per_cta(problem)
-    total_tokens = int(problem.seq_lens_host.sum())
-    target_ctas = sm_count * ctas_per_sm
-    per_cta = -(-total_tokens * groups // target_ctas)
-    partition = max(minimum, -(-per_cta // minimum) * minimum)
-    return min(partition, max(minimum, int(problem.seq_lens_host.max())))
+    if int(lengths.min()) == int(lengths.max()) and s.batch * groups >= sm_count * resident_per_sm:
+        return longest
+    per_cta = -(-int(lengths.sum()) * groups // (sm_count * resident_per_sm * waves))
+    partition = minimum
+    while partition < per_cta:
+        partition *= 2
+    return min(partition, longest)
 
 
 class SplitKWorkspace:
@@ -99,11 +110,13 @@ class SplitKWorkspace:
         self.part_l = cupy.empty(rows, dtype=cupy.float32)
 
 
-def decode_v2(lib: KernelLibrary, problem: PagedProblem, out, workspace: SplitKWorkspace) -> None:
+def decode_v2(lib: KernelLibrary, problem: PagedProblem, out, workspace: SplitKWorkspace,
+              version: str = "v2") -> None:
+    """Split-K decode (version "v2", or "v3": the same launch with the software-pipelined loop)."""
     s = problem.shape
     g = heads_per_cta(problem)
     tname = _TYPE_NAMES[problem.dtype]
-    kernel = lib.function("decode_v2", f"paged_decode_v2_{tname}_d{s.head_dim}_g{g}")
+    kernel = lib.function(f"decode_{version}", f"paged_decode_{version}_{tname}_d{s.head_dim}_g{g}")
     reduce = lib.function("decode_v2", f"paged_decode_v2_reduce_{tname}_d{s.head_dim}")
     kernel((workspace.max_partitions, s.q_heads // g, s.batch), (THREADS,),
            (*_common_args(problem), out, workspace.part_o, workspace.part_m, workspace.part_l,
@@ -114,6 +127,10 @@ def decode_v2(lib: KernelLibrary, problem: PagedProblem, out, workspace: SplitKW
         reduce((s.q_heads, s.batch), (THREADS,),
                (workspace.part_o, workspace.part_m, workspace.part_l, problem.seq_lens, out,
                 np.int32(s.q_heads), np.int32(workspace.partition_tokens), np.int32(workspace.max_partitions)))
+
+
+def decode_v3(lib: KernelLibrary, problem: PagedProblem, out, workspace: SplitKWorkspace) -> None:
+    decode_v2(lib, problem, out, workspace, version="v3")
 
 
 def reshape_and_cache(lib: KernelLibrary, key, value, k_cache, v_cache, slot_mapping) -> None:

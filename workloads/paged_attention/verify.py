@@ -1,7 +1,7 @@
 """Verify the paged-attention kernels (GPU) or the NumPy backend (CPU) against float64 references.
 
 CLI: python -m workloads.paged_attention.verify [--kernels build/paged] [--out results/paged/verify.json]
-     [--backend auto|cpu|cuda] [--seed N] [--quick]
+     [--backend auto|cpu|cuda] [--seed N] [--level full|quick|small]
 
 Checks, each on fresh random inputs with NaN-poisoned outputs (and NaN-filled unwritten cache slots):
   * serving scenario: block manager + reshape_and_cache + copy_blocks (CoW) + decode, cache contents exact;
@@ -42,7 +42,7 @@ def _check(checks: list, kernel: str, error: float, dtype: str, **labels) -> Non
 
 # -- CPU ------------------------------------------------------------------------------------------------
 
-def cpu_checks(seed: int, quick: bool) -> list[dict]:
+def cpu_checks(seed: int, level: str) -> list[dict]:
     checks: list[dict] = []
     ops = CacheOps(np, ref.reshape_and_cache_cpu, ref.copy_blocks_cpu)
     for dtype, block_size in itertools.product(DTYPES, BLOCK_SIZES):
@@ -53,7 +53,7 @@ def cpu_checks(seed: int, quick: bool) -> list[dict]:
         error = rel_frobenius(to_float32(out, dtype), expected_decode(problem, exp_k, exp_v))
         _check(checks, "scenario_cpu", error if bad == 0 else float("inf"), dtype, block_size=block_size,
                head_dim=64, sequences=problem.shape.batch, cache_mismatches=bad, **stats)
-    shapes = CPU_SHAPES[:2] if quick else CPU_SHAPES
+    shapes = CPU_SHAPES if level == "full" else CPU_SHAPES[:2]
     for dtype, shape in itertools.product(DTYPES, shapes):
         problem = make_problem(shape, dtype, 16, seed=seed)
         out = ref.paged_decode_cpu(problem, partition_tokens=256)
@@ -64,44 +64,48 @@ def cpu_checks(seed: int, quick: bool) -> list[dict]:
 
 # -- GPU ------------------------------------------------------------------------------------------------
 
-def gpu_decode_checks(lib, seed: int, quick: bool) -> list[dict]:
+def gpu_decode_checks(lib, seed: int, level: str) -> list[dict]:
     import cupy
 
     from workloads.paged_attention import kernels as K
 
     checks: list[dict] = []
     sm_count = device_facts()["sm_count"]
-    dims = (128,) if quick else HEAD_DIMS
-    for dtype, head_dim, block_size, (q_heads, kv_heads) in itertools.product(DTYPES, dims, BLOCK_SIZES,
-                                                                               HEAD_CONFIGS):
+    dims = HEAD_DIMS if level == "full" else (128,)
+    block_sizes = (16,) if level == "small" else BLOCK_SIZES
+    heads = ((4, 4), (8, 2)) if level == "small" else HEAD_CONFIGS
+    for dtype, head_dim, block_size, (q_heads, kv_heads) in itertools.product(DTYPES, dims, block_sizes, heads):
         shape = DecodeShape("verify", 5, q_heads, kv_heads, None, head_dim, max_context=700)
         problem = make_problem(shape, dtype, block_size, seed=seed, xp=cupy,
                                lengths=np.random.default_rng(seed + head_dim + block_size).integers(1, 700, 5))
         expected = ref.reference_decode(problem)
         out = cupy.empty(problem.q.shape, dtype=storage_dtype(dtype))
         labels = dict(head_dim=head_dim, block_size=block_size, q_heads=q_heads, kv_heads=kv_heads)
+        heuristic = K.choose_partition_tokens(problem, sm_count)
         variants = {
-            "decode_v1": lambda: K.decode_v1(lib, problem, out),
-            "decode_v1_per_head": lambda: K.decode_v1(lib, problem, out, share_kv=False),
-            "decode_v2_p64": lambda: K.decode_v2(lib, problem, out, K.SplitKWorkspace(problem, 64)),
-            "decode_v2": lambda: K.decode_v2(lib, problem, out, K.SplitKWorkspace(
-                problem, K.choose_partition_tokens(problem, sm_count))),
+            "decode_v1": (K.decode_v1, {}),
+            "decode_v1_per_head": (K.decode_v1, {"share_kv": False}),
+            "decode_v2_p64": (K.decode_v2, {"workspace": K.SplitKWorkspace(problem, 64)}),
+            "decode_v2": (K.decode_v2, {"workspace": K.SplitKWorkspace(problem, heuristic)}),
+            "decode_v3_p64": (K.decode_v3, {"workspace": K.SplitKWorkspace(problem, 64)}),
+            "decode_v3": (K.decode_v3, {"workspace": K.SplitKWorkspace(problem, heuristic)}),
         }
-        for name, launch in variants.items():
+        for name, (launch, kwargs) in variants.items():
             poison(out)
-            launch()
+            launch(lib, problem, out, **kwargs)
             cupy.cuda.get_current_stream().synchronize()
             _check(checks, name, rel_frobenius(to_float32(out, dtype, cupy), expected), dtype, **labels)
     return checks
 
 
-def gpu_cache_checks(lib, seed: int) -> list[dict]:
+def gpu_cache_checks(lib, seed: int, level: str) -> list[dict]:
     import cupy
 
     from workloads.paged_attention import kernels as K
 
     checks: list[dict] = []
-    for dtype, head_dim, block_size in itertools.product(DTYPES, HEAD_DIMS, BLOCK_SIZES):
+    dims, block_sizes = ((128,), (16,)) if level == "small" else (HEAD_DIMS, BLOCK_SIZES)
+    for dtype, head_dim, block_size in itertools.product(DTYPES, dims, block_sizes):
         rng = np.random.default_rng(seed + head_dim + block_size)
         num_blocks, kv_heads, tokens = 40, 3, 150
         shape = (num_blocks, kv_heads, block_size, head_dim)
@@ -127,37 +131,38 @@ def gpu_cache_checks(lib, seed: int) -> list[dict]:
     return checks
 
 
-def gpu_scenario_checks(lib, seed: int) -> list[dict]:
+def gpu_scenario_checks(lib, seed: int, level: str) -> list[dict]:
     import cupy
 
     from workloads.paged_attention import kernels as K
 
     checks: list[dict] = []
     ops = CacheOps(cupy, lambda *a: K.reshape_and_cache(lib, *a), lambda *a: K.copy_blocks(lib, *a))
-    for dtype, block_size in itertools.product(DTYPES, BLOCK_SIZES):
+    for dtype, block_size in itertools.product(DTYPES, (16,) if level == "small" else BLOCK_SIZES):
         problem, exp_k, exp_v, stats = run_scenario(ops, dtype=dtype, head_dim=128, block_size=block_size,
                                                     q_heads=8, kv_heads=2, seed=seed + block_size)
         bad = cache_mismatches(problem, exp_k, exp_v)
         out = cupy.empty(problem.q.shape, dtype=storage_dtype(dtype))
         poison(out)
-        K.decode_v2(lib, problem, out, K.SplitKWorkspace(problem, 2 * block_size))
+        K.decode_v3(lib, problem, out, K.SplitKWorkspace(problem, 2 * block_size))
         error = rel_frobenius(to_float32(out, dtype, cupy), expected_decode(problem, exp_k, exp_v))
         _check(checks, "scenario_cuda", error if bad == 0 else float("inf"), dtype, block_size=block_size,
                head_dim=128, sequences=problem.shape.batch, cache_mismatches=bad, **stats)
     return checks
 
 
-def run(backend: str, kernels_dir: Path, seed: int, quick: bool) -> dict:
+def run(backend: str, kernels_dir: Path, seed: int, level: str = "full") -> dict:
     started = time.perf_counter()
     if backend == "cpu":
-        checks = cpu_checks(seed, quick)
+        checks = cpu_checks(seed, level)
     else:
         from workloads.paged_attention.kernels import KernelLibrary
 
         lib = KernelLibrary(kernels_dir)
-        checks = gpu_cache_checks(lib, seed) + gpu_scenario_checks(lib, seed) + gpu_decode_checks(lib, seed, quick)
+        checks = (gpu_cache_checks(lib, seed, level) + gpu_scenario_checks(lib, seed, level)
+                  + gpu_decode_checks(lib, seed, level))
     failed = [check for check in checks if not check["passed"]]
-    return {"backend": backend, "seed": seed, "checks": checks, "passed": not failed,
+    return {"backend": backend, "seed": seed, "level": level, "checks": checks, "passed": not failed,
             "num_checks": len(checks), "num_failed": len(failed), "seconds": time.perf_counter() - started}
 
 
@@ -175,11 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("results/paged/verify.json"))
     parser.add_argument("--backend", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--seed", type=int, default=None, help="default: fresh random inputs each run")
-    parser.add_argument("--quick", action="store_true", help="fewer shapes (head dim 128 only on GPU)")
+    parser.add_argument("--level", choices=("full", "quick", "small"), default="full",
+                        help="quick: head dim 128 only; small: one block size and two head layouts "
+                             "(the compute-sanitizer case)")
     args = parser.parse_args(argv)
     backend = pick_backend(args.backend)
     seed = args.seed if args.seed is not None else int.from_bytes(np.random.bytes(4), "little") % (1 << 30)
-    result = run(backend, args.kernels, seed, args.quick)
+    result = run(backend, args.kernels, seed, args.level)
     write_results(args.out, {"task": "paged:verify", **result})
     worst: dict[str, float] = {}
     for check in result["checks"]:

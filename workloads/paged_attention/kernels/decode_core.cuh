@@ -35,25 +35,26 @@ struct Scratch {
     float l[kWarps][G];
 };
 
-template <int D, int G>
+// UNROLL: warp steps whose loads are issued together (0: the default, 4 steps, 2 for G = 8).
+template <int D, int G, int UNROLL_ = 0>
 struct DecodeShape {
     static constexpr int TG = D / kVec;               // lanes per token row: 8, 16, 32
     static constexpr int TPW = 32 / TG;               // tokens per warp step: 4, 2, 1
-    static constexpr int UNROLL = G >= 8 ? 2 : 4;     // steps whose loads are in flight together
+    static constexpr int UNROLL = UNROLL_ > 0 ? UNROLL_ : (G >= 8 ? 2 : 4);
     static constexpr int WARP_TOKENS = TPW * UNROLL;  // consecutive tokens one warp takes per iteration
     static constexpr int CTA_TOKENS = WARP_TOKENS * kWarps;
     static_assert(D % (kVec * 8) == 0 && D <= 256, "head_dim must be 64, 128 or 256");
 };
 
 // Epilogue: void(int g, int d, float o_normalised, float m_log2, float l) for each of the G*D outputs.
-template <typename T, int D, int G, typename Epilogue>
+template <typename T, int D, int G, int UNROLL_ = 0, bool PREFETCH = false, typename Epilogue>
 __device__ __forceinline__ void attend_range(
     const T* __restrict__ q_rows,          // G consecutive query-head rows of D elements
     const T* __restrict__ k_cache, const T* __restrict__ v_cache,
     const int* __restrict__ block_table,   // this sequence's row
     int block_size_log2, int num_kv_heads, int kv_head, float scale, int start, int end,
     Scratch<D, G>& scratch, Epilogue epilogue) {
-    using S = DecodeShape<D, G>;
+    using S = DecodeShape<D, G, UNROLL_>;
     constexpr int TG = S::TG, TPW = S::TPW, UNROLL = S::UNROLL;
     const int lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;
@@ -86,8 +87,8 @@ __device__ __forceinline__ void attend_range(
     const T* k_base = k_cache + kv_head * head_stride + tg_lane * kVec;
     const T* v_base = v_cache + kv_head * head_stride + tg_lane * kVec;
 
-    for (int base = start + warp * S::WARP_TOKENS; base < end; base += S::CTA_TOKENS) {
-        uint4 k_raw[UNROLL], v_raw[UNROLL];
+    // Issue the K and V loads of one warp iteration (tokens base + u * TPW + slot).
+    auto load_step = [&](int base, uint4 (&k_raw)[UNROLL], uint4 (&v_raw)[UNROLL]) {
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) {
             const int t = base + u * TPW + slot;
@@ -101,6 +102,9 @@ __device__ __forceinline__ void attend_range(
                 v_raw[u] = make_uint4(0, 0, 0, 0);
             }
         }
+    };
+    // Scores, softmax update and P.V for one warp iteration whose loads have been issued.
+    auto consume_step = [&](int base, const uint4 (&k_raw)[UNROLL], const uint4 (&v_raw)[UNROLL]) {
         float s[UNROLL][G];
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) {
@@ -155,6 +159,30 @@ __device__ __forceinline__ void attend_range(
 #pragma unroll
                 for (int i = 0; i < kVec; ++i) o[g][i] = fmaf(s[u][g], v[i], o[g][i]);
             }
+        }
+    };
+
+    int base = start + warp * S::WARP_TOKENS;
+    if constexpr (PREFETCH) {
+        // Software pipeline: the next iteration's loads are in flight while this one computes, so the
+        // memory system never waits for the arithmetic (the reason G = 4 fell behind G = 1 in v1/v2).
+        uint4 k_cur[UNROLL], v_cur[UNROLL];
+        load_step(base, k_cur, v_cur);
+        for (; base < end; base += S::CTA_TOKENS) {
+            uint4 k_next[UNROLL], v_next[UNROLL];
+            load_step(base + S::CTA_TOKENS, k_next, v_next);
+            consume_step(base, k_cur, v_cur);
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u) {
+                k_cur[u] = k_next[u];
+                v_cur[u] = v_next[u];
+            }
+        }
+    } else {
+        for (; base < end; base += S::CTA_TOKENS) {
+            uint4 k_raw[UNROLL], v_raw[UNROLL];
+            load_step(base, k_raw, v_raw);
+            consume_step(base, k_raw, v_raw);
         }
     }
 
