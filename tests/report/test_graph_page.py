@@ -172,3 +172,20 @@ def test_page_at_2000_tasks_renders_and_responds(tmp_path, browser):
     assert browser.evaluate("document.getElementById('detail-id').textContent") == "p20:t025"
     assert browser.evaluate("document.querySelectorAll('#components .component').length") > 0
     assert browser.exceptions() == []
+
+
+def test_page_marks_failed_skipped_and_never_run(tmp_path):
+    from .workspaces import make_pipeline
+
+    root = make_pipeline(tmp_path / "ws")
+    with (root / "nxrun.toml").open("a") as config:
+        config.write('\n[projects.broken.targets.fail]\ncommand = "exit 3"\ninputs = []\n'
+                     '[projects.broken.targets.after]\ncommand = "echo after"\ndepends-on = ["fail"]\ninputs = []\n')
+    assert nxrun(root, "run", "broken:after", check=False).returncode == 1
+    path = root / "graph.html"
+    nxrun(root, "graph", "--html", str(path))
+    tasks = {t["id"]: t for t in _page_json(path.read_text())["tasks"]}
+    assert tasks["broken:fail"]["status"] == "failed" and tasks["broken:fail"]["last"]["error"] == "exit code 3"
+    assert tasks["broken:after"]["status"] == "skipped"
+    assert tasks["gemm:bench"]["status"] == "never" and "last" not in tasks["gemm:bench"]
+    assert "file:src/params.json" in tasks["gemm:bench"]["components"]  # current components, never run
