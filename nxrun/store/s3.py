@@ -27,7 +27,16 @@ class RemoteUnavailable(Exception):
 
 
 class RemoteRefused(Exception):
-    """The remote answered but refused: credentials, permissions, a missing bucket."""
+    """The remote answered but refused: credentials, permissions, a missing bucket.
+    `everything` when no request can succeed (no or wrong credentials, no such bucket)."""
+
+    def __init__(self, message: str, everything: bool = False):
+        super().__init__(message)
+        self.everything = everything
+
+
+_SETUP_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "ExpiredToken",
+                "InvalidToken", "AuthorizationHeaderMalformed"}
 
 
 @dataclass(frozen=True)
@@ -68,9 +77,9 @@ def classify(exc: BaseException) -> BaseException | None:
             return None
         if status >= 500 or code in _OUTAGE_CODES:
             return RemoteUnavailable(f"{code or status}: {exc}")
-        return RemoteRefused(f"{code or status}: {exc}")
+        return RemoteRefused(f"{code or status}: {exc}", everything=code in _SETUP_CODES)
     if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError, bx.NoRegionError)):
-        return RemoteRefused(str(exc))
+        return RemoteRefused(str(exc), everything=True)
     if isinstance(exc, (bx.HTTPClientError, bx.ResponseStreamingError, bx.IncompleteReadError,
                         bx.ReadTimeoutError, bx.ConnectTimeoutError, bx.EndpointConnectionError)):
         return RemoteUnavailable(f"{type(exc).__name__}: {exc}")

@@ -176,16 +176,20 @@ class RemoteCache:
             self._count("errors")
             if self.required:
                 self._fail(f"remote cache {self.url} refused the request ({exc}) and --remote=required is set.")
-            if writing:
+            if exc.everything:
+                self._reads_refused = self._writes_refused = True
+                self._warn("refused", f"remote cache {self.url} refused the request ({_short(exc)}); not "
+                                      "using it in this run. Check credentials (the standard AWS chain), "
+                                      "the bucket name and endpoint-url.")
+            elif writing:
                 self._writes_refused = True
                 self._warn("refused-write", f"remote cache {self.url} refused a write ({_short(exc)}); not "
                                             f"uploading to namespace '{self.write_namespace}' in this run. Set "
                                             "[remote] read-only = true if this job should not write.")
             else:
                 self._reads_refused = True
-                self._warn("refused-read", f"remote cache {self.url} refused a read ({_short(exc)}); not using "
-                                           "it in this run. Check credentials (the standard AWS chain), "
-                                           "the bucket name and endpoint-url.")
+                self._warn("refused", f"remote cache {self.url} refused a read ({_short(exc)}); not using "
+                                      "it in this run. Check the read permissions of these credentials.")
             raise _Skipped() from exc
         self.breaker.record_success()
         return result
