@@ -4,6 +4,7 @@ a click shows the ETag components, no request leaves the file, and it stays quic
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +15,8 @@ from .chromium import Browser, find_chromium
 from .workspaces import PIPELINE_TASKS, make_large, nxrun
 
 CHROMIUM = find_chromium()
+if CHROMIUM is None and os.environ.get("NXRUN_REQUIRE_CHROMIUM"):
+    raise RuntimeError("NXRUN_REQUIRE_CHROMIUM is set but no Chromium is on PATH: apt-get install -y chromium")
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="Chromium not found: install Debian's `chromium` package (apt-get install -y "
                              "chromium) to run the graph page tests")
