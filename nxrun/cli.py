@@ -27,24 +27,20 @@ Examples:
 class Context:
     def __init__(self, directory: str | None):
         self.directory = Path(directory) if directory else Path.cwd()
-        self._workspace = None
         self._graph = None
         self._store = None
 
     @property
     def workspace(self):
-        if self._workspace is None:
-            from .config import find_workspace_root, load_workspace
-
-            self._workspace = load_workspace(find_workspace_root(self.directory))
-        return self._workspace
+        return self.graph.workspace
 
     @property
     def graph(self):
         if self._graph is None:
-            from .graph import build_graph
+            from .config import find_workspace_root
+            from .snapshot import load_graph
 
-            self._graph = build_graph(self.workspace)
+            self._graph = load_graph(find_workspace_root(self.directory))
         return self._graph
 
     @property

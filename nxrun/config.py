@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob as _glob
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +75,8 @@ class Workspace:
     remote: dict
     projects: dict[str, ProjectSpec]
     config_files: list[Path]
+    # (pattern, matches) of every include/projects glob: a cached graph is valid only while these hold
+    discovered: list[tuple[str, list[str]]] = field(default_factory=list)
 
     def rel(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
@@ -159,6 +160,8 @@ def _load_toml(path: Path, root: Path) -> tuple[dict, _Source]:
         raise ConfigError(f"{path}: not found. Create it with `nxrun init` or fix the path.") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc}). Save the file as UTF-8.") from None
+    import tomllib  # only when a config is parsed: a run from the graph snapshot never needs it
+
     source = _Source(path, text, root)
     try:
         data = tomllib.loads(text)
@@ -372,6 +375,7 @@ def load_workspace(root: Path) -> Workspace:
     named_inputs: dict[str, list[str]] = {}
     runtime: dict[str, str] = {}
     projects: dict[str, ProjectSpec] = {}
+    discovered: list[tuple[str, list[str]]] = []
 
     def absorb(data: dict, source: _Source, default_root: str) -> None:
         for name, patterns in _expect(data.get("named-inputs", {}), dict, source, [], "named-inputs",
@@ -401,6 +405,7 @@ def load_workspace(root: Path) -> Workspace:
         if not matches:
             raise ConfigError(f"{source.where(['workspace'], 'include')}: include {pattern!r} matches no file. "
                               "Fix the path or remove it.")
+        discovered.append((pattern, matches))
         for match in matches:
             path = Path(match)
             included, included_source = _load_toml(path, root)
@@ -413,6 +418,7 @@ def load_workspace(root: Path) -> Workspace:
         if not folders:
             raise ConfigError(f"{source.where(['workspace'], 'projects')}: projects {pattern!r} matches no folder "
                               f"holding an {CONFIG_NAME}. Fix the pattern or add the file.")
+        discovered.append((pattern, folders))
         for folder in folders:
             path = Path(folder) / CONFIG_NAME
             project_data, project_source = _load_toml(path, root)
@@ -445,5 +451,5 @@ def load_workspace(root: Path) -> Workspace:
     return Workspace(
         root=root, cache_dir=cache_dir, parallel=parallel, restore=restore, default_inputs=default_inputs,
         named_inputs=named_inputs, runtime=runtime, remote=remote, projects=projects,
-        config_files=config_files,
+        config_files=config_files, discovered=discovered,
     )

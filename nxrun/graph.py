@@ -84,8 +84,9 @@ class TaskGraph:
     """Every task of the workspace and the dependency DAG between them."""
 
     def __init__(self, workspace: Workspace, tasks: dict[str, Task], order: list[str],
-                 warnings: list[str], file_index: FileIndex):
+                 warnings: list[str], file_index: FileIndex, matrix_globs: dict[str, list[str]] | None = None):
         self.workspace = workspace
+        self.matrix_globs = matrix_globs or {}   # "glob:" matrix pattern -> stems it expanded to
         self.tasks = tasks
         self.order = order            # a topological order of all tasks
         self.warnings = warnings
@@ -170,15 +171,22 @@ class TaskGraph:
         return graph
 
 
-def _matrix_values(spec: TargetSpec, project: ProjectSpec, file_index: FileIndex) -> list[dict[str, str]]:
+def matrix_glob_stems(pattern: str, file_index: FileIndex) -> list[str]:
+    """Stems of the files a workspace-relative `glob:` matrix pattern matches."""
+    regex = compile_glob(pattern)
+    files = [f for f in file_index.files_under(literal_prefix(pattern)) if regex.match(f)] \
+        if has_magic(pattern) else ([pattern] if (file_index.root / pattern).is_file() else [])
+    return sorted({Path(f).name.split(".")[0] for f in files})
+
+
+def _matrix_values(spec: TargetSpec, project: ProjectSpec, file_index: FileIndex,
+                   matrix_globs: dict[str, list[str]]) -> list[dict[str, str]]:
     axes: list[tuple[str, list[str]]] = []
     for axis, values in spec.matrix.items():
         if isinstance(values, str):
             pattern = _workspace_path(project, values[len("glob:"):], spec, "matrix glob")
-            regex = compile_glob(pattern)
-            files = [f for f in file_index.files_under(literal_prefix(pattern)) if regex.match(f)] \
-                if has_magic(pattern) else ([pattern] if (file_index.root / pattern).is_file() else [])
-            stems = sorted({Path(f).name.split(".")[0] for f in files})
+            stems = matrix_glob_stems(pattern, file_index)
+            matrix_globs[pattern] = stems
             if not stems:
                 raise ConfigError(f"{spec.source}: matrix axis '{axis}' of '{spec.project}:{spec.name}' is "
                                   f"{values!r}, which matches no file. Fix the pattern.")
@@ -232,22 +240,32 @@ def _resolve_inputs(spec: TargetSpec, project: ProjectSpec, workspace: Workspace
     return resolved
 
 
+def _cache_exclusion(workspace: Workspace) -> list[str]:
+    try:
+        return [workspace.cache_dir.relative_to(workspace.root).as_posix()]
+    except ValueError:
+        return []
+
+
+def new_file_index(workspace: Workspace, tasks: dict[str, Task]) -> FileIndex:
+    file_index = FileIndex(workspace.root, _cache_exclusion(workspace))
+    file_index.set_excluded_outputs(o for t in tasks.values() for o in t.outputs)
+    return file_index
+
+
 def build_graph(workspace: Workspace) -> TaskGraph:
     """Expand every target into tasks, resolve depends-on, and order the DAG."""
-    excluded = []
-    try:
-        excluded.append(workspace.cache_dir.relative_to(workspace.root).as_posix())
-    except ValueError:
-        pass
+    excluded = _cache_exclusion(workspace)
     file_index = FileIndex(workspace.root, excluded)
     warnings: list[str] = []
     tasks: dict[str, Task] = {}
     by_target: dict[tuple[str, str], list[Task]] = {}
     pending_deps: list[tuple[Task, TargetSpec, dict[str, str], list[str]]] = []
+    matrix_globs: dict[str, list[str]] = {}
 
     for project in workspace.projects.values():
         for spec in project.targets.values():
-            for values in _matrix_values(spec, project, file_index):
+            for values in _matrix_values(spec, project, file_index, matrix_globs):
                 outputs = []
                 for output in spec.outputs:
                     path = _workspace_path(project, _interpolate(output, values, spec), spec, "output")
@@ -321,7 +339,7 @@ def build_graph(workspace: Workspace) -> TaskGraph:
 
     order = _topological_order(tasks)
     file_index.set_excluded_outputs(o for t in tasks.values() for o in t.outputs)
-    return TaskGraph(workspace, tasks, order, warnings, file_index)
+    return TaskGraph(workspace, tasks, order, warnings, file_index, matrix_globs)
 
 
 def _selector_matches(task: Task, selector: str) -> bool:

@@ -7,11 +7,9 @@ whose tasks name no probe pays nothing here.
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 import subprocess
 import threading
-from importlib import metadata
 
 from .errors import ProbeError
 
@@ -54,6 +52,8 @@ class Runtime:
 
     def package_version(self, name: str) -> str:
         def lookup() -> str:
+            from importlib import metadata  # 25 ms to import: only runs that name a pkg: input pay it
+
             try:
                 return metadata.version(name)
             except metadata.PackageNotFoundError:
@@ -72,6 +72,8 @@ class Runtime:
 
 
 def _cpu_model() -> str:
+    import platform
+
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
             for line in handle:
@@ -104,4 +106,6 @@ def _hardware_fingerprint() -> str:
                 for token in header.stdout.split("CUDA Version:")[1:2]:
                     cuda = token.split()[0]
             gpus = [f"{row}|cuda {cuda}" for row in rows]
+    import platform
+
     return "; ".join(gpus) or f"cpu {platform.machine()} {_cpu_model()}"

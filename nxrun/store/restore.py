@@ -12,6 +12,7 @@ import errno
 import fcntl
 import os
 import shutil
+import stat
 import uuid
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def restore_entry(entry: CacheEntry, store: LocalStore, root: Path, declared_out
 
     Raises UnsafeEntry before touching anything, or CorruptBlob (the blob is discarded and the
     caller treats the entry as a miss)."""
-    check_entry(entry, root, declared_outputs)
+    check_entry(entry, root, declared_outputs, check_symlinked_parents=False)
     root_text = str(root)
     listed = {record.path for record in entry.outputs}
     listed_dirs = {os.path.dirname(p) for p in listed}
@@ -123,10 +124,12 @@ def _restore_record(record: OutputRecord, store: LocalStore, root_text: str, sta
         st = os.lstat(destination)
     except FileNotFoundError:
         st = None
-    if st is not None and os.path.isfile(destination) and not os.path.islink(destination):
-        if (stat_cache.lookup(destination, st) == record.digest
-                and (st.st_mode & 0o777) == (record.mode & 0o777)):
-            return 0
+    if st is not None and stat.S_ISREG(st.st_mode):
+        if (st.st_mode & 0o777) == (record.mode & 0o777) and st.st_size == record.size:
+            # unchanged since we last saw it, or (freshly written, so not yet in the stat cache)
+            # identical when hashed: reading is cheaper than rewriting, and keeps the file's inode
+            if stat_cache.digest(destination) == record.digest:
+                return 0
     elif st is not None:
         _remove(destination)
     parent = os.path.dirname(destination)

@@ -18,9 +18,14 @@ def _inside(path: str, roots: list[str]) -> bool:
     return any(path == r or path.startswith(r + "/") for r in roots)
 
 
-def check_entry(entry: CacheEntry, workspace_root: Path, declared_outputs: list[str]) -> None:
-    """Raise UnsafeEntry naming the first offending record."""
-    root_real = os.path.realpath(workspace_root)
+def check_entry(entry: CacheEntry, workspace_root: Path, declared_outputs: list[str],
+                check_symlinked_parents: bool = True) -> None:
+    """Raise UnsafeEntry naming the first offending record.
+
+    `check_symlinked_parents` also refuses paths whose existing parent folder is a symlink out of
+    the workspace: always for remote entries; local restores skip it (a user may link an output
+    folder to another disk on purpose, and the check costs a realpath per file)."""
+    root_real = os.path.realpath(workspace_root) if check_symlinked_parents else ""
     for record in entry.outputs:
         path = record.path
         if not path or path.startswith("/") or "\\" in path or "\0" in path:
@@ -46,6 +51,8 @@ def check_entry(entry: CacheEntry, workspace_root: Path, declared_outputs: list[
             resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
             if resolved == ".." or resolved.startswith("../"):
                 raise UnsafeEntry(f"{entry.task_id}: symlink {path!r} -> {target!r} leads out of the workspace")
+        if not check_symlinked_parents:
+            continue
         # an existing folder on the way (in the workspace) that is a symlink out of it
         parent = os.path.dirname(os.path.join(root_real, path))
         while parent and not os.path.lexists(parent):

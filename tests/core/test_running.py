@@ -202,3 +202,30 @@ def test_cache_stats_prune_clear(diamond: Workspace):
     assert json.loads(diamond.nxrun("cache", "stats", "--json").stdout)["entries"] == 0
     history = json.loads(diamond.nxrun("history", "--json", check=True).stdout)
     assert len(history) == 2 and history[0]["misses"] == 4
+
+
+def test_graph_snapshot_follows_config_includes_and_matrix_files(ws: Workspace):
+    ws.write("nxrun.toml", """
+        [workspace]
+        include = ["parts/*.toml"]
+        [projects.k.targets.build]
+        matrix  = { kernel = "glob:kernels/*.cu" }
+        command = "true"
+        inputs  = []
+    """)
+    ws.write("parts/one.toml", '[projects.x.targets.a]\ncommand = "true"\ninputs = []\n')
+    ws.write("kernels/a.cu", "a")
+
+    def ids() -> set[str]:
+        return {t["id"] for t in json.loads(ws.nxrun("graph", "--format", "json", check=True).stdout)["tasks"]}
+
+    assert ids() == {"k:build[kernel=a]", "x:a"}
+    assert ids() == {"k:build[kernel=a]", "x:a"}          # from the snapshot
+    ws.write("kernels/b.cu", "b")
+    assert ids() == {"k:build[kernel=a]", "k:build[kernel=b]", "x:a"}
+    ws.write("parts/two.toml", '[projects.y.targets.b]\ncommand = "true"\ninputs = []\n')
+    assert "y:b" in ids()
+    ws.write("parts/one.toml", '[projects.x.targets.renamed]\ncommand = "true"\ninputs = []\n')
+    assert "x:renamed" in ids() and "x:a" not in ids()
+    (ws.root / ".nxrun" / "graph-snapshot.json").write_text("{broken")
+    assert "x:renamed" in ids()
