@@ -13,11 +13,27 @@ def _host_float64(array) -> np.ndarray:
     return np.asarray(array, dtype=np.float64)
 
 
+def _is_device_array(array) -> bool:
+    return not isinstance(array, np.ndarray) and hasattr(array, "__cuda_array_interface__")
+
+
 def rel_frobenius(out, ref) -> float:
     """||out - ref||_F / ||ref||_F in float64; inf when `out` holds NaN or inf, so NaN never passes.
 
-    Works on NumPy and CuPy arrays. With ref all zeros it returns the absolute error norm.
+    Works on NumPy and CuPy arrays; when both are CuPy arrays the sums run on the device (no copy of a
+    large matrix to the host). With ref all zeros it returns the absolute error norm.
     """
+    if _is_device_array(out) and _is_device_array(ref):
+        import cupy
+
+        if out.shape != ref.shape:
+            raise ValueError(f"shape mismatch: out {out.shape} vs ref {ref.shape}")
+        out64, ref64 = out.astype(cupy.float64), ref.astype(cupy.float64)
+        if not bool(cupy.isfinite(out64).all()):
+            return math.inf
+        error = float(cupy.linalg.norm((out64 - ref64).ravel()))
+        scale = float(cupy.linalg.norm(ref64.ravel()))
+        return error / scale if scale > 0 else error
     out64 = _host_float64(out)
     ref64 = _host_float64(ref)
     if out64.shape != ref64.shape:
