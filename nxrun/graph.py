@@ -395,6 +395,8 @@ def changed_files(root: Path, base: str, head: str | None = None) -> list[str]:
 
 def affected_tasks(graph: TaskGraph, changed: list[str]) -> set[str]:
     """Tasks whose inputs or config include a changed file, and everything downstream of them."""
+    cache_rel = _cache_exclusion(graph.workspace)
+    changed = [c for c in changed if not any(c == r or c.startswith(r + "/") for r in cache_rel)]
     config_files = {graph.workspace.rel(p) for p in graph.workspace.config_files}
     touched_configs = {c for c in changed if c in config_files}
     direct: set[str] = set()
