@@ -274,9 +274,10 @@ def gpu_decode_shape(lib, shape: DecodeShape, repeats: int, sweep: bool, seed: i
     }
     workspaces = {}
     partitions = [partition] + ([p for p in (256, 512, 1024, 2048, 4096) if p != partition] if sweep else [])
-    for version in ("v2", "v3"):
+    suffix = {"v2": "splitk", "v3": "pipelined", "v4": "mma"}
+    for version in suffix:
         for p in partitions:
-            name = f"{version}_splitk" if version == "v2" else f"{version}_pipelined"
+            name = f"{version}_{suffix[version]}"
             name += "" if p == partition else f"_p{p}"
             variants[name] = (None, {"partition_tokens": p, "version": version})
             workspaces[name] = K.SplitKWorkspace(problem, p)

@@ -20,6 +20,7 @@ CUBINS = {
     "decode_v1": "3_decode_v1.cubin",
     "decode_v2": "4_decode_v2_splitk.cubin",
     "decode_v3": "5_decode_v3_pipelined.cubin",
+    "decode_v4": "6_decode_v4_mma.cubin",
 }
 THREADS = 128  # kWarps * 32 in decode_core.cuh
 HEADS_PER_CTA = (1, 2, 4, 8)
@@ -112,7 +113,7 @@ class SplitKWorkspace:
 
 def decode_v2(lib: KernelLibrary, problem: PagedProblem, out, workspace: SplitKWorkspace,
               version: str = "v2") -> None:
-    """Split-K decode (version "v2", or "v3": the same launch with the software-pipelined loop)."""
+    """Split-K decode: version "v2", "v3" (pipelined loop) or "v4" (tensor-core loop); same launch."""
     s = problem.shape
     g = heads_per_cta(problem)
     tname = _TYPE_NAMES[problem.dtype]
@@ -131,6 +132,10 @@ def decode_v2(lib: KernelLibrary, problem: PagedProblem, out, workspace: SplitKW
 
 def decode_v3(lib: KernelLibrary, problem: PagedProblem, out, workspace: SplitKWorkspace) -> None:
     decode_v2(lib, problem, out, workspace, version="v3")
+
+
+def decode_v4(lib: KernelLibrary, problem: PagedProblem, out, workspace: SplitKWorkspace) -> None:
+    decode_v2(lib, problem, out, workspace, version="v4")
 
 
 def reshape_and_cache(lib: KernelLibrary, key, value, k_cache, v_cache, slot_mapping) -> None:

@@ -89,6 +89,8 @@ def gpu_decode_checks(lib, seed: int, level: str) -> list[dict]:
             "decode_v2": (K.decode_v2, {"workspace": K.SplitKWorkspace(problem, heuristic)}),
             "decode_v3_p64": (K.decode_v3, {"workspace": K.SplitKWorkspace(problem, 64)}),
             "decode_v3": (K.decode_v3, {"workspace": K.SplitKWorkspace(problem, heuristic)}),
+            "decode_v4_p64": (K.decode_v4, {"workspace": K.SplitKWorkspace(problem, 64)}),
+            "decode_v4": (K.decode_v4, {"workspace": K.SplitKWorkspace(problem, heuristic)}),
         }
         for name, (launch, kwargs) in variants.items():
             poison(out)
@@ -144,7 +146,7 @@ def gpu_scenario_checks(lib, seed: int, level: str) -> list[dict]:
         bad = cache_mismatches(problem, exp_k, exp_v)
         out = cupy.empty(problem.q.shape, dtype=storage_dtype(dtype))
         poison(out)
-        K.decode_v3(lib, problem, out, K.SplitKWorkspace(problem, 2 * block_size))
+        K.decode_v4(lib, problem, out, K.SplitKWorkspace(problem, 2 * block_size))
         error = rel_frobenius(to_float32(out, dtype, cupy), expected_decode(problem, exp_k, exp_v))
         _check(checks, "scenario_cuda", error if bad == 0 else float("inf"), dtype, block_size=block_size,
                head_dim=128, sequences=problem.shape.batch, cache_mismatches=bad, **stats)

@@ -46,6 +46,28 @@ struct DecodeShape {
     static_assert(D % (kVec * 8) == 0 && D <= 256, "head_dim must be 64, 128 or 256");
 };
 
+// Merge the per-warp (m, l, o) in `scratch` (written by each warp) and hand each of the G*D outputs,
+// normalised, to the epilogue: thread idx produces output (g, d) = (idx / D, idx % D).
+template <int D, int G, typename Epilogue>
+__device__ __forceinline__ void merge_warps(Scratch<D, G>& scratch, Epilogue epilogue) {
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < G * D; idx += kThreads) {
+        const int g = idx / D, d = idx % D;
+        float m_max = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < kWarps; ++w) m_max = fmaxf(m_max, scratch.m[w][g]);
+        const float m_ref = m_max == -INFINITY ? 0.f : m_max;
+        float l_sum = 0.f, o_sum = 0.f;
+#pragma unroll
+        for (int w = 0; w < kWarps; ++w) {
+            const float weight = fast_exp2(scratch.m[w][g] - m_ref);
+            l_sum += scratch.l[w][g] * weight;
+            o_sum += scratch.o[w][g][d] * weight;
+        }
+        epilogue(g, d, l_sum > 0.f ? o_sum / l_sum : 0.f, m_max, l_sum);
+    }
+}
+
 // Epilogue: void(int g, int d, float o_normalised, float m_log2, float l) for each of the G*D outputs.
 template <typename T, int D, int G, int UNROLL_ = 0, bool PREFETCH = false, typename Epilogue>
 __device__ __forceinline__ void attend_range(
@@ -215,23 +237,7 @@ __device__ __forceinline__ void attend_range(
             }
         }
     }
-    __syncthreads();
-    // Merge the warps; thread idx produces output (g, d) = (idx / D, idx % D).
-    for (int idx = threadIdx.x; idx < G * D; idx += kThreads) {
-        const int g = idx / D, d = idx % D;
-        float m_max = -INFINITY;
-#pragma unroll
-        for (int w = 0; w < kWarps; ++w) m_max = fmaxf(m_max, scratch.m[w][g]);
-        const float m_ref = m_max == -INFINITY ? 0.f : m_max;
-        float l_sum = 0.f, o_sum = 0.f;
-#pragma unroll
-        for (int w = 0; w < kWarps; ++w) {
-            const float weight = fast_exp2(scratch.m[w][g] - m_ref);
-            l_sum += scratch.l[w][g] * weight;
-            o_sum += scratch.o[w][g][d] * weight;
-        }
-        epilogue(g, d, l_sum > 0.f ? o_sum / l_sum : 0.f, m_max, l_sum);
-    }
+    merge_warps<D, G>(scratch, epilogue);
 }
 
 // Instantiate KERNEL_MACRO(T, TNAME, D, G) for fp16/bf16, head dims 64/128/256 and 1/2/4/8 heads per CTA.

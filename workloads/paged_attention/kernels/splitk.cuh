@@ -7,10 +7,27 @@
 // computes sum_p w_p o_p / sum_p w_p with w_p = l_p * 2^(m_p - M).
 #pragma once
 #include "decode_core.cuh"
+#include "decode_mma.cuh"
 
 namespace paged {
 
-template <typename T, int D, int G, int UNROLL = 0, bool PREFETCH = false>
+// Either inner loop: CUDA cores (attend_range, UNROLL/PREFETCH) or tensor cores (attend_range_mma, UNROLL
+// = 8-token tiles per iteration).
+template <typename T, int D, int G, int UNROLL, bool PREFETCH, bool MMA, typename Epilogue>
+__device__ __forceinline__ void attend(const T* q_rows, const T* k_cache, const T* v_cache, const int* table,
+                                       int block_size_log2, int num_kv_heads, int kv_head, float scale, int start,
+                                       int end, Scratch<D, G>& scratch, Epilogue epilogue) {
+    if constexpr (MMA) {
+        attend_range_mma<T, D, G, (UNROLL > 0 ? UNROLL : 2)>(q_rows, k_cache, v_cache, table, block_size_log2,
+                                                             num_kv_heads, kv_head, scale, start, end, scratch,
+                                                             epilogue);
+    } else {
+        attend_range<T, D, G, UNROLL, PREFETCH>(q_rows, k_cache, v_cache, table, block_size_log2, num_kv_heads,
+                                                kv_head, scale, start, end, scratch, epilogue);
+    }
+}
+
+template <typename T, int D, int G, int UNROLL = 0, bool PREFETCH = false, bool MMA = false>
 __device__ __forceinline__ void decode_splitk(
     const T* __restrict__ q, const T* __restrict__ k_cache, const T* __restrict__ v_cache,
     const int* __restrict__ block_tables, const int* __restrict__ seq_lens, T* __restrict__ out,
@@ -31,13 +48,13 @@ __device__ __forceinline__ void decode_splitk(
     T* out_rows = out + row * D;
     const int* table = block_tables + (size_t)b * max_blocks_per_seq;
     if (num_partitions <= 1) {
-        attend_range<T, D, G, UNROLL, PREFETCH>(q + row * D, k_cache, v_cache, table, block_size_log2,
+        attend<T, D, G, UNROLL, PREFETCH, MMA>(q + row * D, k_cache, v_cache, table, block_size_log2,
                                                 num_kv_heads, kv_head, scale, start, end, scratch, [&](int g, int d, float value, float, float) {
                                   out_rows[g * D + d] = Convert<T>::from_float(value);
                               });
         return;
     }
-    attend_range<T, D, G, UNROLL, PREFETCH>(q + row * D, k_cache, v_cache, table, block_size_log2,
+    attend<T, D, G, UNROLL, PREFETCH, MMA>(q + row * D, k_cache, v_cache, table, block_size_log2,
                                             num_kv_heads, kv_head, scale, start, end, scratch, [&](int g, int d, float value, float m, float l) {
                               const size_t stat = (row + g) * max_partitions + p;
                               part_o[stat * D + d] = value;
