@@ -20,7 +20,7 @@ import numpy as np
 from workloads.common.build import BuildError, compile_cubin
 from workloads.common.device import cuda_available
 from workloads.common.results import write_results
-from workloads.gemm.registry import AUTOTUNE_SPACE, KERNEL_DIR, tune_defines, tuned_spec
+from workloads.gemm.registry import AUTOTUNE_SPACE, KERNEL_DIR, TUNE_NAMES, tune_defines, tuned_spec
 
 SOURCE = KERNEL_DIR / "10_autotuned.cu"
 DEFAULT_SHAPE = (128, 128, 16, 32, 64, 2)
@@ -57,7 +57,7 @@ def tune(size: int, repeats: int, seed: int) -> dict:
     candidates = []
     with tempfile.TemporaryDirectory() as scratch, concurrent.futures.ThreadPoolExecutor(8) as pool:
         for shape, cubin_dir, report in pool.map(lambda s: _compile(s, Path(scratch)), AUTOTUNE_SPACE):
-            entry = {"shape": dict(zip(("BM", "BN", "BK", "WM", "WN", "STAGES"), shape, strict=True))}
+            entry = {"shape": dict(zip(TUNE_NAMES, shape, strict=False))}
             candidates.append(entry)
             if cubin_dir is None:
                 entry["status"] = f"compile failed: {report}"
@@ -86,7 +86,7 @@ def tune(size: int, repeats: int, seed: int) -> dict:
     if not timed:
         raise RuntimeError("no autotuning candidate compiled and verified")
     best = min(timed, key=lambda entry: entry["median_ms"])
-    shape = tuple(best["shape"][name] for name in ("BM", "BN", "BK", "WM", "WN", "STAGES"))
+    shape = tuple(best["shape"].get(name, 0) for name in TUNE_NAMES)
     return {"defines": tune_defines(*shape), "best": best, "size": size,
             "cublas_tflops": 2 * size**3 / (cublas_ms * 1e-3) / 1e12, "candidates": candidates}
 

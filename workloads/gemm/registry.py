@@ -81,13 +81,18 @@ def _spec_list() -> list[KernelSpec]:
 T4_STAGES = 4
 T4_SMEM_BYTES = T4_STAGES * (128 * 64 + 64 * 256) * 2 + 2048
 
-# Candidate shapes the autotuner tries for kernel 10: (BM, BN, BK, WM, WN, STAGES).
+# Candidate shapes the autotuner tries for kernel 10: (BM, BN, BK, WM, WN, STAGES[, KU]). KU is the inner-loop
+# unroll in k steps; left out (or 0), the whole K tile is unrolled.
 AUTOTUNE_SPACE = [
     (128, 128, 8, 32, 64, 2), (128, 128, 16, 32, 64, 2), (128, 128, 16, 32, 64, 3), (128, 128, 32, 32, 64, 2),
     (128, 128, 16, 64, 32, 3), (128, 256, 8, 64, 64, 2), (128, 256, 16, 64, 64, 2), (256, 128, 16, 64, 64, 2),
     (128, 128, 16, 64, 64, 3), (64, 128, 16, 32, 32, 3), (128, 64, 16, 32, 32, 3), (64, 64, 16, 32, 32, 4),
     (128, 128, 32, 32, 64, 3), (128, 128, 64, 32, 64, 2), (128, 256, 32, 64, 64, 2), (256, 128, 32, 64, 64, 2),
+    (128, 256, 32, 64, 64, 3), (128, 256, 64, 64, 64, 2), (256, 128, 64, 64, 64, 2),
+    (128, 256, 32, 64, 64, 2, 8), (128, 256, 32, 64, 64, 2, 16), (128, 256, 64, 64, 64, 2, 16),
+    (128, 128, 32, 32, 64, 2, 8), (256, 128, 32, 64, 64, 2, 8),
 ]
+TUNE_NAMES = ("BM", "BN", "BK", "WM", "WN", "STAGES", "KU")
 
 
 def tuned_spec(defines: dict[str, str]) -> KernelSpec:
@@ -98,9 +103,12 @@ def tuned_spec(defines: dict[str, str]) -> KernelSpec:
                             values["WM"], values["WN"], values["STAGES"], defines=dict(defines))
 
 
-def tune_defines(bm: int, bn: int, bk: int, wm: int, wn: int, stages: int) -> dict[str, str]:
-    return {"TUNE_BM": str(bm), "TUNE_BN": str(bn), "TUNE_BK": str(bk), "TUNE_WM": str(wm),
-            "TUNE_WN": str(wn), "TUNE_STAGES": str(stages)}
+def tune_defines(bm: int, bn: int, bk: int, wm: int, wn: int, stages: int, ku: int = 0) -> dict[str, str]:
+    defines = {"TUNE_BM": str(bm), "TUNE_BN": str(bn), "TUNE_BK": str(bk), "TUNE_WM": str(wm),
+               "TUNE_WN": str(wn), "TUNE_STAGES": str(stages)}
+    if ku:
+        defines["TUNE_KU"] = str(ku)
+    return defines
 
 
 KERNELS: dict[str, KernelSpec] = {spec.stem: spec for spec in _spec_list()}
