@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workloads.paged_attention.build", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("build/paged"))
     parser.add_argument("--arch", default="sm_90a")
-    parser.add_argument("-j", "--jobs", type=int, default=4, help="sources compiled in parallel")
+    parser.add_argument("-j", "--jobs", type=int, default=min(8, os.cpu_count() or 1),
+                        help="sources compiled in parallel")
     parser.add_argument("-D", dest="defines", action="append", default=[], metavar="NAME=VAL",
                         help="preprocessor define for every source (e.g. PAGED_V3_UNROLL=4)")
     args = parser.parse_args(argv)

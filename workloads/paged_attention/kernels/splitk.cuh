@@ -11,14 +11,14 @@
 
 namespace paged {
 
-// Either inner loop: CUDA cores (attend_range, UNROLL/PREFETCH) or tensor cores (attend_range_mma, UNROLL
-// = 8-token tiles per iteration).
+// Either inner loop: CUDA cores (attend_range) or tensor cores (attend_range_mma, UNROLL = 8-token tiles
+// per iteration); PREFETCH pipelines the loads in both.
 template <typename T, int D, int G, int UNROLL, bool PREFETCH, bool MMA, typename Epilogue>
 __device__ __forceinline__ void attend(const T* q_rows, const T* k_cache, const T* v_cache, const int* table,
                                        int block_size_log2, int num_kv_heads, int kv_head, float scale, int start,
                                        int end, Scratch<D, G>& scratch, Epilogue epilogue) {
     if constexpr (MMA) {
-        attend_range_mma<T, D, G, (UNROLL > 0 ? UNROLL : 2)>(q_rows, k_cache, v_cache, table, block_size_log2,
+        attend_range_mma<T, D, G, (UNROLL > 0 ? UNROLL : 2), PREFETCH>(q_rows, k_cache, v_cache, table, block_size_log2,
                                                              num_kv_heads, kv_head, scale, start, end, scratch,
                                                              epilogue);
     } else {
