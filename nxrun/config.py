@@ -34,7 +34,7 @@ TARGET_KEYS = {
 }
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class TargetSpec:
     """A target as written in a config file, before matrix expansion."""
 
@@ -53,7 +53,7 @@ class TargetSpec:
     source: str                       # "file:line" where the target is declared
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class ProjectSpec:
     name: str
     root: str                         # workspace-relative posix path ("." for the workspace root)
@@ -63,7 +63,7 @@ class ProjectSpec:
     named_inputs: dict[str, list[str]] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Workspace:
     root: Path
     cache_dir: Path

@@ -22,7 +22,7 @@ _DEP = re.compile(r"^(?P<caret>\^)?(?:(?P<project>[^:\[\]]+):)?(?P<target>[^:\[\
 _SPECIAL_INPUT = ("runtime:", "pkg:", "env:")
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class Task:
     id: str
     project: str

@@ -15,7 +15,7 @@ from .store.local import LocalStore
 STATUSES = ("local-hit", "remote-hit", "miss", "failed", "skipped")
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class TaskRecord:
     task_id: str
     etag: str | None
@@ -29,7 +29,7 @@ class TaskRecord:
     error: str = ""
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class RunRecord:
     started: float
     argv: list[str]

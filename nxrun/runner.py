@@ -33,7 +33,7 @@ from .store.restore import restore_entry
 AGGREGATE = "aggregate"
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class RunOptions:
     parallel: int = 4
     keep_going: bool = False
@@ -44,7 +44,7 @@ class RunOptions:
     args_for: set[str] = field(default_factory=set)   # task ids the args after `--` go to
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class TaskResult:
     task_id: str
     status: str
@@ -55,7 +55,7 @@ class TaskResult:
     outputs_digest: str | None = None
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class RunResult:
     results: dict[str, TaskResult]
     duration: float
@@ -83,7 +83,7 @@ class RunResult:
         }
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class _Pending:
     """A hashed task that was not restored from the local cache."""
 

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
 ENTRY_FORMAT = 1
+# Dataclasses on the run path are declared with repr=False, eq=False: the generated methods are
+# never used and compiling them costs start-up time on every invocation.
 
 
 class CorruptBlob(Exception):
@@ -22,7 +24,7 @@ class UnsafeEntry(Exception):
     setuid bits): it is rejected whole."""
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class OutputRecord:
     path: str                  # workspace-relative posix path
     kind: str                  # "file" | "symlink" | "dir"
@@ -36,7 +38,7 @@ class OutputRecord:
         return bool(self.mode & 0o111)
 
 
-@dataclass
+@dataclass(repr=False, eq=False)
 class CacheEntry:
     etag: str
     task_id: str

@@ -34,25 +34,41 @@ def _remove(path: str) -> None:
         shutil.rmtree(path)
 
 
-def _copy_verified(blob: Path, temp: str, digest: str) -> None:
-    """Copy a blob to `temp`, hashing what is read; raise CorruptBlob on a mismatch."""
+_reflink_works: bool | None = None   # learnt from the first attempt, so copies stop paying for it
+_SMALL = 8 << 20
+
+
+def _copy_verified(blob: Path, temp: str, digest: str, mode: int) -> None:
+    """Copy a blob to `temp` (created with `mode`), hashing what is read; raise CorruptBlob on a
+    mismatch. Small blobs (nearly all outputs) take one read and one write."""
+    global _reflink_works
     hasher = xxhash.xxh3_128()
-    with open(blob, "rb", buffering=0) as src, open(temp, "wb", buffering=0) as dst:
-        cloned = False
-        try:
-            fcntl.ioctl(dst.fileno(), _FICLONE, src.fileno())
-            cloned = True
-        except OSError:
-            pass
-        buffer = bytearray(_CHUNK)
-        view = memoryview(buffer)
-        while True:
-            count = src.readinto(buffer)
-            if not count:
-                break
-            hasher.update(view[:count])
-            if not cloned:
-                write_all(dst, view[:count])
+    with open(blob, "rb", buffering=0) as src:
+        size = os.fstat(src.fileno()).st_size
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(fd, "wb", buffering=0) as dst:
+            cloned = False
+            if _reflink_works is not False and size > _SMALL:
+                try:
+                    fcntl.ioctl(dst.fileno(), _FICLONE, src.fileno())
+                    cloned = _reflink_works = True
+                except OSError:
+                    _reflink_works = False
+            if size <= _SMALL:
+                data = src.read()
+                hasher.update(data)
+                write_all(dst, memoryview(data))
+            else:
+                buffer = bytearray(_CHUNK)
+                view = memoryview(buffer)
+                while True:
+                    count = src.readinto(buffer)
+                    if not count:
+                        break
+                    hasher.update(view[:count])
+                    if not cloned:
+                        write_all(dst, view[:count])
+            os.fchmod(dst.fileno(), mode)
     if hasher.hexdigest() != digest:
         os.unlink(temp)
         raise CorruptBlob(digest)
@@ -154,11 +170,10 @@ def _restore_record(record: OutputRecord, store: LocalStore, root_text: str, sta
                 os.chmod(temp, record.mode & 0o555)
         else:
             try:
-                _copy_verified(blob, temp, record.digest)
+                _copy_verified(blob, temp, record.digest, record.mode & 0o777)
             except CorruptBlob:
                 store.discard_blob(record.digest)
                 raise
-            os.chmod(temp, record.mode & 0o777)
         os.replace(temp, destination)
     finally:
         if os.path.lexists(temp):

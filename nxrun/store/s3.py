@@ -95,6 +95,13 @@ def classify(exc: BaseException) -> BaseException | None:
     return RemoteRefused(f"{type(exc).__name__}: {exc}")
 
 
+def _close_after_conditional(request, **_kwargs) -> None:
+    """A conditional PUT gets a connection of its own: some S3-compatible servers answer the
+    next request on a connection that carried a 412 late or never, which would read as an outage."""
+    if request.headers.get("If-None-Match"):
+        request.headers["Connection"] = "close"
+
+
 class S3Backend:
     def __init__(self, location: S3Location, *, endpoint_url: str | None, region: str | None,
                  connect_timeout: float, read_timeout: float, max_concurrency: int):
@@ -134,6 +141,7 @@ class S3Backend:
                     self._client = session.client("s3", endpoint_url=self.endpoint_url,
                                                   region_name=self.region or session.region_name or "us-east-1",
                                                   config=config)
+                    self._client.meta.events.register("before-send.s3.PutObject", _close_after_conditional)
         return self._client
 
     def close(self) -> None:
