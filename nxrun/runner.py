@@ -24,7 +24,7 @@ from .errors import NxrunError
 from .graph import Task, TaskGraph
 from .hashing import StatCache, TaskHasher, digest_text, etag_of
 from .history import RunRecord, TaskRecord, save_run
-from .runtime import Runtime
+from .runtime import Runtime, command_environment
 from .store import CacheEntry, CorruptBlob, UnsafeEntry
 from .store.capture import digest_of_records, scan_outputs
 from .store.local import LocalStore
@@ -351,7 +351,7 @@ class Runner:
         if not cwd.is_dir():
             return self._fail(task, record, tick, f"working folder '{task.cwd}' does not exist ({task.source}); "
                                                   "create it or fix the target's cwd.", etag)
-        env = dict(os.environ)
+        env = command_environment()
         env.update(task.env)
         env["NXRUN_TASK"] = task.id
         env["NXRUN_WORKSPACE"] = str(self.root)

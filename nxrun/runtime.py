@@ -9,9 +9,22 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import threading
 
 from .errors import ProbeError
+
+
+def command_environment() -> dict[str, str]:
+    """The environment task commands and probes run in: ours, with the folder of the Python running
+    nxrun first on PATH, so `python` in a command is the interpreter (and virtual environment) that
+    nxrun was installed into, activated or not."""
+    env = dict(os.environ)
+    bin_dir = os.path.dirname(sys.executable)
+    path = env.get("PATH", "")
+    if bin_dir and path.split(os.pathsep)[0] != bin_dir:
+        env["PATH"] = bin_dir + (os.pathsep + path if path else "")
+    return env
 
 
 class Runtime:
@@ -36,6 +49,7 @@ class Runtime:
             command = self.probes[name]
             try:
                 result = subprocess.run(command, shell=True, cwd=self.cwd, capture_output=True, text=True,
+                                        env=command_environment(),
                                         timeout=120)
             except subprocess.TimeoutExpired:
                 raise ProbeError(f"runtime probe '{name}' ({command!r}) did not finish in 120 s"

@@ -236,6 +236,9 @@ class S3Backend:
         except Exception as exc:
             raise (classify(exc) or RemoteUnavailable(str(exc))) from exc
 
+    def put(self, key: str, data: bytes) -> None:
+        self._call("put_object", Key=key, Body=data)
+
     def put_if_absent(self, key: str, data: bytes) -> bool:
         """Write-once PUT: True if written, False if the key already existed."""
         if self.conditional_put:

@@ -371,17 +371,16 @@ class RemoteCache:
         key = self._key(namespace, "blobs", digest)
         path = local_store.blob_path(digest)
         size = path.stat().st_size
+        # content-addressed: a blob that exists holds these bytes, and writing them twice is
+        # harmless, so HEAD then a plain PUT (the manifest is the write-once part)
+        if self._request(self.backend.exists, key, writing=True):
+            return
         if size >= MULTIPART_THRESHOLD:
-            if self._request(self.backend.exists, key, writing=True):
-                return
             self._request(self.backend.upload_file, path, key, writing=True)
-            written = True
         else:
-            data = local_store.read_blob(digest)
-            written = self._request(self.backend.put_if_absent, key, data, writing=True)
-        if written:
-            self._count("bytes_up", size)
-            self._count("blobs_up")
+            self._request(self.backend.put, key, local_store.read_blob(digest), writing=True)
+        self._count("bytes_up", size)
+        self._count("blobs_up")
 
     # ------------------------------------------------------------------ end of run
     def wait(self) -> None:

@@ -229,3 +229,20 @@ def test_graph_snapshot_follows_config_includes_and_matrix_files(ws: Workspace):
     assert "x:renamed" in ids() and "x:a" not in ids()
     (ws.root / ".nxrun" / "graph-snapshot.json").write_text("{broken")
     assert "x:renamed" in ids()
+
+
+def test_commands_see_the_python_nxrun_runs_in(ws: Workspace):
+    import sys
+
+    ws.write("nxrun.toml", """
+        [runtime]
+        py = "python -c 'import sys; print(sys.executable)'"
+        [projects.p.targets.t]
+        command = "python -c 'import sys; print(sys.executable)' > which.txt"
+        inputs  = ["runtime:py"]
+        outputs = ["which.txt"]
+    """)
+    ws.run_json("p:t", env={"PATH": "/usr/bin:/bin"})
+    import os
+
+    assert os.path.dirname(ws.read("which.txt").strip()) == os.path.dirname(sys.executable)
