@@ -1,6 +1,7 @@
-"""Regenerate docs/images/: a screenshot of `nxrun graph --html` and the `nxrun report` plots, from a
-small CPU-only pipeline (its bench figures are synthetic) run four times with edits in between.
-Needs Chromium and matplotlib.
+"""Regenerate docs/images/: a screenshot of `nxrun graph --html` and the `nxrun report` cache plot,
+from the CPU example pipeline (examples/pipeline) run three times with edits in between.
+Needs Chromium and matplotlib. Benchmark trend plots come from real bench runs only (see
+workloads/gpu_check.sh, which writes them on the GPU machine).
 
     python docs/make_images.py        (or docs/make_images.sh)
 """
@@ -17,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from report.chromium import Browser, find_chromium  # noqa: E402
-from report.workspaces import make_pipeline, nxrun, set_params  # noqa: E402
+from report.workspaces import nxrun  # noqa: E402
 
 
 def main() -> None:
@@ -27,19 +28,20 @@ def main() -> None:
     if chromium is None:
         sys.exit("Chromium not found: apt-get install -y chromium")
     with tempfile.TemporaryDirectory() as temp:
-        root = make_pipeline(Path(temp) / "demo")
-        for step, scale in enumerate((1.0, 1.15, 1.15, 1.1)):
-            set_params(root, scale)
-            if step == 3:
-                (root / "src" / "gemm.cu").write_text("// kernel v2: wider tiles\n")
-            nxrun(root, "run", "report:summary", env={"STEP_SLEEP": "0.5"})
-        (root / "src" / "data.txt").write_text("rows, edited after the last run\n")
+        root = Path(temp) / "pipeline"
+        shutil.copytree(REPO / "examples" / "pipeline", root, ignore=shutil.ignore_patterns(".nxrun", "build"))
+        raw = root / "data" / "raw.txt"
+        nxrun(root, "run", "report:summary")
+        nxrun(root, "run", "report:summary")
+        raw.write_text(raw.read_text() + "one more line for the counters\n")
+        nxrun(root, "run", "report:summary")
+        raw.write_text(raw.read_text().replace("lazy", "sleepy"))
         page = root / "graph.html"
         nxrun(root, "graph", "--html", str(page))
         browser = Browser(chromium, Path(temp) / "profile", width=1400, height=760)
         try:
             browser.open(page.as_uri())
-            x, y = browser.evaluate("(() => { const r = document.querySelector('.node[data-id=\"gemm:bench\"]')"
+            x, y = browser.evaluate("(() => { const r = document.querySelector('.node[data-id=\"stats:count[unit=words]\"]')"
                                     ".getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2]; })()")
             browser.click(x, y)
             time.sleep(0.3)
@@ -49,8 +51,7 @@ def main() -> None:
         out = Path(temp) / "report"
         nxrun(root, "report", "--out", str(out))
         shutil.copy(out / "cache.png", images / "report-cache.png")
-        shutil.copy(out / "bench-gemm-bench.png", images / "report-gemm-bench.png")
-    for name in ("graph-page.png", "report-cache.png", "report-gemm-bench.png"):
+    for name in ("graph-page.png", "report-cache.png"):
         print(f"wrote docs/images/{name}")
 
 

@@ -38,6 +38,7 @@ for pipeline in $PIPELINES; do
 done
 tar czf "$OUT/results.tgz" results build/*/*.json build/*/*/*.json 2>/dev/null
 $PY -m nxrun history -n 5 > "$OUT/history.txt" 2>&1
+$PY -m nxrun report --out "$OUT/report" > /dev/null 2>&1 && tar czf "$OUT/report.tgz" -C "$OUT" report && rm -rf "$OUT/report"
 echo
 for report in results/paged/report/README.md results/gemm-report/gemm.md; do
     [ -f "$report" ] && { echo "== $report"; cat "$report"; echo; }
