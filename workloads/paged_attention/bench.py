@@ -257,7 +257,8 @@ def gather_then_attend_callable(problem):
     return fn, label
 
 
-def gpu_decode_shape(lib, shape: DecodeShape, repeats: int, sweep: bool, seed: int) -> dict:
+def gpu_decode_shape(lib, shape: DecodeShape, repeats: int, sweep: bool, seed: int,
+                     versions: set[str] | None = None) -> dict:
     import cupy
 
     from workloads.paged_attention import kernels as K
@@ -274,8 +275,10 @@ def gpu_decode_shape(lib, shape: DecodeShape, repeats: int, sweep: bool, seed: i
     }
     workspaces = {}
     partitions = [partition] + ([p for p in (256, 512, 1024, 2048, 4096) if p != partition] if sweep else [])
-    suffix = {"v2": "splitk", "v3": "pipelined", "v4": "mma"}
+    suffix = {"v2": "splitk", "v3": "pipelined", "v4": "mma", "v5": "smem"}
     for version in suffix:
+        if versions and version not in versions:
+            continue
         for p in partitions:
             name = f"{version}_{suffix[version]}"
             name += "" if p == partition else f"_p{p}"
@@ -358,7 +361,8 @@ def gpu_cache_ops(lib, repeats: int, ceilings: dict, seed: int) -> list[dict]:
     return rows
 
 
-def gpu_bench(kernels_dir: Path, repeats: int, shapes_filter: set[str] | None, sweep: bool, seed: int) -> dict:
+def gpu_bench(kernels_dir: Path, repeats: int, shapes_filter: set[str] | None, sweep: bool, seed: int,
+              versions: set[str] | None = None) -> dict:
     import cupy
 
     from workloads.paged_attention.kernels import KernelLibrary
@@ -369,7 +373,7 @@ def gpu_bench(kernels_dir: Path, repeats: int, shapes_filter: set[str] | None, s
     for shape in GPU_SHAPES:
         if shapes_filter and shape.name not in shapes_filter:
             continue
-        decode.append(gpu_decode_shape(lib, shape, repeats, sweep, seed))
+        decode.append(gpu_decode_shape(lib, shape, repeats, sweep, seed, versions))
         cupy.get_default_memory_pool().free_all_blocks()
         torch, _ = _torch()
         if torch is not None:
@@ -405,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", default=None, help="comma-separated shape names (default: all)")
     parser.add_argument("--sweep", action="store_true", help="also time decode v2 at several partition sizes")
     parser.add_argument("--seed", type=int, default=None, help="default: fresh random inputs each run")
+    parser.add_argument("--versions", default=None,
+                        help="comma-separated split-K versions to time (v2,v3,v4,v5; default: all)")
     args = parser.parse_args(argv)
     backend = pick_backend(args.backend)
     shapes_filter = set(args.shapes.split(",")) if args.shapes else None
@@ -413,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
     if backend == "cpu":
         result = cpu_bench(args.repeats or 3, shapes_filter)
     else:
-        result = gpu_bench(args.kernels, args.repeats or 30, shapes_filter, args.sweep, seed)
+        versions = set(args.versions.split(",")) if args.versions else None
+        result = gpu_bench(args.kernels, args.repeats or 30, shapes_filter, args.sweep, seed, versions)
     result["block_manager"] = block_manager_throughput()
     verified = all(k.get("passed", True) for row in result["decode"] for k in row["kernels"].values()) and all(
         row.get("passed", True) for row in result["cache_ops"])

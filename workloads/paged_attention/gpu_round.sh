@@ -15,7 +15,8 @@ if [ "${SANITIZE:-1}" = 1 ] && command -v compute-sanitizer >/dev/null; then
   echo "memcheck exit $? (log: memcheck.log, last lines:)"; tail -3 "$OUT/memcheck.log"
 fi
 $PY -m workloads.paged_attention.bench --kernels build/paged --out "$OUT/bench.json" "$@" 2>&1 | tee "$OUT/bench.log"
-for variant in ${VARIANTS:-}; do  # extra build folders (e.g. build/paged_u4) benchmarked the same way
-  $PY -m workloads.paged_attention.bench --kernels "$variant" --out "$OUT/bench_$(basename $variant).json" 2>&1 \
+for variant in ${VARIANTS:-}; do  # extra build folders (e.g. build/paged_u4), bench args VARIANT_ARGS
+  $PY -m workloads.paged_attention.bench --kernels "$variant" --out "$OUT/bench_$(basename $variant).json" \
+    ${VARIANT_ARGS:-} 2>&1 \
     | tee "$OUT/bench_$(basename $variant).log"
 done

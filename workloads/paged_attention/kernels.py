@@ -21,6 +21,7 @@ CUBINS = {
     "decode_v2": "4_decode_v2_splitk.cubin",
     "decode_v3": "5_decode_v3_pipelined.cubin",
     "decode_v4": "6_decode_v4_mma.cubin",
+    "decode_v5": "7_decode_v5_smem_pipeline.cubin",
 }
 THREADS = 128  # kWarps * 32 in decode_core.cuh
 HEADS_PER_CTA = (1, 2, 4, 8)
@@ -47,6 +48,18 @@ class KernelLibrary:
 
     def function(self, key: str, name: str):
         return self.module(key).get_function(name)
+
+    def v5_ring_bytes(self, head_dim: int) -> int:
+        """Dynamic shared memory of a decode v5 block: its cp.async ring, sized by the cubin's config."""
+        if "v5_ring" not in self._modules:
+            import cupy
+
+            pointer = self.module("decode_v5").get_global("paged_v5_config")
+            config = cupy.ndarray((3,), dtype=cupy.int32, memptr=pointer).get()
+            self._modules["v5_ring"] = tuple(int(x) for x in config)
+        tiles, stages, warps = self._modules["v5_ring"]
+        # per warp and stage, TILES tiles of 8 K rows then 8 V rows of head_dim 2-byte elements
+        return stages * warps * tiles * (head_dim // 32) * 2 * 32 * 16
 
 
 def heads_per_cta(problem: PagedProblem, share_kv: bool = True) -> int:
@@ -113,17 +126,21 @@ class SplitKWorkspace:
 
 def decode_v2(lib: KernelLibrary, problem: PagedProblem, out, workspace: SplitKWorkspace,
               version: str = "v2") -> None:
-    """Split-K decode: version "v2", "v3" (pipelined loop) or "v4" (tensor-core loop); same launch."""
+    """Split-K decode: version "v2", "v3" (pipelined loop), "v4" (tensor-core loop) or "v5" (tensor cores
+    fed through a shared-memory ring); same launch, v5 with dynamic shared memory."""
     s = problem.shape
     g = heads_per_cta(problem)
     tname = _TYPE_NAMES[problem.dtype]
     kernel = lib.function(f"decode_{version}", f"paged_decode_{version}_{tname}_d{s.head_dim}_g{g}")
     reduce = lib.function("decode_v2", f"paged_decode_v2_reduce_{tname}_d{s.head_dim}")
+    shared_mem = lib.v5_ring_bytes(s.head_dim) if version == "v5" else 0
+    if shared_mem and kernel.max_dynamic_shared_size_bytes < shared_mem:  # the default cap is 48 KB - static
+        kernel.max_dynamic_shared_size_bytes = shared_mem
     kernel((workspace.max_partitions, s.q_heads // g, s.batch), (THREADS,),
            (*_common_args(problem), out, workspace.part_o, workspace.part_m, workspace.part_l,
             np.int32(s.q_heads), np.int32(s.kv_heads), np.int32(problem.block_tables.shape[1]),
             np.int32(problem.block_size.bit_length() - 1), np.float32(problem.scale),
-            np.int32(workspace.partition_tokens), np.int32(workspace.max_partitions)))
+            np.int32(workspace.partition_tokens), np.int32(workspace.max_partitions)), shared_mem=shared_mem)
     if workspace.max_partitions > 1:
         reduce((s.q_heads, s.batch), (THREADS,),
                (workspace.part_o, workspace.part_m, workspace.part_l, problem.seq_lens, out,
@@ -136,6 +153,10 @@ def decode_v3(lib: KernelLibrary, problem: PagedProblem, out, workspace: SplitKW
 
 def decode_v4(lib: KernelLibrary, problem: PagedProblem, out, workspace: SplitKWorkspace) -> None:
     decode_v2(lib, problem, out, workspace, version="v4")
+
+
+def decode_v5(lib: KernelLibrary, problem: PagedProblem, out, workspace: SplitKWorkspace) -> None:
+    decode_v2(lib, problem, out, workspace, version="v5")
 
 
 def reshape_and_cache(lib: KernelLibrary, key, value, k_cache, v_cache, slot_mapping) -> None:

@@ -18,7 +18,7 @@ from workloads.common.plots import bar_chart, markdown_table
 from workloads.common.results import load_results
 
 # Kernel versions drawn as bars (partition-size sweep entries appear in the table only).
-LADDER = ("v1_per_head", "v1", "v2_splitk", "v3_pipelined", "v4_mma", "numpy_splitk")
+LADDER = ("v1_per_head", "v1", "v2_splitk", "v3_pipelined", "v4_mma", "v5_smem", "numpy_splitk")
 
 
 def _unit(backend: str) -> tuple[str, float]:

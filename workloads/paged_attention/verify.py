@@ -91,6 +91,8 @@ def gpu_decode_checks(lib, seed: int, level: str) -> list[dict]:
             "decode_v3": (K.decode_v3, {"workspace": K.SplitKWorkspace(problem, heuristic)}),
             "decode_v4_p64": (K.decode_v4, {"workspace": K.SplitKWorkspace(problem, 64)}),
             "decode_v4": (K.decode_v4, {"workspace": K.SplitKWorkspace(problem, heuristic)}),
+            "decode_v5_p64": (K.decode_v5, {"workspace": K.SplitKWorkspace(problem, 64)}),
+            "decode_v5": (K.decode_v5, {"workspace": K.SplitKWorkspace(problem, heuristic)}),
         }
         for name, (launch, kwargs) in variants.items():
             poison(out)

@@ -21,7 +21,7 @@
         T* out, float* part_o, float* part_m, float* part_l, int num_q_heads, int num_kv_heads,           \
         int max_blocks_per_seq, int block_size_log2, float scale, int partition_tokens,                   \
         int max_partitions) {                                                                             \
-        paged::decode_splitk<T, D, G, PAGED_V4_TILES, PAGED_V4_PREFETCH, true>(                                       \
+        paged::decode_splitk<T, D, G, PAGED_V4_TILES, PAGED_V4_PREFETCH, paged::kLoopMma>(                                       \
             q, k_cache, v_cache, block_tables, seq_lens, out, part_o, part_m, part_l, num_q_heads,        \
             num_kv_heads, max_blocks_per_seq, block_size_log2, scale, partition_tokens, max_partitions);  \
     }

@@ -70,63 +70,44 @@ __device__ __forceinline__ unsigned transpose8x8(unsigned a) {
     return d;
 }
 
-// Same contract as attend_range (decode_core.cuh); TILES = 8-token warp steps whose loads go out together,
-// PREFETCH = issue the next iteration's loads before computing this one.
-template <typename T, int D, int G, int TILES, bool PREFETCH, typename Epilogue>
-__device__ __forceinline__ void attend_range_mma(
-    const T* __restrict__ q_rows, const T* __restrict__ k_cache, const T* __restrict__ v_cache,
-    const int* __restrict__ block_table, int block_size_log2, int num_kv_heads, int kv_head, float scale,
-    int start, int end, Scratch<D, G>& scratch, Epilogue epilogue) {
+// One warp's share of the attention with the arithmetic on tensor cores: its query fragment, its running
+// output O (fragment layout above), and its softmax max m and sum l. `consume` takes TILES 8-token steps
+// whose K and V rows (this lane's quarters) are in registers, however they got there; `finish` hands the
+// warp's (m, l, O) to merge_warps. Shared by v4 (K/V loaded straight into registers) and v5 (staged
+// through shared memory by cp.async).
+template <typename T, int D, int G, int TILES>
+struct MmaWarp {
     static_assert(G <= 8, "the mma row layout holds at most 8 query heads per KV head");
-    constexpr int QW = D / 8;        // 32-bit words in a lane's quarter row
-    constexpr int QV = QW / 4;       // 16-byte vectors in a lane's quarter row
-    constexpr int KSTEPS = D / 16;
-    constexpr int STEP = 8 * TILES;  // tokens per warp iteration
-    const int lane = threadIdx.x & 31;
-    const int warp = threadIdx.x >> 5;
-    const int row = lane >> 2;       // head row in S/O; token row in the loaded K/V tile
-    const int c = lane & 3;          // which quarter of a row this lane holds
-    const int offset_mask = (1 << block_size_log2) - 1;
-
+    static constexpr int QW = D / 8;        // 32-bit words in a lane's quarter row
+    static constexpr int QV = QW / 4;       // 16-byte vectors in a lane's quarter row
+    static constexpr int KSTEPS = D / 16;
     unsigned q[QW];
-#pragma unroll
-    for (int v = 0; v < QV; ++v) {
-        const uint4 raw = row < G ? *reinterpret_cast<const uint4*>(q_rows + row * D + (v * 4 + c) * kVec)
-                                  : make_uint4(0, 0, 0, 0);
-        q[4 * v] = raw.x; q[4 * v + 1] = raw.y; q[4 * v + 2] = raw.z; q[4 * v + 3] = raw.w;
-    }
     float o[QW][4];
-#pragma unroll
-    for (int i = 0; i < QW; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-    float m = -INFINITY, l = 0.f;
-    const float s_scale = scale * kLog2e;
+    float m, l, s_scale;
+    int row, c;                             // head row in S/O (token row in a K/V tile); quarter of a row
 
-    const size_t head_stride = (size_t)D << block_size_log2;
-    const size_t block_stride = head_stride * num_kv_heads;
-    const T* k_base = k_cache + kv_head * head_stride + c * kVec;
-    const T* v_base = v_cache + kv_head * head_stride + c * kVec;
-
-    auto load_tiles = [&](int base, uint4 (&k_raw)[TILES][QV], uint4 (&v_raw)[TILES][QV]) {
+    __device__ __forceinline__ MmaWarp(const T* __restrict__ q_rows, float scale) {
+        const int lane = threadIdx.x & 31;
+        row = lane >> 2;
+        c = lane & 3;
 #pragma unroll
-        for (int tile = 0; tile < TILES; ++tile) {
-            const int t = base + tile * 8 + row;
-            if (t < end) {
-                const int block = __ldg(block_table + (t >> block_size_log2));
-                const size_t offset = (size_t)block * block_stride + (size_t)(t & offset_mask) * D;
-#pragma unroll
-                for (int v = 0; v < QV; ++v) {
-                    k_raw[tile][v] = load_stream(k_base + offset + v * 4 * kVec);
-                    v_raw[tile][v] = load_stream(v_base + offset + v * 4 * kVec);
-                }
-            } else {
-#pragma unroll
-                for (int v = 0; v < QV; ++v) k_raw[tile][v] = v_raw[tile][v] = make_uint4(0, 0, 0, 0);
-            }
+        for (int v = 0; v < QV; ++v) {
+            const uint4 raw = row < G ? *reinterpret_cast<const uint4*>(q_rows + row * D + (v * 4 + c) * kVec)
+                                      : make_uint4(0, 0, 0, 0);
+            q[4 * v] = raw.x; q[4 * v + 1] = raw.y; q[4 * v + 2] = raw.z; q[4 * v + 3] = raw.w;
         }
-    };
+#pragma unroll
+        for (int i = 0; i < QW; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+        m = -INFINITY;
+        l = 0.f;
+        s_scale = scale * kLog2e;
+    }
+
     // Scores for every tile first (two accumulator chains per tile, so the D/16 dependent mma of a dot
-    // product become two half-length chains), one softmax update per iteration, then P.V.
-    auto consume = [&](int base, const uint4 (&k_raw)[TILES][QV], const uint4 (&v_raw)[TILES][QV]) {
+    // product become two half-length chains), one softmax update per call, then P.V. Tokens >= end are
+    // masked; their K/V words must be finite (zeros), since P = 0 still multiplies V.
+    __device__ __forceinline__ void consume(int base, int end, const uint4 (&k_raw)[TILES][QV],
+                                            const uint4 (&v_raw)[TILES][QV]) {
         float s[TILES][2][4];
 #pragma unroll
         for (int tile = 0; tile < TILES; ++tile) {
@@ -154,7 +135,7 @@ __device__ __forceinline__ void attend_range_mma(
         const float m_new = fmaxf(m, tile_max);
         const float m_ref = m_new == -INFINITY ? 0.f : m_new;
         const float alpha = fast_exp2(m - m_ref);
-        l *= alpha;  // this lane's columns only; the quad is summed at the end
+        l *= alpha;  // this lane's columns only; the quad is summed in finish()
         m = m_new;
 #pragma unroll
         for (int i = 0; i < QW; ++i) {
@@ -170,6 +151,65 @@ __device__ __forceinline__ void attend_range_mma(
 #pragma unroll
             for (int i = 0; i < QW; ++i) Mma<T>::k8(o[i], p, transpose8x8(vw[i]));
         }
+    }
+
+    template <typename Epilogue>
+    __device__ __forceinline__ void finish(Scratch<D, G>& scratch, Epilogue epilogue) {
+        const int warp = threadIdx.x >> 5;
+        l += __shfl_xor_sync(kFullMask, l, 1);
+        l += __shfl_xor_sync(kFullMask, l, 2);
+        if (row < G) {
+#pragma unroll
+            for (int i = 0; i < QW; ++i) {
+                *reinterpret_cast<float2*>(&scratch.o[warp][row][dim_of_word(c, i)]) =
+                    make_float2(o[i][0], o[i][1]);
+            }
+            if (c == 0) {
+                scratch.m[warp][row] = m;
+                scratch.l[warp][row] = l;
+            }
+        }
+        merge_warps<D, G>(scratch, epilogue);
+    }
+};
+
+// Same contract as attend_range (decode_core.cuh); TILES = 8-token warp steps whose loads go out together,
+// PREFETCH = issue the next iteration's loads before computing this one.
+template <typename T, int D, int G, int TILES, bool PREFETCH, typename Epilogue>
+__device__ __forceinline__ void attend_range_mma(
+    const T* __restrict__ q_rows, const T* __restrict__ k_cache, const T* __restrict__ v_cache,
+    const int* __restrict__ block_table, int block_size_log2, int num_kv_heads, int kv_head, float scale,
+    int start, int end, Scratch<D, G>& scratch, Epilogue epilogue) {
+    using Warp = MmaWarp<T, D, G, TILES>;
+    constexpr int QV = Warp::QV;
+    constexpr int STEP = 8 * TILES;  // tokens per warp iteration
+    const int warp = threadIdx.x >> 5;
+    Warp state(q_rows, scale);
+    const int row = state.row;
+    const int offset_mask = (1 << block_size_log2) - 1;
+
+    const size_t head_stride = (size_t)D << block_size_log2;
+    const size_t block_stride = head_stride * num_kv_heads;
+    const T* k_base = k_cache + kv_head * head_stride + state.c * kVec;
+    const T* v_base = v_cache + kv_head * head_stride + state.c * kVec;
+
+    auto load_tiles = [&](int base, uint4 (&k_raw)[TILES][QV], uint4 (&v_raw)[TILES][QV]) {
+#pragma unroll
+        for (int tile = 0; tile < TILES; ++tile) {
+            const int t = base + tile * 8 + row;
+            if (t < end) {
+                const int block = __ldg(block_table + (t >> block_size_log2));
+                const size_t offset = (size_t)block * block_stride + (size_t)(t & offset_mask) * D;
+#pragma unroll
+                for (int v = 0; v < QV; ++v) {
+                    k_raw[tile][v] = load_stream(k_base + offset + v * 4 * kVec);
+                    v_raw[tile][v] = load_stream(v_base + offset + v * 4 * kVec);
+                }
+            } else {
+#pragma unroll
+                for (int v = 0; v < QV; ++v) k_raw[tile][v] = v_raw[tile][v] = make_uint4(0, 0, 0, 0);
+            }
+        }
     };
 
     int base = start + warp * STEP;
@@ -181,7 +221,7 @@ __device__ __forceinline__ void attend_range_mma(
         for (; base < end; base += kWarps * STEP) {
             uint4 k_next[TILES][QV], v_next[TILES][QV];
             load_tiles(base + kWarps * STEP, k_next, v_next);
-            consume(base, k_cur, v_cur);
+            state.consume(base, end, k_cur, v_cur);
 #pragma unroll
             for (int tile = 0; tile < TILES; ++tile) {
 #pragma unroll
@@ -195,22 +235,10 @@ __device__ __forceinline__ void attend_range_mma(
         for (; base < end; base += kWarps * STEP) {
             uint4 k_raw[TILES][QV], v_raw[TILES][QV];
             load_tiles(base, k_raw, v_raw);
-            consume(base, k_raw, v_raw);
+            state.consume(base, end, k_raw, v_raw);
         }
     }
-    l += __shfl_xor_sync(kFullMask, l, 1);
-    l += __shfl_xor_sync(kFullMask, l, 2);
-    if (row < G) {
-#pragma unroll
-        for (int i = 0; i < QW; ++i) {
-            *reinterpret_cast<float2*>(&scratch.o[warp][row][dim_of_word(c, i)]) = make_float2(o[i][0], o[i][1]);
-        }
-        if (c == 0) {
-            scratch.m[warp][row] = m;
-            scratch.l[warp][row] = l;
-        }
-    }
-    merge_warps<D, G>(scratch, epilogue);
+    state.finish(scratch, epilogue);
 }
 
 }  // namespace paged

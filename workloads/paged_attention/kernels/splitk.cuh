@@ -8,26 +8,36 @@
 #pragma once
 #include "decode_core.cuh"
 #include "decode_mma.cuh"
+#include "decode_mma_smem.cuh"
 
 namespace paged {
 
-// Either inner loop: CUDA cores (attend_range) or tensor cores (attend_range_mma, UNROLL = 8-token tiles
-// per iteration); PREFETCH pipelines the loads in both.
-template <typename T, int D, int G, int UNROLL, bool PREFETCH, bool MMA, typename Epilogue>
+// Which inner loop: CUDA cores (attend_range), tensor cores from registers (attend_range_mma, v4), or
+// tensor cores fed through a shared-memory ring (attend_range_mma_smem, v5; STAGES deep).
+constexpr int kLoopCudaCores = 0;
+constexpr int kLoopMma = 1;
+constexpr int kLoopMmaSmem = 2;
+
+// UNROLL = 8-token tiles per iteration for the mma loops; PREFETCH pipelines the register loads.
+template <typename T, int D, int G, int UNROLL, bool PREFETCH, int LOOP, int STAGES, typename Epilogue>
 __device__ __forceinline__ void attend(const T* q_rows, const T* k_cache, const T* v_cache, const int* table,
                                        int block_size_log2, int num_kv_heads, int kv_head, float scale, int start,
                                        int end, Scratch<D, G>& scratch, Epilogue epilogue) {
-    if constexpr (MMA) {
-        attend_range_mma<T, D, G, (UNROLL > 0 ? UNROLL : 2), PREFETCH>(q_rows, k_cache, v_cache, table, block_size_log2,
-                                                             num_kv_heads, kv_head, scale, start, end, scratch,
-                                                             epilogue);
+    constexpr int TILES = UNROLL > 0 ? UNROLL : 2;
+    if constexpr (LOOP == kLoopMmaSmem) {
+        attend_range_mma_smem<T, D, G, TILES, STAGES>(q_rows, k_cache, v_cache, table, block_size_log2,
+                                                      num_kv_heads, kv_head, scale, start, end, scratch, epilogue);
+    } else if constexpr (LOOP == kLoopMma) {
+        attend_range_mma<T, D, G, TILES, PREFETCH>(q_rows, k_cache, v_cache, table, block_size_log2,
+                                                   num_kv_heads, kv_head, scale, start, end, scratch, epilogue);
     } else {
         attend_range<T, D, G, UNROLL, PREFETCH>(q_rows, k_cache, v_cache, table, block_size_log2, num_kv_heads,
                                                 kv_head, scale, start, end, scratch, epilogue);
     }
 }
 
-template <typename T, int D, int G, int UNROLL = 0, bool PREFETCH = false, bool MMA = false>
+template <typename T, int D, int G, int UNROLL = 0, bool PREFETCH = false, int LOOP = kLoopCudaCores,
+          int STAGES = 2>
 __device__ __forceinline__ void decode_splitk(
     const T* __restrict__ q, const T* __restrict__ k_cache, const T* __restrict__ v_cache,
     const int* __restrict__ block_tables, const int* __restrict__ seq_lens, T* __restrict__ out,
@@ -48,13 +58,13 @@ __device__ __forceinline__ void decode_splitk(
     T* out_rows = out + row * D;
     const int* table = block_tables + (size_t)b * max_blocks_per_seq;
     if (num_partitions <= 1) {
-        attend<T, D, G, UNROLL, PREFETCH, MMA>(q + row * D, k_cache, v_cache, table, block_size_log2,
+        attend<T, D, G, UNROLL, PREFETCH, LOOP, STAGES>(q + row * D, k_cache, v_cache, table, block_size_log2,
                                                 num_kv_heads, kv_head, scale, start, end, scratch, [&](int g, int d, float value, float, float) {
                                   out_rows[g * D + d] = Convert<T>::from_float(value);
                               });
         return;
     }
-    attend<T, D, G, UNROLL, PREFETCH, MMA>(q + row * D, k_cache, v_cache, table, block_size_log2,
+    attend<T, D, G, UNROLL, PREFETCH, LOOP, STAGES>(q + row * D, k_cache, v_cache, table, block_size_log2,
                                             num_kv_heads, kv_head, scale, start, end, scratch, [&](int g, int d, float value, float m, float l) {
                               const size_t stat = (row + g) * max_partitions + p;
                               part_o[stat * D + d] = value;
