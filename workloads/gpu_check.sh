@@ -16,7 +16,7 @@ if [ -d .whl ]; then  # sqlite-utils and boto3 are not on the GPU image
     $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
         && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
-$PY -m pip install -q --no-deps --no-build-isolation -e . > "$OUT/install.log" 2>&1 || { cat "$OUT/install.log"; exit 1; }
+$PY -m pip install -q --no-deps --no-build-isolation -e . > /tmp/nxrun-install.log 2>&1 || { cat /tmp/nxrun-install.log; exit 1; }
 # task commands say `python`; make sure it is the interpreter that has cupy and torch
 mkdir -p /tmp/bin && ln -sf "$(command -v $PY)" /tmp/bin/python && export PATH=/tmp/bin:$PATH
 
