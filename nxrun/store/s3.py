@@ -13,10 +13,11 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
-from pathlib import Path
+
+from . import CorruptBlob
 
 MULTIPART_THRESHOLD = 16 << 20
-MULTIPART_CHUNK = 16 << 20
+MULTIPART_CHUNK = 8 << 20
 _OUTAGE_CODES = {"SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError", "Throttling",
                  "ThrottlingException", "RequestTimeTooSkewed", "BadGateway", "GatewayTimeout"}
 _MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
@@ -95,9 +96,13 @@ def classify(exc: BaseException) -> BaseException | None:
     return RemoteRefused(f"{type(exc).__name__}: {exc}")
 
 
-def _close_after_conditional(request, **_kwargs) -> None:
-    """A conditional PUT gets a connection of its own: some S3-compatible servers answer the
-    next request on a connection that carried a 412 late or never, which would read as an outage."""
+def _adjust_headers(request, **_kwargs) -> None:
+    """Two workarounds for S3-compatible servers that would otherwise stall a request until the
+    read timeout (an outage to the breaker): no `Expect: 100-continue` on uploads (a part upload
+    could wait forever for the 100), and a conditional PUT gets a connection of its own (the next
+    request on a connection that carried a 412 could be answered late or never). Neither costs
+    anything on AWS S3 but an early refusal of a large body and one connection per manifest."""
+    request.headers.pop("Expect", None)
     if request.headers.get("If-None-Match"):
         request.headers["Connection"] = "close"
 
@@ -137,11 +142,11 @@ class S3Backend:
                     session = boto3.session.Session()
                     self._transfer_config = TransferConfig(
                         multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNK,
-                        max_concurrency=self.max_concurrency, use_threads=True)
+                        max_concurrency=min(self.max_concurrency, 10), use_threads=True)
                     self._client = session.client("s3", endpoint_url=self.endpoint_url,
                                                   region_name=self.region or session.region_name or "us-east-1",
                                                   config=config)
-                    self._client.meta.events.register("before-send.s3.PutObject", _close_after_conditional)
+                    self._client.meta.events.register("before-send.s3", _adjust_headers)
         return self._client
 
     def close(self) -> None:
@@ -219,10 +224,14 @@ class S3Backend:
             body.close()
         return size
 
-    def download_file(self, key: str, path: Path) -> None:
-        """Parallel ranged download (boto3's transfer manager) of a large object."""
+    def download_in_order(self, key: str, sink) -> None:
+        """Parallel ranged download (boto3's transfer manager) of a large object into `sink`, an
+        object with only a write() method: the transfer manager then hands it the bytes in order,
+        so the caller can hash them while the download is still running."""
         try:
-            self.client.download_file(self.location.bucket, key, str(path), Config=self._transfer_config)
+            self.client.download_fileobj(self.location.bucket, key, sink, Config=self._transfer_config)
+        except CorruptBlob:
+            raise
         except Exception as exc:
             mapped = classify(exc)
             if mapped is None:

@@ -295,23 +295,24 @@ class RemoteCache:
         local_store.tmp_dir.mkdir(parents=True, exist_ok=True)
         temp = local_store.tmp_dir / f"{os.getpid()}-remote-{uuid.uuid4().hex}"
         try:
-            if expected_size >= MULTIPART_THRESHOLD:
-                try:
-                    self._request(self.backend.download_file, key, temp)
-                except FileNotFoundError:
-                    raise CorruptBlob(f"blob {digest} is missing from the remote") from None
-                size = _hash_file(temp, digest)
-            else:
-                hasher = xxhash.xxh3_128()
-                limit = expected_size if expected_size >= 0 else LOG_LIMIT
-                with open(temp, "wb") as handle:
+            hasher = xxhash.xxh3_128()
+            with open(temp, "wb") as handle:
+                if expected_size >= MULTIPART_THRESHOLD:
+                    sink = _HashingSink(handle, hasher, expected_size)
+                    try:
+                        self._request(self.backend.download_in_order, key, sink)
+                    except FileNotFoundError:
+                        raise CorruptBlob(f"blob {digest} is missing from the remote") from None
+                    size = sink.size
+                else:
+                    limit = expected_size if expected_size >= 0 else LOG_LIMIT
                     size = self._request(self.backend.stream_to, key, handle, limit, hasher.update)
                     if size is None:
                         raise CorruptBlob(f"blob {digest} is missing from the remote")
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                if hasher.hexdigest() != digest:
-                    raise CorruptBlob(f"blob {digest} does not hash to its name (tampered or corrupt)")
+                handle.flush()
+                os.fsync(handle.fileno())
+            if hasher.hexdigest() != digest:
+                raise CorruptBlob(f"blob {digest} does not hash to its name (tampered or corrupt)")
             if expected_size >= 0 and size != expected_size:
                 raise CorruptBlob(f"blob {digest} is {size} bytes, the entry says {expected_size}")
             self._count("bytes_down", size)
@@ -426,19 +427,22 @@ def _short(exc: BaseException) -> str:
     return text[:200]
 
 
-def _hash_file(path: Path, digest: str) -> int:
-    hasher = xxhash.xxh3_128()
-    size = 0
-    with open(path, "rb", buffering=0) as handle:
-        buffer = bytearray(8 << 20)
-        view = memoryview(buffer)
-        while count := handle.readinto(buffer):
-            hasher.update(view[:count])
-            size += count
-        os.fsync(handle.fileno())
-    if hasher.hexdigest() != digest:
-        raise CorruptBlob(f"blob {digest} does not hash to its name (tampered or corrupt)")
-    return size
+class _HashingSink:
+    """Where the transfer manager writes a large blob: bytes arrive in order, are hashed and
+    written; more than the entry says is refused at once."""
+
+    def __init__(self, handle, hasher, limit: int):
+        self.handle = handle
+        self.hasher = hasher
+        self.limit = limit
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise CorruptBlob(f"blob is larger than its entry says ({self.limit} bytes)")
+        self.hasher.update(data)
+        return self.handle.write(data)
 
 
 def _check_shape(entry: CacheEntry) -> None:
