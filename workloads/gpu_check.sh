@@ -27,14 +27,14 @@ if [ "${TESTS:-1}" = 1 ]; then
     echo "gpu tests: $(tail -n 1 "$OUT/gpu-tests.log")"
 fi
 for pipeline in $PIPELINES; do
-    start=$(date +%s.%N)
+    start=$(date +%s%N)
     $PY -m nxrun run "$pipeline" > "$OUT/${pipeline/:/-}.log" 2>&1 || status=1
-    cold=$(echo "$(date +%s.%N) - $start" | bc)
-    start=$(date +%s.%N)
+    cold=$(( ($(date +%s%N) - start) / 1000000 ))ms
+    start=$(date +%s%N)
     again=$($PY -m nxrun run -q "$pipeline" 2>&1 | tail -n 1)
-    warm=$(echo "$(date +%s.%N) - $start" | bc)
-    echo "$pipeline: $(grep '^nxrun:' "$OUT/${pipeline/:/-}.log" | tail -n 1)  [cold ${cold}s]"
-    echo "$pipeline again: $again  [${warm}s]"
+    warm=$(( ($(date +%s%N) - start) / 1000000 ))ms
+    echo "$pipeline: $(grep '^nxrun:' "$OUT/${pipeline/:/-}.log" | tail -n 1)  [cold, wall ${cold}]"
+    echo "$pipeline again: $again  [wall ${warm}]"
 done
 tar czf "$OUT/results.tgz" results build/*/*.json build/*/*/*.json 2>/dev/null
 $PY -m nxrun history -n 5 > "$OUT/history.txt" 2>&1
