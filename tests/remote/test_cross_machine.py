@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 
-from conftest import REPO, fresh_clone, nxrun, tree, write_pipeline
+from remote_helpers import REPO, fresh_clone, nxrun, tree, write_pipeline
 from weed_server import make_client
 
 ALL = ["gen:data", "gen:build", "gen:report"]

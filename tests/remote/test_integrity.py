@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import fresh_clone, nxrun, tree, write_pipeline
+from remote_helpers import fresh_clone, nxrun, tree, write_pipeline
 
 
 def _entry_of(remote, task_id: str) -> tuple[str, dict]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import fresh_clone, nxrun, write_pipeline
+from remote_helpers import fresh_clone, nxrun, write_pipeline
 
 
 def test_scratch_writes_are_invisible_to_trusted_readers_and_other_refs(remote, tmp_path):

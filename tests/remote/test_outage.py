@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import nxrun
+from remote_helpers import nxrun
 from tcp_proxy import FlakyProxy
 
 FAN_OUT = 24
