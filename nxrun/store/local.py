@@ -60,6 +60,9 @@ class LocalStore:
         self.db_path = self.cache_dir / "index.db"
         self._conn: sqlite3.Connection | None = None
         self.lock = threading.RLock()
+        # blobs this process wrote or downloaded and hashed itself: a restore in the same run need
+        # not hash them again (everything else is re-hashed on restore)
+        self.verified: set[str] = set()
 
     # ------------------------------------------------------------------ database
     @property
@@ -178,6 +181,7 @@ class LocalStore:
                 os.fsync(dst.fileno())
             digest = hasher.hexdigest()
             self._commit_blob(temp, digest)
+            self.verified.add(digest)
             return digest, size
         finally:
             if temp.exists():
@@ -203,6 +207,7 @@ class LocalStore:
         """Adopt a temp file (already fsynced, already hashed to `digest`) as a blob."""
         try:
             self._commit_blob(temp, digest)
+            self.verified.add(digest)
         finally:
             if temp.exists():
                 temp.unlink()

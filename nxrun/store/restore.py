@@ -169,11 +169,16 @@ def _restore_record(record: OutputRecord, store: LocalStore, root_text: str, sta
                 shutil.copyfile(blob, temp)
                 os.chmod(temp, record.mode & 0o555)
         else:
-            try:
-                _copy_verified(blob, temp, record.digest, record.mode & 0o777)
-            except CorruptBlob:
-                store.discard_blob(record.digest)
-                raise
+            if record.digest in store.verified and record.size > _SMALL:
+                # hashed moments ago by this process: a kernel-side copy, no second hash
+                shutil.copyfile(blob, temp)
+                os.chmod(temp, record.mode & 0o777)
+            else:
+                try:
+                    _copy_verified(blob, temp, record.digest, record.mode & 0o777)
+                except CorruptBlob:
+                    store.discard_blob(record.digest)
+                    raise
         os.replace(temp, destination)
     finally:
         if os.path.lexists(temp):
