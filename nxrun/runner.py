@@ -12,11 +12,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from .console import Console
@@ -81,6 +79,29 @@ class RunResult:
             "warnings": self.warnings,
             "remote": self.remote_summary,
         }
+
+
+class _LazyPool:
+    """A thread pool created on the first submit: a run where every task is cached never imports
+    concurrent.futures (and logging with it) nor starts a thread."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self._pool = None
+
+    def submit(self, fn, *args):
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=self.workers)
+        return self._pool.submit(fn, *args)
+
+    def __enter__(self) -> _LazyPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
 
 @dataclass(repr=False, eq=False)
@@ -156,7 +177,7 @@ class Runner:
             for dep in deps:
                 children[dep].append(task_id)
         ready = deque(t for t in selected if unfinished[t] == 0)
-        running: dict[Future, str] = {}
+        running: dict = {}   # Future -> task id
         stop_launching = False
 
         def finished(task_id: str) -> None:
@@ -172,7 +193,7 @@ class Runner:
             finished(task_id)
             return result.status == "failed" and not self.options.keep_going
 
-        with ThreadPoolExecutor(max_workers=max(1, self.options.parallel)) as pool:
+        with _LazyPool(max(1, self.options.parallel)) as pool:
             while ready or running:
                 while ready:
                     task_id = ready.popleft()
@@ -199,6 +220,8 @@ class Runner:
                         running[pool.submit(self._complete, tasks[task_id], outcome)] = task_id
                 if not running:
                     continue
+                from concurrent.futures import FIRST_COMPLETED, wait
+
                 done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
                 for future in done:
                     task_id = running.pop(future)
@@ -360,8 +383,8 @@ class Runner:
         try:
             run_tick = time.monotonic()
             self.console.task_started(task.id, command)
-            with tempfile.NamedTemporaryFile(dir=self.store.tmp_dir, prefix="log-", delete=False) as log_file:
-                log_path = log_file.name
+            log_path = str(self.store.temp_path())
+            with open(log_path, "wb") as log_file:
                 try:
                     process = subprocess.Popen(command, shell=True, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

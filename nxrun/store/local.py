@@ -15,7 +15,6 @@ import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -156,15 +155,16 @@ class LocalStore:
     def has_blob(self, digest: str) -> bool:
         return self.blob_path(digest).is_file()
 
-    def _temp_path(self) -> Path:
+    def temp_path(self) -> Path:
+        """A fresh path in the cache's temp folder (same file system as the blobs: renames are atomic)."""
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        return self.tmp_dir / f"{os.getpid()}-{uuid.uuid4().hex}"
+        return self.tmp_dir / f"{os.getpid()}-{os.urandom(12).hex()}"
 
     def put_file(self, source: str | os.PathLike, known_digest: str | None = None) -> tuple[str, int]:
         """Copy a file into the blob store; returns (digest, size). Hashes while copying."""
         if known_digest and self.has_blob(known_digest):
             return known_digest, os.path.getsize(source)
-        temp = self._temp_path()
+        temp = self.temp_path()
         hasher = xxhash.xxh3_128()
         size = 0
         buffer = bytearray(_CHUNK)
@@ -191,7 +191,7 @@ class LocalStore:
         digest = xxhash.xxh3_128_hexdigest(data)
         if self.has_blob(digest):
             return digest
-        temp = self._temp_path()
+        temp = self.temp_path()
         try:
             with open(temp, "wb") as dst:
                 dst.write(data)

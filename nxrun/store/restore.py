@@ -13,7 +13,6 @@ import fcntl
 import os
 import shutil
 import stat
-import uuid
 from pathlib import Path
 
 import xxhash
@@ -96,7 +95,11 @@ def restore_entry(entry: CacheEntry, store: LocalStore, root: Path, declared_out
     # stale files in declared output folders
     for declared in declared_outputs:
         base = os.path.join(root_text, declared)
-        if os.path.isdir(base) and not os.path.islink(base):
+        try:
+            base_mode = os.lstat(base).st_mode
+        except FileNotFoundError:
+            continue
+        if stat.S_ISDIR(base_mode):
             for folder, dirs, files in os.walk(base, topdown=False):
                 rel_folder = os.path.relpath(folder, root_text).replace(os.sep, "/")
                 for name in files:
@@ -110,8 +113,7 @@ def restore_entry(entry: CacheEntry, store: LocalStore, root: Path, declared_out
                         os.unlink(full)
                     elif rel not in listed and not any(p.startswith(rel + "/") for p in listed_dirs | listed):
                         shutil.rmtree(full, ignore_errors=True)
-        elif (os.path.lexists(base) and declared not in listed
-              and not any(p.startswith(declared + "/") for p in listed)):
+        elif declared not in listed and not any(p.startswith(declared + "/") for p in listed):
             _remove(base)
     written = 0
     for record in entry.outputs:
@@ -142,18 +144,20 @@ def _restore_record(record: OutputRecord, store: LocalStore, root_text: str, sta
         st = None
     if st is not None and stat.S_ISREG(st.st_mode):
         if (st.st_mode & 0o777) == (record.mode & 0o777) and st.st_size == record.size:
-            # unchanged since we last saw it, or (freshly written, so not yet in the stat cache)
+            # unchanged since we last saw it (the stat cache, no read), or freshly written and
             # identical when hashed: reading is cheaper than rewriting, and keeps the file's inode
-            if stat_cache.digest(destination) == record.digest:
+            known = stat_cache.lookup(destination, st)
+            if (known or stat_cache.digest(destination)) == record.digest:
                 return 0
     elif st is not None:
         _remove(destination)
     parent = os.path.dirname(destination)
-    os.makedirs(parent, exist_ok=True)
+    if st is None:
+        os.makedirs(parent, exist_ok=True)
     blob = store.blob_path(record.digest)
-    if not blob.is_file():
+    if not os.path.exists(blob):
         raise CorruptBlob(record.digest)
-    temp = os.path.join(parent, f".nxrun-{uuid.uuid4().hex}.tmp")
+    temp = os.path.join(parent, f".nxrun-{os.urandom(12).hex()}.tmp")
     try:
         if mode == "hardlink":
             try:
