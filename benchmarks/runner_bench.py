@@ -108,7 +108,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="nxrun-bench-") as tmp:
         base = Path(tmp)
         startup = statistics.median(timed([*NXRUN, "--version"], base) for _ in range(max(5, args.repeat)))
-        script = shutil.which("nxrun")
+        script = Path(sys.executable).with_name("nxrun")
+        script = str(script) if script.exists() else None
         script_startup = statistics.median(timed([script, "--version"], base) for _ in range(5)) if script else None
         rows = {n: bench_tree(n, args.repeat, args.parallel, base) for n in args.sizes}
         extras = {} if args.skip_extras else {**bench_many_files(base), **bench_hashing(base)}

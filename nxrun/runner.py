@@ -541,6 +541,7 @@ class Runner:
 
     def _finish(self, started: float) -> None:
         try:
+            self.store.sync()
             self.store.save_stat_cache(self.stat_cache.dirty)
             self.stat_cache.dirty = {}
             if self._touched:
