@@ -1,7 +1,9 @@
 """Projects and targets -> the task DAG: matrix expansion, depends-on, cycles, order, affected.
 
 A task is one runnable unit, `project:target` or, for a matrix target, `project:target[k=v,...]`.
-Edges point from a dependency to its dependent. The graph itself is a networkx DiGraph.
+Edges point from a dependency to its dependent. Analyses off the run path (cycles, affected,
+exports) use a networkx DiGraph; a run orders tasks with a plain Kahn pass over the task table,
+because importing networkx alone costs more than a whole no-op run may take.
 """
 
 from __future__ import annotations
@@ -145,20 +147,6 @@ class TaskGraph:
             wanted.add(current)
             stack.extend(self.tasks[current].deps)
         return sorted(wanted, key=self._position.__getitem__)
-
-    def descendants(self, ids: list[str]) -> set[str]:
-        found: set[str] = set()
-        stack = list(ids)
-        while stack:
-            current = stack.pop()
-            for child in self.tasks[current].dependents:
-                if child not in found:
-                    found.add(child)
-                    stack.append(child)
-        return found
-
-    def ancestors(self, task_id: str) -> set[str]:
-        return set(self.with_dependencies([task_id])) - {task_id}
 
     def to_networkx(self):
         import networkx as nx
@@ -411,4 +399,7 @@ def affected_tasks(graph: TaskGraph, changed: list[str]) -> set[str]:
             if any(rx.match(path) for rx in includes) and not any(rx.match(path) for rx in excludes):
                 direct.add(task.id)
                 break
-    return direct | graph.descendants(sorted(direct))
+    import networkx as nx
+
+    dag = graph.to_networkx()
+    return direct | {d for task_id in direct for d in nx.descendants(dag, task_id)}
