@@ -14,7 +14,6 @@ import os
 import threading
 from dataclasses import dataclass
 
-from . import CorruptBlob
 
 MULTIPART_THRESHOLD = 16 << 20
 MULTIPART_CHUNK = 8 << 20
@@ -224,19 +223,27 @@ class S3Backend:
             body.close()
         return size
 
-    def download_in_order(self, key: str, sink) -> None:
-        """Parallel ranged download (boto3's transfer manager) of a large object into `sink`, an
-        object with only a write() method: the transfer manager then hands it the bytes in order,
-        so the caller can hash them while the download is still running."""
+    def download_to_file(self, key: str, path: str | os.PathLike, limit: int) -> int:
+        """Parallel ranged download (boto3's transfer manager) of a large object into a file;
+        returns its size. The size is checked against `limit` first (a HEAD), so a hostile object
+        cannot fill the disk. (Streaming into a non-seekable sink, to hash while downloading,
+        deadlocked inside the transfer manager on a 1 GiB object: the caller hashes afterwards,
+        from the page cache.)"""
         try:
-            self.client.download_fileobj(self.location.bucket, key, sink, Config=self._transfer_config)
-        except CorruptBlob:
+            head = self._call("head_object", Key=key)
+        except FileNotFoundError:
             raise
+        size = int(head.get("ContentLength", -1))
+        if size > limit:
+            raise ValueError(f"{key} is larger than its entry says ({limit} bytes)")
+        try:
+            self.client.download_file(self.location.bucket, key, str(path), Config=self._transfer_config)
         except Exception as exc:
             mapped = classify(exc)
             if mapped is None:
                 raise FileNotFoundError(key) from exc
             raise mapped from exc
+        return size
 
     def upload_file(self, path: str | os.PathLike, key: str) -> None:
         """Parallel multipart upload (boto3's transfer manager) of a large file."""

@@ -296,21 +296,27 @@ class RemoteCache:
         temp = local_store.tmp_dir / f"{os.getpid()}-remote-{uuid.uuid4().hex}"
         try:
             hasher = xxhash.xxh3_128()
-            with open(temp, "wb") as handle:
-                if expected_size >= MULTIPART_THRESHOLD:
-                    sink = _HashingSink(handle, hasher, expected_size)
-                    try:
-                        self._request(self.backend.download_in_order, key, sink)
-                    except FileNotFoundError:
-                        raise CorruptBlob(f"blob {digest} is missing from the remote") from None
-                    size = sink.size
-                else:
-                    limit = expected_size if expected_size >= 0 else LOG_LIMIT
+            if expected_size >= MULTIPART_THRESHOLD:
+                # parallel ranged GETs into the file, then one hashing pass from the page cache
+                try:
+                    self._request(self.backend.download_to_file, key, temp, expected_size)
+                except FileNotFoundError:
+                    raise CorruptBlob(f"blob {digest} is missing from the remote") from None
+                except ValueError as exc:
+                    raise CorruptBlob(str(exc)) from None
+                with open(temp, "rb+", buffering=0) as handle:
+                    while chunk := handle.read(8 << 20):
+                        hasher.update(chunk)
+                    os.fsync(handle.fileno())
+                size = os.path.getsize(temp)
+            else:
+                limit = expected_size if expected_size >= 0 else LOG_LIMIT
+                with open(temp, "wb") as handle:
                     size = self._request(self.backend.stream_to, key, handle, limit, hasher.update)
                     if size is None:
                         raise CorruptBlob(f"blob {digest} is missing from the remote")
-                handle.flush()
-                os.fsync(handle.fileno())
+                    handle.flush()
+                    os.fsync(handle.fileno())
             if hasher.hexdigest() != digest:
                 raise CorruptBlob(f"blob {digest} does not hash to its name (tampered or corrupt)")
             if expected_size >= 0 and size != expected_size:
@@ -425,24 +431,6 @@ class RemoteCache:
 def _short(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:200]
-
-
-class _HashingSink:
-    """Where the transfer manager writes a large blob: bytes arrive in order, are hashed and
-    written; more than the entry says is refused at once."""
-
-    def __init__(self, handle, hasher, limit: int):
-        self.handle = handle
-        self.hasher = hasher
-        self.limit = limit
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.size += len(data)
-        if self.size > self.limit:
-            raise CorruptBlob(f"blob is larger than its entry says ({self.limit} bytes)")
-        self.hasher.update(data)
-        return self.handle.write(data)
 
 
 def _check_shape(entry: CacheEntry) -> None:
