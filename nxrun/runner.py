@@ -134,7 +134,6 @@ class Runner:
         self._lock = threading.Lock()
         self._resource_cond = threading.Condition()
         self._held_resources: set[str] = set()
-        self._etag_owner: dict[str, str] = {}
         self._etag_done: dict[str, threading.Event] = {}
         self._processes: dict[str, subprocess.Popen] = {}
         self._interrupted = threading.Event()
@@ -269,7 +268,6 @@ class Runner:
         with self._lock:
             owner_event = self._etag_done.get(etag)
             if owner_event is None:
-                self._etag_owner[etag] = task.id
                 self._etag_done[etag] = threading.Event()
         pending = _Pending(etag, record, tick, owner_event)
         if owner_event is None and task.cache != "never" and not self.options.skip_cache:
