@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -386,7 +385,6 @@ def report(obj: Context, out_dir: str, summary_md: str | None) -> None:
 
 
 def main() -> None:
-    started = time.monotonic()
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
@@ -398,7 +396,6 @@ def main() -> None:
         _fail(str(exc), exc.exit_code)
     except BrokenPipeError:
         sys.exit(1)
-    del started
 
 
 if __name__ == "__main__":

@@ -141,10 +141,6 @@ class Console:
         with self.lock:
             self._write(self._paint("warning: ", "33;1") + message + "\n")
 
-    def info(self, message: str) -> None:
-        with self.lock:
-            self._write(message + "\n")
-
     def error(self, message: str) -> None:
         with self.lock:
             self._write(self._paint("error: ", "31;1") + message + "\n")

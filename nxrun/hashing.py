@@ -242,7 +242,6 @@ class StatCache:
     def __init__(self, rows: dict[str, tuple[int, int, int, str]] | None = None):
         self.rows: dict[str, tuple[int, int, int, str]] = rows or {}
         self.dirty: dict[str, tuple[int, int, int, str]] = {}
-        self.bytes_hashed = 0
 
     def lookup(self, abs_path: str, st: os.stat_result) -> str | None:
         row = self.rows.get(abs_path)
@@ -265,7 +264,6 @@ class StatCache:
         if cached is not None:
             return cached
         digest = digest_file(abs_path)
-        self.bytes_hashed += st.st_size
         after = os.stat(abs_path)
         if (after.st_size, after.st_mtime_ns, after.st_ino) == (st.st_size, st.st_mtime_ns, st.st_ino):
             self.remember(abs_path, st, digest)

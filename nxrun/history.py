@@ -64,15 +64,11 @@ def save_run(store: LocalStore, run: RunRecord) -> int:
     return store.write(write)
 
 
-def last_task_record(store: LocalStore, task_id: str, before_etag: str | None = None) -> dict | None:
-    """The most recent recorded run of a task (optionally the latest whose ETag differs)."""
+def last_task_record(store: LocalStore, task_id: str) -> dict | None:
+    """The most recent recorded run of a task."""
     sql = ("SELECT r.run_id, r.etag, r.status, r.origin, r.duration, r.started, r.explain, runs.started "
            "FROM run_tasks r JOIN runs ON runs.id = r.run_id WHERE r.task_id = ? AND r.etag IS NOT NULL")
-    params: list = [task_id]
-    if before_etag:
-        sql += " AND r.etag != ?"
-        params.append(before_etag)
-    rows = store.read(sql + " ORDER BY r.run_id DESC LIMIT 1", params)
+    rows = store.read(sql + " ORDER BY r.run_id DESC LIMIT 1", (task_id,))
     if not rows:
         return None
     run_id, etag, status, origin, duration, started, explain, run_started = rows[0]

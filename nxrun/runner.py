@@ -81,6 +81,11 @@ class RunResult:
         }
 
 
+def _aggregate_digest(dep_digests: dict) -> str:
+    """An aggregate task has no outputs of its own: it stands for its dependencies' outputs."""
+    return digest_text("\n".join(f"{k}={v}" for k, v in sorted(dep_digests.items())))
+
+
 class _LazyPool:
     """A thread pool created on the first submit: a run where every task is cached never imports
     concurrent.futures (and logging with it) nor starts a thread."""
@@ -243,8 +248,7 @@ class Runner:
         started = time.time()
         tick = time.monotonic()
         if task.is_aggregate:
-            digest = digest_text("\n".join(f"{k}={v}" for k, v in sorted(dep_digests.items())))
-            return TaskResult(task.id, AGGREGATE, outputs_digest=digest)
+            return TaskResult(task.id, AGGREGATE, outputs_digest=_aggregate_digest(dep_digests))
         if any(v is None for v in dep_digests.values()):
             # dry run: an upstream task would run, so this ETag cannot be known yet
             return TaskResult(task.id, "unknown", note="an upstream task would run first")
@@ -328,20 +332,29 @@ class Runner:
         return None, ""
 
     def _restore(self, task: Task, entry: CacheEntry, origin: str) -> bool:
-        try:
-            restore_entry(entry, self.store, self.root, task.outputs, self.stat_cache, self.workspace.restore)
-            log = self.store.read_blob(entry.log_digest) if entry.log_digest and not self.console.quiet else b""
-        except CorruptBlob as exc:
-            self._warn(f"{task.id}: cache entry {entry.etag[:12]} has a corrupt or missing blob ({exc}); "
-                       "treating it as a miss and running the task.")
-            self.store.delete_entry(entry.etag)
-            return False
-        except UnsafeEntry as exc:
-            self._warn(f"{task.id}: rejected unsafe cache entry from {origin} cache: {exc}; running the task.")
+        problem = self._restore_files(task, entry, origin)
+        log = b""
+        if problem is None and entry.log_digest and not self.console.quiet:
+            try:
+                log = self.store.read_blob(entry.log_digest)
+            except CorruptBlob as exc:
+                problem = f"cache entry {entry.etag[:12]} has a corrupt or missing blob ({exc})"
+        if problem is not None:
+            self._warn(f"{task.id}: {problem}; treating it as a miss and running the task.")
             self.store.delete_entry(entry.etag)
             return False
         self.console.replay(task.id, log, origin)
         return True
+
+    def _restore_files(self, task: Task, entry: CacheEntry, origin: str = "local") -> str | None:
+        """Restore an entry's outputs; None on success, else why it could not be used."""
+        try:
+            restore_entry(entry, self.store, self.root, task.outputs, self.stat_cache, self.workspace.restore)
+            return None
+        except CorruptBlob as exc:
+            return f"cache entry {entry.etag[:12]} has a corrupt or missing blob ({exc})"
+        except UnsafeEntry as exc:
+            return f"rejected unsafe cache entry from {origin} cache: {exc}"
 
     def _acquire(self, resources: list[str]) -> None:
         if not resources:
@@ -483,24 +496,17 @@ class Runner:
         task = self.graph.tasks[task_id]
         dep_digests = {d: self._dep_digest_from_disk(d, restore, memo) for d in task.deps}
         if task.is_aggregate:
-            digest = digest_text("\n".join(f"{k}={v}" for k, v in sorted(dep_digests.items())))
+            digest = _aggregate_digest(dep_digests)
         else:
             components, _ = self.hasher.components(task, dep_digests)
             entry = self.store.get_entry(etag_of(components)) if task.cache != "never" else None
-            if entry is not None and (not restore or self._restore_quietly(task, entry)):
+            if entry is not None and (not restore or self._restore_files(task, entry) is None):
                 digest = entry.outputs_digest
             else:
                 records, _missing = scan_outputs(self.root, task.outputs, self.stat_cache, None)
                 digest = digest_of_records(records)
         memo[task_id] = digest
         return digest
-
-    def _restore_quietly(self, task: Task, entry: CacheEntry) -> bool:
-        try:
-            restore_entry(entry, self.store, self.root, task.outputs, self.stat_cache, self.workspace.restore)
-            return True
-        except (CorruptBlob, UnsafeEntry):
-            return False
 
     def explain(self, task_id: str, memo: dict | None = None) -> tuple[dict[str, str], str]:
         """The task's current explain manifest and ETag, upstream outputs taken as they are on disk.

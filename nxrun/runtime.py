@@ -81,8 +81,7 @@ class Runtime:
 
     def facts(self) -> dict[str, str]:
         """What was probed this run, for the cache entry's record (probe outputs are not secret)."""
-        return {k: v for k, v in self._values.items() if not k.startswith("pkg:")} | {
-            k: v for k, v in self._values.items() if k.startswith("pkg:")}
+        return dict(self._values)
 
 
 def _cpu_model() -> str:

@@ -1,4 +1,4 @@
-"""Cache stores: one small interface (entries by ETag, blobs by digest), several backends.
+"""Cache stores: entries by ETag, blobs by digest; a local backend and a remote one behind it.
 
 `local.py` keeps blobs on disk and entries in sqlite; remote backends sit beside it and
 `tiered.py` puts them together. A cache entry is the manifest of one successful task run.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
 
 ENTRY_FORMAT = 1
 # Dataclasses on the run path are declared with repr=False, eq=False: the generated methods are
@@ -74,13 +73,3 @@ class CacheEntry:
         data["outputs"] = [OutputRecord(**o) for o in data.get("outputs", [])]
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-class Store(Protocol):
-    """What the runner needs of any cache backend."""
-
-    def get_entry(self, etag: str) -> CacheEntry | None: ...
-
-    def put_entry(self, entry: CacheEntry) -> None: ...
-
-    def has_blob(self, digest: str) -> bool: ...

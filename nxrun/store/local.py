@@ -189,21 +189,6 @@ class LocalStore:
             if temp.exists():
                 temp.unlink()
 
-    def put_bytes(self, data: bytes) -> str:
-        digest = xxhash.xxh3_128_hexdigest(data)
-        if self.has_blob(digest):
-            return digest
-        temp = self.temp_path()
-        try:
-            with open(temp, "wb") as dst:
-                dst.write(data)
-            self._commit_blob(temp, digest)
-            self.verified.add(digest)
-        finally:
-            if temp.exists():
-                temp.unlink()
-        return digest
-
     def put_verified_file(self, temp: Path, digest: str) -> None:
         """Adopt a temp file (already hashed to `digest`) as a blob."""
         try:
@@ -260,18 +245,6 @@ class LocalStore:
             return CacheEntry.from_json(rows[0][0])
         except (ValueError, TypeError, KeyError):
             return None
-
-    def get_entries(self, etags: list[str]) -> dict[str, CacheEntry]:
-        found: dict[str, CacheEntry] = {}
-        for start in range(0, len(etags), 500):
-            chunk = etags[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            for etag, manifest in self.read(f"SELECT etag, manifest FROM entries WHERE etag IN ({marks})", chunk):
-                try:
-                    found[etag] = CacheEntry.from_json(manifest)
-                except (ValueError, TypeError, KeyError):
-                    continue
-        return found
 
     def put_entry(self, entry: CacheEntry, origin: str = "local") -> None:
         """Record an entry; all its blobs must already be in place."""
