@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 
-from conftest import Workspace
+from cli_workspace import Workspace
 
 
 def runs_log(ws: Workspace) -> list[str]:

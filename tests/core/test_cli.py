@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from conftest import Workspace
+from cli_workspace import Workspace
 
 
 def test_version_and_init_starter_runs(ws: Workspace):

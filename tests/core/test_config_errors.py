@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import Workspace
+from cli_workspace import Workspace
 
 
 def error_of(ws: Workspace, toml: str, *args: str) -> str:

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import Workspace
+from cli_workspace import Workspace
 
 BIG = """
 [projects.p.targets.big]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import Workspace
+from cli_workspace import Workspace
 
 
 def test_failure_skips_dependents_and_exits_non_zero(ws: Workspace):
