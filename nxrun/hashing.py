@@ -21,6 +21,7 @@ import xxhash
 
 FORMAT_VERSION = "nxrun-etag-1"
 _READ_CHUNK = 8 << 20
+_SMALL_FILE = 1 << 20
 # A file modified this recently may change again within the file system's timestamp granularity
 # without its stat changing ("racy" entries, as git calls them): hash it, but do not remember it.
 _RACY_WINDOW_NS = 50_000_000
@@ -36,10 +37,17 @@ def digest_text(text: str) -> str:
 
 def digest_file(path: str | os.PathLike) -> str:
     """xxh3-128 of a file's contents, read in large chunks (several GB/s from the page cache)."""
-    hasher = xxhash.xxh3_128()
-    buffer = bytearray(_READ_CHUNK)
-    view = memoryview(buffer)
     with open(path, "rb", buffering=0) as handle:
+        # most inputs are small: one read, and no large buffer to allocate and zero per file
+        head = handle.read(_SMALL_FILE)
+        if len(head) < _SMALL_FILE:
+            more = handle.read(_SMALL_FILE)   # b"" at the end of the file (a read may come up short)
+            if not more:
+                return xxhash.xxh3_128_hexdigest(head)
+            head += more
+        hasher = xxhash.xxh3_128(head)
+        buffer = bytearray(_READ_CHUNK)
+        view = memoryview(buffer)
         while True:
             count = handle.readinto(buffer)
             if not count:

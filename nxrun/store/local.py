@@ -27,6 +27,7 @@ from . import CacheEntry, CorruptBlob
 
 SCHEMA_VERSION = 4
 _CHUNK = 8 << 20
+_SMALL = 1 << 20
 
 
 def _retry_locked(operation: Callable, attempts: int = 200):
@@ -65,6 +66,7 @@ class LocalStore:
         # blobs this process wrote or downloaded and hashed itself: a restore in the same run need
         # not hash them again (everything else is re-hashed on restore)
         self.verified: set[str] = set()
+        self._tmp_ready = False
 
     # ------------------------------------------------------------------ database
     @property
@@ -160,34 +162,57 @@ class LocalStore:
 
     def temp_path(self) -> Path:
         """A fresh path in the cache's temp folder (same file system as the blobs: renames are atomic)."""
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        if not self._tmp_ready:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            self._tmp_ready = True
         return self.tmp_dir / f"{os.getpid()}-{os.urandom(12).hex()}"
 
     def put_file(self, source: str | os.PathLike, known_digest: str | None = None) -> tuple[str, int]:
         """Copy a file into the blob store; returns (digest, size). Hashes while copying."""
         if known_digest and self.has_blob(known_digest):
             return known_digest, os.path.getsize(source)
-        temp = self.temp_path()
-        hasher = xxhash.xxh3_128()
-        size = 0
-        buffer = bytearray(_CHUNK)
-        view = memoryview(buffer)
-        try:
-            with open(source, "rb", buffering=0) as src, open(temp, "wb", buffering=0) as dst:
-                while True:
-                    count = src.readinto(buffer)
-                    if not count:
-                        break
-                    hasher.update(view[:count])
-                    write_all(dst, view[:count])
-                    size += count
-            digest = hasher.hexdigest()
-            self._commit_blob(temp, digest)
-            self.verified.add(digest)
-            return digest, size
-        finally:
-            if temp.exists():
-                temp.unlink()
+        with open(source, "rb", buffering=0) as src:
+            # most outputs and logs are small: one read and one write, no large buffer to zero, and
+            # no write at all when the blob is already stored
+            head = src.read(_SMALL)
+            more = src.read(_SMALL) if len(head) < _SMALL else b""   # b"" at the end (a read may come up short)
+            if not more and len(head) < _SMALL:
+                digest = xxhash.xxh3_128_hexdigest(head)
+                if digest in self.verified or self.has_blob(digest):
+                    return digest, len(head)
+                temp = self.temp_path()
+                try:
+                    with open(temp, "wb", buffering=0) as dst:
+                        write_all(dst, memoryview(head))
+                    return self._adopt(temp, digest), len(head)
+                finally:
+                    if temp.exists():
+                        temp.unlink()
+            head += more
+            temp = self.temp_path()
+            try:
+                with open(temp, "wb", buffering=0) as dst:
+                    hasher = xxhash.xxh3_128(head)
+                    write_all(dst, memoryview(head))
+                    size = len(head)
+                    buffer = bytearray(_CHUNK)
+                    view = memoryview(buffer)
+                    while True:
+                        count = src.readinto(buffer)
+                        if not count:
+                            break
+                        hasher.update(view[:count])
+                        write_all(dst, view[:count])
+                        size += count
+                return self._adopt(temp, hasher.hexdigest()), size
+            finally:
+                if temp.exists():
+                    temp.unlink()
+
+    def _adopt(self, temp: Path, digest: str) -> str:
+        self._commit_blob(temp, digest)
+        self.verified.add(digest)
+        return digest
 
     def put_verified_file(self, temp: Path, digest: str) -> None:
         """Adopt a temp file (already hashed to `digest`) as a blob."""
@@ -231,6 +256,7 @@ class LocalStore:
         return data
 
     def discard_blob(self, digest: str) -> None:
+        self.verified.discard(digest)
         try:
             self.blob_path(digest).unlink()
         except FileNotFoundError:
