@@ -1,5 +1,5 @@
 """`python -m nxrun` is the `nxrun` command."""
 
-from .cli import main
+from .launch import main
 
 main()

@@ -47,13 +47,6 @@ class Figure:
     baseline: bool
 
 
-def is_bench_task(task) -> bool:
-    """Bench tasks are read after each run: a target named *bench*, or outputs under a results/ folder."""
-    if "bench" in task.target.lower():
-        return True
-    return any(part == "results" for output in task.outputs for part in output.split("/"))
-
-
 def _number(value) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
@@ -199,7 +192,7 @@ def record_bench_results(store, run_id: int, graph, task_records, run_time: floa
     """Record the figures of bench tasks in this run whose outputs are new to the history; rows written."""
     candidates = [r for r in task_records
                   if r.status in ("miss", "local-hit", "remote-hit") and r.outputs_digest
-                  and r.task_id in graph.tasks and is_bench_task(graph.tasks[r.task_id])]
+                  and r.task_id in graph.tasks and graph.tasks[r.task_id].is_bench]
     if not candidates:
         return 0
     rows = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import click
 
 from . import __version__
 from .errors import NxrunError
+from .run_command import Context, execute, run_tasks
 
 EXAMPLES = """
 \b
@@ -21,49 +21,6 @@ Examples:
   nxrun affected -t test --base main what a change touches
   nxrun why demo:report              what changed since the last run
 """
-
-
-class Context:
-    def __init__(self, directory: str | None):
-        self.directory = Path(directory) if directory else Path.cwd()
-        self._graph = None
-        self._store = None
-
-    @property
-    def workspace(self):
-        return self.graph.workspace
-
-    @property
-    def graph(self):
-        if self._graph is None:
-            from .config import find_workspace_root
-            from .snapshot import load_graph
-
-            self._graph = load_graph(find_workspace_root(self.directory))
-        return self._graph
-
-    @property
-    def store(self):
-        if self._store is None:
-            from .store.local import LocalStore
-
-            self._store = LocalStore(self.workspace.cache_dir)
-        return self._store
-
-    def remote(self, mode: str = "auto", namespace: str | None = None, console=None):
-        """The remote cache configured by [remote] or NXRUN_REMOTE, or None."""
-        if mode == "off":
-            return None
-        url = os.environ.get("NXRUN_REMOTE") or self.workspace.remote.get("url")
-        if not url:
-            if mode == "required":
-                raise NxrunError("--remote=required, but no remote cache is configured: set [remote] url in "
-                                 "nxrun.toml or NXRUN_REMOTE=s3://bucket/prefix.")
-            return None
-        from .store.tiered import open_remote
-
-        return open_remote(url, self.workspace, required=(mode == "required"), namespace=namespace,
-                           console=console)
 
 
 def _fail(message: str, code: int = 2):
@@ -102,46 +59,6 @@ def _run_options(function):
     return function
 
 
-def _execute(obj: Context, task_ids: list[str], args: list[str], args_for: set[str], *, parallel, keep_going,
-             skip_cache, only, dry_run, as_json, remote_mode, namespace, quiet) -> None:
-    from .console import Console
-    from .runner import Runner, RunOptions
-
-    graph = obj.graph
-    options = RunOptions(parallel=parallel or obj.workspace.parallel, keep_going=keep_going,
-                         skip_cache=skip_cache, only=only, dry_run=dry_run, args=args, args_for=args_for)
-    selected = task_ids if only else graph.with_dependencies(task_ids)
-    real = [t for t in selected if not graph.tasks[t].is_aggregate]
-    console = Console(stream=sys.stderr if as_json else sys.stdout, prefix_tasks=len(real) > 1, quiet=quiet)
-    for warning in graph.warnings:
-        console.warn(warning)
-    remote = obj.remote(remote_mode, namespace, console)
-    runner = Runner(graph, obj.store, options, console, remote=remote, argv=sys.argv[1:])
-    result = runner.run(task_ids)
-    if remote is not None:
-        remote.close()
-    if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
-    else:
-        counts = [(result.count("local-hit"), "local hits"), (result.count("remote-hit"), "remote hits"),
-                  (result.count("miss"), "ran"), (result.count("failed"), "failed"),
-                  (result.count("skipped"), "skipped"), (result.count("predicted-hit"), "would hit"),
-                  (result.count("predicted-miss"), "would run"), (result.count("unknown"), "unknown")]
-        shown = [f"{n} {label}" for n, label in counts if n or label in ("ran",)]
-        total = sum(1 for r in result.results.values() if r.status != "aggregate")
-        line = f"nxrun: {total} task{'s' if total != 1 else ''}: {', '.join(shown)} in {result.duration:.2f}s"
-        remote_summary = result.remote_summary
-        if remote_summary.get("skipped"):
-            line += f"; remote cache unavailable, {remote_summary['skipped']} remote reads/writes skipped"
-        click.echo(click.style(line, fg="red" if result.failed else "green", bold=result.failed),
-                   err=False)
-        if dry_run:
-            for task_result in result.results.values():
-                if task_result.status != "aggregate":
-                    click.echo(f"  {task_result.status:15} {(task_result.etag or '?')[:16]:16}  {task_result.task_id}")
-    sys.exit(1 if result.failed else 0)
-
-
 def _split_args(tasks: tuple[str, ...]) -> tuple[list[str], list[str]]:
     """click passes everything after `--` as extra positional args: the task args."""
     argv = sys.argv
@@ -159,10 +76,7 @@ def _split_args(tasks: tuple[str, ...]) -> tuple[list[str], list[str]]:
 def run(obj: Context, tasks: tuple[str, ...], **options) -> None:
     """Run TASKS (project:target) after their dependencies, restoring what is cached."""
     names, args = _split_args(tasks)
-    ids: list[str] = []
-    for name in names:
-        ids.extend(obj.graph.resolve(name))
-    _execute(obj, list(dict.fromkeys(ids)), args, set(ids), **options)
+    run_tasks(obj, names, args, **options)
 
 
 @cli.command("run-many")
@@ -177,7 +91,7 @@ def run_many(obj: Context, targets: tuple[str, ...], projects: str | None, **opt
            and (wanted_projects is None or t.project in wanted_projects)]
     if not ids:
         _fail(f"no project has target(s) {', '.join(targets)}; `nxrun graph` lists every task.")
-    _execute(obj, [t for t in obj.graph.order if t in set(ids)], [], set(), **options)
+    execute(obj, [t for t in obj.graph.order if t in set(ids)], [], set(), **options)
 
 
 @cli.command()
@@ -202,7 +116,7 @@ def affected(obj: Context, targets, base: str, head: str | None, list_only: bool
             for task_id in ids:
                 click.echo(f"  {task_id}")
         return
-    _execute(obj, ids, [], set(), **options)
+    execute(obj, ids, [], set(), **options)
 
 
 @cli.command()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 
 
 class NxrunError(Exception):
@@ -25,5 +24,7 @@ class ProbeError(NxrunError):
 
 def did_you_mean(word: str, choices, *, prefix: str = " Did you mean ") -> str:
     """A ' Did you mean X?' suffix when a close match exists, else ''."""
+    import difflib
+
     matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"{prefix}'{matches[0]}'?" if matches else ""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +44,14 @@ class Task:
     @property
     def is_aggregate(self) -> bool:
         return self.command is None
+
+    @property
+    def is_bench(self) -> bool:
+        """Bench tasks' JSON outputs are read after each run (bench_results.py): a target named
+        *bench*, or outputs under a results/ folder."""
+        if "bench" in self.target.lower():
+            return True
+        return any(part == "results" for output in self.outputs for part in output.split("/"))
 
 
 def task_id(project: str, target: str, matrix: dict[str, str]) -> str:
@@ -368,6 +375,8 @@ def _topological_order(tasks: dict[str, Task]) -> list[str]:
 def changed_files(root: Path, base: str, head: str | None = None) -> list[str]:
     """Files changed between `base` and HEAD (or `head`), plus uncommitted and untracked ones."""
     def git(*args: str) -> list[str]:
+        import subprocess
+
         result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
         if result.returncode != 0:
             raise GraphError(f"git {' '.join(args)} failed in {root}: {result.stderr.strip()} "

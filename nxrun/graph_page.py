@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from .bench_results import bench_rows, extract_figures, headline, is_bench_task, read_documents
+from .bench_results import bench_rows, extract_figures, headline, read_documents
 from .graph import TaskGraph
 from .graph_view import depths
 from .history import diff_explain
@@ -37,8 +37,9 @@ def _recent_rows(store, ids: set[str]) -> dict[str, list[dict]]:
     """The last two history rows of every task, newest first."""
     sql = ("SELECT task_id, run_id, etag, status, origin, duration, saved, started, explain, error, run_started "
            "FROM (SELECT r.task_id, r.run_id, r.etag, r.status, r.origin, r.duration, r.saved, r.started, "
-           "r.explain, r.error, runs.started AS run_started, ROW_NUMBER() OVER (PARTITION BY r.task_id "
-           "ORDER BY r.run_id DESC, r.rowid DESC) AS position FROM run_tasks r JOIN runs ON runs.id = r.run_id) "
+           "e.explain, r.error, runs.started AS run_started, ROW_NUMBER() OVER (PARTITION BY r.task_id "
+           "ORDER BY r.run_id DESC, r.rowid DESC) AS position FROM run_tasks r JOIN runs ON runs.id = r.run_id "
+           "LEFT JOIN explains e ON e.etag = r.etag) "
            "WHERE position <= 2 ORDER BY task_id, run_id DESC")
     keys = ("task_id", "run_id", "etag", "status", "origin", "duration", "saved", "started", "explain", "error",
             "run_started")
@@ -86,7 +87,7 @@ def _bench_headlines(obj, ids: list[str]) -> dict[str, dict]:
                 result["device"] = figures[-1]["device"]
                 result["time"] = figures[-1]["time"]
                 headlines[task_id] = result
-        elif is_bench_task(task) and task.outputs:
+        elif task.is_bench and task.outputs:
             figures = [{"series": f.series, "case": f.case, "metric": f.metric, "value": f.value,
                         "baseline": f.baseline}
                        for _, document in read_documents(obj.workspace.root, task.outputs)

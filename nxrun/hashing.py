@@ -58,13 +58,15 @@ def digest_file(path: str | os.PathLike) -> str:
 
 def encode_components(components: dict[str, str]) -> bytes:
     """The canonical byte string of an ETag's components: sorted, each part length-prefixed."""
-    parts = []
+    parts: list[bytes] = []
+    append = parts.append
     for name in sorted(components):
-        value = components[name]
         name_bytes = name.encode("utf-8")
-        value_bytes = value.encode("utf-8")
-        parts.append(len(name_bytes).to_bytes(4, "big") + name_bytes
-                     + len(value_bytes).to_bytes(4, "big") + value_bytes)
+        value_bytes = components[name].encode("utf-8")
+        append(len(name_bytes).to_bytes(4, "big"))
+        append(name_bytes)
+        append(len(value_bytes).to_bytes(4, "big"))
+        append(value_bytes)
     return b"".join(parts)
 
 

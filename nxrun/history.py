@@ -10,6 +10,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
+from .store import encode_explain
 from .store.local import LocalStore
 
 STATUSES = ("local-hit", "remote-hit", "miss", "failed", "skipped")
@@ -55,19 +56,25 @@ def save_run(store: LocalStore, run: RunRecord) -> int:
              run.remote_skipped))
         run_id = cursor.lastrowid
         conn.executemany(
-            "INSERT INTO run_tasks (run_id, task_id, etag, status, origin, duration, started, saved, explain, "
-            "outputs_digest, error) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            [(run_id, t.task_id, t.etag, t.status, t.origin, t.duration, t.started, t.saved,
-              json.dumps(t.explain, sort_keys=True, separators=(",", ":")), t.outputs_digest, t.error)
-             for t in run.tasks])
+            "INSERT INTO run_tasks (run_id, task_id, etag, status, origin, duration, started, saved, "
+            "outputs_digest, error) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            [(run_id, t.task_id, t.etag, t.status, t.origin, t.duration, t.started, t.saved, t.outputs_digest,
+              t.error) for t in run.tasks])
+        # explain manifests live in one table by ETag; a local hit's was stored with its entry, so
+        # only other rows (a failure, a miss that could not be cached) may bring a new one
+        conn.executemany(
+            "INSERT OR IGNORE INTO explains (etag, explain) VALUES (?, ?)",
+            [(t.etag, encode_explain(t.explain)) for t in run.tasks
+             if t.etag and t.explain and t.status != "local-hit"])
         return run_id
     return store.write(write)
 
 
 def last_task_record(store: LocalStore, task_id: str) -> dict | None:
     """The most recent recorded run of a task."""
-    sql = ("SELECT r.run_id, r.etag, r.status, r.origin, r.duration, r.started, r.explain, runs.started "
-           "FROM run_tasks r JOIN runs ON runs.id = r.run_id WHERE r.task_id = ? AND r.etag IS NOT NULL")
+    sql = ("SELECT r.run_id, r.etag, r.status, r.origin, r.duration, r.started, e.explain, runs.started "
+           "FROM run_tasks r JOIN runs ON runs.id = r.run_id LEFT JOIN explains e ON e.etag = r.etag "
+           "WHERE r.task_id = ? AND r.etag IS NOT NULL")
     rows = store.read(sql + " ORDER BY r.run_id DESC LIMIT 1", (task_id,))
     if not rows:
         return None

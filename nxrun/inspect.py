@@ -165,7 +165,7 @@ def sync_tasks(obj, names, direction: str, namespace: str | None) -> str:
                     continue
                 _, etag = runner.explain(task_id)
                 if direction == "push":
-                    entry = obj.store.get_entry(etag)
+                    entry = obj.store.get_entry(etag, explain=True)
                     if entry is None:
                         lines.append(f"{task_id}: not in the local cache (etag {etag[:16]}); run it first")
                         continue

@@ -10,8 +10,6 @@ same ETag in one run execute once.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import threading
 import time
 from collections import deque
@@ -119,6 +117,15 @@ class _Pending:
     owner_event: threading.Event | None   # set when an identical task of this run is done
 
 
+# An ETag's claim in one run: absent until a task with it is prepared; None while its first task
+# (the owner) is on it and nobody waits; an Event once a twin waits; _DONE when the owner finished.
+# Events are made only for twins: most runs have none, and an Event per task costs a lock each.
+_DONE = threading.Event()
+_DONE.set()
+# entries handed out more recently than this are not marked used again (LRU order for prune)
+_TOUCH_AFTER = 3600.0
+
+
 class Runner:
     def __init__(self, graph: TaskGraph, store: LocalStore, options: RunOptions, console: Console,
                  remote=None, argv: list[str] | None = None):
@@ -139,10 +146,11 @@ class Runner:
         self._lock = threading.Lock()
         self._resource_cond = threading.Condition()
         self._held_resources: set[str] = set()
-        self._etag_done: dict[str, threading.Event] = {}
-        self._processes: dict[str, subprocess.Popen] = {}
+        self._etag_claims: dict[str, threading.Event | None] = {}
+        self._processes: dict = {}   # task id -> subprocess.Popen
         self._interrupted = threading.Event()
         self._touched: list[str] = []
+        self._now = time.time()
 
     # ------------------------------------------------------------------ public
     def run(self, requested: list[str]) -> RunResult:
@@ -270,18 +278,28 @@ class Runner:
 
         # tasks with identical ETags in one run execute once: later ones wait for the first
         with self._lock:
-            owner_event = self._etag_done.get(etag)
-            if owner_event is None:
-                self._etag_done[etag] = threading.Event()
+            if etag not in self._etag_claims:
+                self._etag_claims[etag] = owner_event = None
+            else:
+                owner_event = self._etag_claims[etag]
+                if owner_event is None:
+                    owner_event = self._etag_claims[etag] = threading.Event()
         pending = _Pending(etag, record, tick, owner_event)
         if owner_event is None and task.cache != "never" and not self.options.skip_cache:
             entry, origin = self._lookup(etag, task, remote=False)
             if entry is not None:
                 result = self._hit(task, entry, origin, pending)
                 if result is not None:
-                    self._etag_done[etag].set()
+                    self._release_claim(etag)
                     return result
         return pending
+
+    def _release_claim(self, etag: str) -> None:
+        with self._lock:
+            waiting = self._etag_claims[etag]
+            self._etag_claims[etag] = _DONE
+        if waiting is not None:
+            waiting.set()
 
     def _complete(self, task: Task, pending: _Pending) -> TaskResult:
         """In a worker: wait for an identical task, try the remote cache, else run the command."""
@@ -298,7 +316,7 @@ class Runner:
             return self._execute(task, pending.etag, pending.record, pending.tick)
         finally:
             if owner_event is None:
-                self._etag_done[pending.etag].set()
+                self._release_claim(pending.etag)
 
     def _hit(self, task: Task, entry: CacheEntry, origin: str, pending: _Pending) -> TaskResult | None:
         if not self._restore(task, entry, origin):
@@ -320,7 +338,8 @@ class Runner:
             if entry.declared_outputs != task.outputs:
                 entry = None
             else:
-                self._touched.append(etag)
+                if entry.last_used < self._now - _TOUCH_AFTER:
+                    self._touched.append(etag)
                 return entry, "local"
         if remote and self.remote is not None and task.cache != "never":
             try:
@@ -395,6 +414,8 @@ class Runner:
             run_tick = time.monotonic()
             self.console.task_started(task.id, command)
             log_path = str(self.store.temp_path())
+            import subprocess   # here: a run where every task is cached starts no process
+
             with open(log_path, "wb") as log_file:
                 try:
                     process = subprocess.Popen(command, shell=True, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
@@ -525,6 +546,9 @@ class Runner:
         self.console.warn(message)
 
     def _interrupt(self) -> None:
+        import signal
+        import subprocess
+
         self._interrupted.set()
         with self._lock:
             processes = list(self._processes.values())
@@ -559,9 +583,11 @@ class Runner:
             if self.remote is not None:
                 run.remote_skipped = self.remote.summary().get("skipped", 0)
             run_id = save_run(self.store, run)
-            from .bench_results import record_bench_results
+            tasks = self.graph.tasks
+            if any(tasks[t.task_id].is_bench for t in run.tasks if t.task_id in tasks):
+                from .bench_results import record_bench_results
 
-            record_bench_results(self.store, run_id, self.graph, run.tasks, run.finished)
+                record_bench_results(self.store, run_id, self.graph, run.tasks, run.finished)
         except Exception as exc:  # history is a record, never a reason to fail a run
             self.console.warn(f"could not record the run in the history: {exc}")
 

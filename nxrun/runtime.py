@@ -7,8 +7,6 @@ whose tasks name no probe pays nothing here.
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import sys
 import threading
 
@@ -46,6 +44,8 @@ class Runtime:
     def probe(self, name: str, task_id: str = "") -> str:
         """stdout of the `runtime:NAME` probe command, run once per invocation."""
         def run() -> str:
+            import subprocess
+
             command = self.probes[name]
             try:
                 result = subprocess.run(command, shell=True, cwd=self.cwd, capture_output=True, text=True,
@@ -98,6 +98,9 @@ def _cpu_model() -> str:
 
 
 def _hardware_fingerprint() -> str:
+    import shutil
+    import subprocess
+
     smi = shutil.which("nvidia-smi")
     gpus: list[str] = []
     if smi:

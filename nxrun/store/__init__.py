@@ -62,8 +62,14 @@ class CacheEntry:
     def total_size(self) -> int:
         return sum(o.size for o in self.outputs if o.kind == "file")
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+    # when the local index last handed this entry out (not part of the manifest)
+    last_used = 0.0
+
+    def to_json(self, explain: bool = True) -> str:
+        data = asdict(self)
+        if not explain:
+            del data["explain"]   # the local index keeps explain manifests in a table of their own
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, text: str | bytes) -> CacheEntry:
@@ -71,5 +77,11 @@ class CacheEntry:
         if not isinstance(data, dict) or data.get("format") != ENTRY_FORMAT:
             raise ValueError("not an nxrun cache entry of a known format")
         data["outputs"] = [OutputRecord(**o) for o in data.get("outputs", [])]
-        known = set(cls.__dataclass_fields__)
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return cls(**{k: v for k, v in data.items() if k in _ENTRY_FIELDS})
+
+
+def encode_explain(explain: dict[str, str]) -> str:
+    return json.dumps(explain, sort_keys=True, separators=(",", ":"))
+
+
+_ENTRY_FIELDS = frozenset(CacheEntry.__dataclass_fields__)

@@ -14,6 +14,7 @@ because importing sqlite-utils costs more than a whole no-op run is allowed to t
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -23,9 +24,9 @@ from pathlib import Path
 
 import xxhash
 
-from . import CacheEntry, CorruptBlob
+from . import CacheEntry, CorruptBlob, encode_explain
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _CHUNK = 8 << 20
 _SMALL = 1 << 20
 
@@ -95,13 +96,16 @@ class LocalStore:
             if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
                 conn.execute("COMMIT")
                 return
-            for stale in ("entries", "stat_cache", "runs", "run_tasks", "bench_results"):
+            for stale in ("entries", "explains", "stat_cache", "runs", "run_tasks", "bench_results"):
                 if db[stale].exists():
                     db[stale].drop()
             db["entries"].create({"etag": str, "task_id": str, "manifest": str, "size": int, "created": float,
                                   "last_used": float, "origin": str}, pk="etag")
             db["entries"].create_index(["task_id"])
             db["entries"].create_index(["last_used"])
+            # explain manifests by ETag, apart from the entries: a hit reads a small manifest however
+            # many input files its task has, and a run's history rows point here instead of copying
+            db["explains"].create({"etag": str, "explain": str}, pk="etag")
             db["stat_cache"].create({"path": str, "size": int, "mtime_ns": int, "inode": int, "digest": str},
                                     pk="path")
             db["runs"].create({"id": int, "started": float, "finished": float, "argv": str, "cwd": str,
@@ -109,7 +113,7 @@ class LocalStore:
                                "misses": int, "failed": int, "skipped": int, "time_saved": float,
                                "remote_skipped": int}, pk="id")
             db["run_tasks"].create({"run_id": int, "task_id": str, "etag": str, "status": str, "origin": str,
-                                    "duration": float, "started": float, "saved": float, "explain": str,
+                                    "duration": float, "started": float, "saved": float,
                                     "outputs_digest": str, "error": str})
             db["run_tasks"].create_index(["task_id", "run_id"])
             db["run_tasks"].create_index(["run_id"])
@@ -263,14 +267,23 @@ class LocalStore:
             pass
 
     # ------------------------------------------------------------------ entries
-    def get_entry(self, etag: str) -> CacheEntry | None:
-        rows = self.read("SELECT manifest FROM entries WHERE etag = ?", (etag,))
+    def get_entry(self, etag: str, explain: bool = False) -> CacheEntry | None:
+        """The entry for `etag`, or None. Its explain manifest is read only when asked for."""
+        rows = self.read("SELECT manifest, last_used FROM entries WHERE etag = ?", (etag,))
         if not rows:
             return None
         try:
-            return CacheEntry.from_json(rows[0][0])
+            entry = CacheEntry.from_json(rows[0][0])
         except (ValueError, TypeError, KeyError):
             return None
+        entry.last_used = rows[0][1] or 0.0
+        if explain:
+            entry.explain = self.get_explain(etag) or {}
+        return entry
+
+    def get_explain(self, etag: str) -> dict[str, str] | None:
+        rows = self.read("SELECT explain FROM explains WHERE etag = ?", (etag,))
+        return json.loads(rows[0][0]) if rows else None
 
     def put_entry(self, entry: CacheEntry, origin: str = "local") -> None:
         """Record an entry; all its blobs must already be in place."""
@@ -278,10 +291,17 @@ class LocalStore:
         if missing:
             raise FileNotFoundError(f"entry {entry.etag} needs blobs that are not stored: {missing[:3]}")
         now = time.time()
-        self.write(lambda conn: conn.execute(
-            "INSERT OR REPLACE INTO entries (etag, task_id, manifest, size, created, last_used, origin) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (entry.etag, entry.task_id, entry.to_json(), entry.total_size(), entry.created or now, now, origin)))
+
+        def write(conn):
+            conn.execute(
+                "INSERT OR REPLACE INTO entries (etag, task_id, manifest, size, created, last_used, origin) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (entry.etag, entry.task_id, entry.to_json(explain=False), entry.total_size(), entry.created or now,
+                 now, origin))
+            if entry.explain:
+                conn.execute("INSERT OR REPLACE INTO explains (etag, explain) VALUES (?, ?)",
+                             (entry.etag, encode_explain(entry.explain)))
+        self.write(write)
 
     def touch_entries(self, etags: list[str]) -> None:
         if etags:
@@ -357,6 +377,9 @@ class LocalStore:
         if evicted:
             self.write(lambda conn: conn.executemany("DELETE FROM entries WHERE etag = ?",
                                                      [(e,) for e in evicted]))
+        self.write(lambda conn: conn.execute(
+            "DELETE FROM explains WHERE etag NOT IN (SELECT etag FROM entries) "
+            "AND etag NOT IN (SELECT etag FROM run_tasks WHERE etag IS NOT NULL)"))
         removed_blobs, removed_bytes = self.collect_garbage()
         return {"entries_evicted": len(evicted), "blobs_removed": removed_blobs, "bytes_removed": removed_bytes,
                 "bytes_kept": kept_bytes}

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import shutil
 import stat
 from pathlib import Path
 
@@ -30,6 +29,8 @@ def _remove(path: str) -> None:
     if os.path.islink(path) or os.path.isfile(path):
         os.unlink(path)
     elif os.path.isdir(path):
+        import shutil
+
         shutil.rmtree(path)
 
 
@@ -112,6 +113,8 @@ def restore_entry(entry: CacheEntry, store: LocalStore, root: Path, declared_out
                     if os.path.islink(full) and rel not in listed:
                         os.unlink(full)
                     elif rel not in listed and not any(p.startswith(rel + "/") for p in listed_dirs | listed):
+                        import shutil
+
                         shutil.rmtree(full, ignore_errors=True)
         elif declared not in listed and not any(p.startswith(declared + "/") for p in listed):
             _remove(base)
@@ -158,6 +161,8 @@ def _restore_record(record: OutputRecord, store: LocalStore, root_text: str, sta
     if not os.path.exists(blob):
         raise CorruptBlob(record.digest)
     temp = os.path.join(parent, f".nxrun-{os.urandom(12).hex()}.tmp")
+    import shutil   # here, not at the top: a run with nothing to restore never needs it
+
     try:
         if mode == "hardlink":
             try:

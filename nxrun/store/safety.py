@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 import stat
 from pathlib import Path
 
 from . import CacheEntry, UnsafeEntry
+
+
+_DIGEST = re.compile("[0-9a-f]{32}")
 
 
 def _inside(path: str, roots: list[str]) -> bool:
@@ -41,8 +45,7 @@ def check_entry(entry: CacheEntry, workspace_root: Path, declared_outputs: list[
         if record.mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX) or record.mode & ~0o7777:
             raise UnsafeEntry(f"{entry.task_id}: entry path {path!r} has mode {oct(record.mode)} "
                               "(setuid/setgid/sticky bits are never restored)")
-        if record.kind == "file" and not (isinstance(record.digest, str) and len(record.digest) == 32
-                                          and all(c in "0123456789abcdef" for c in record.digest)):
+        if record.kind == "file" and not (isinstance(record.digest, str) and _DIGEST.fullmatch(record.digest)):
             raise UnsafeEntry(f"{entry.task_id}: entry path {path!r} has a malformed blob digest")
         if record.kind == "symlink":
             target = record.target or ""

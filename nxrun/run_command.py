@@ -1,0 +1,126 @@
+"""What `nxrun run` (and run-many, affected) does once its arguments are parsed: load the
+workspace, run the tasks, print the summary, exit with the run's status.
+
+Kept free of click so the launcher (launch.py) can call it for a plain `nxrun run` without
+importing the command-line framework; cli.py calls the same functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import NxrunError
+
+RUN_DEFAULTS = {"parallel": None, "keep_going": False, "skip_cache": False, "only": False, "dry_run": False,
+                "as_json": False, "remote_mode": "auto", "namespace": None, "quiet": False}
+
+
+class Context:
+    """The workspace a command works on, its graph and its stores, each loaded on first use."""
+
+    def __init__(self, directory: str | None):
+        self.directory = Path(directory) if directory else Path.cwd()
+        self._graph = None
+        self._store = None
+
+    @property
+    def workspace(self):
+        return self.graph.workspace
+
+    @property
+    def graph(self):
+        if self._graph is None:
+            from .config import find_workspace_root
+            from .snapshot import load_graph
+
+            self._graph = load_graph(find_workspace_root(self.directory))
+        return self._graph
+
+    @property
+    def store(self):
+        if self._store is None:
+            from .store.local import LocalStore
+
+            self._store = LocalStore(self.workspace.cache_dir)
+        return self._store
+
+    def remote(self, mode: str = "auto", namespace: str | None = None, console=None):
+        """The remote cache configured by [remote] or NXRUN_REMOTE, or None."""
+        if mode == "off":
+            return None
+        url = os.environ.get("NXRUN_REMOTE") or self.workspace.remote.get("url")
+        if not url:
+            if mode == "required":
+                raise NxrunError("--remote=required, but no remote cache is configured: set [remote] url in "
+                                 "nxrun.toml or NXRUN_REMOTE=s3://bucket/prefix.")
+            return None
+        from .store.tiered import open_remote
+
+        return open_remote(url, self.workspace, required=(mode == "required"), namespace=namespace,
+                           console=console)
+
+
+def _paint(text: str, code: str, stream) -> str:
+    """ANSI colour on a terminal only, as click.style + click.echo would print it."""
+    isatty = getattr(stream, "isatty", lambda: False)()
+    if not isatty or "NO_COLOR" in os.environ or os.environ.get("TERM") == "dumb":
+        return text
+    return f"\033[{code}m{text}\033[0m"
+
+
+def print_error(message: str) -> None:
+    print(_paint("error: ", "31;1", sys.stderr) + message, file=sys.stderr, flush=True)
+
+
+def run_tasks(obj: Context, names: list[str], args: list[str], **options) -> None:
+    """`nxrun run NAMES -- ARGS`: resolve each name (a task, a matrix target, a project:target)
+    and run them after their dependencies; ARGS go to the requested tasks' commands."""
+    ids: list[str] = []
+    for name in names:
+        ids.extend(obj.graph.resolve(name))
+    execute(obj, list(dict.fromkeys(ids)), args, set(ids), **options)
+
+
+def execute(obj: Context, task_ids: list[str], args: list[str], args_for: set[str], *, parallel, keep_going,
+            skip_cache, only, dry_run, as_json, remote_mode, namespace, quiet) -> None:
+    from .console import Console
+    from .runner import Runner, RunOptions
+
+    graph = obj.graph
+    options = RunOptions(parallel=parallel or obj.workspace.parallel, keep_going=keep_going,
+                         skip_cache=skip_cache, only=only, dry_run=dry_run, args=args, args_for=args_for)
+    selected = task_ids if only else graph.with_dependencies(task_ids)
+    real = [t for t in selected if not graph.tasks[t].is_aggregate]
+    console = Console(stream=sys.stderr if as_json else sys.stdout, prefix_tasks=len(real) > 1, quiet=quiet)
+    for warning in graph.warnings:
+        console.warn(warning)
+    remote = obj.remote(remote_mode, namespace, console)
+    runner = Runner(graph, obj.store, options, console, remote=remote, argv=sys.argv[1:])
+    result = runner.run(task_ids)
+    if remote is not None:
+        remote.close()
+    out = sys.stdout
+    if as_json:
+        print(json.dumps(result.to_json(), indent=2), file=out)
+    else:
+        counts = [(result.count("local-hit"), "local hits"), (result.count("remote-hit"), "remote hits"),
+                  (result.count("miss"), "ran"), (result.count("failed"), "failed"),
+                  (result.count("skipped"), "skipped"), (result.count("predicted-hit"), "would hit"),
+                  (result.count("predicted-miss"), "would run"), (result.count("unknown"), "unknown")]
+        shown = [f"{n} {label}" for n, label in counts if n or label in ("ran",)]
+        total = sum(1 for r in result.results.values() if r.status != "aggregate")
+        line = f"nxrun: {total} task{'s' if total != 1 else ''}: {', '.join(shown)} in {result.duration:.2f}s"
+        remote_summary = result.remote_summary
+        if remote_summary.get("skipped"):
+            line += f"; remote cache unavailable, {remote_summary['skipped']} remote reads/writes skipped"
+        print(_paint(line, "31;1" if result.failed else "32", out), file=out)
+        if dry_run:
+            for task_result in result.results.values():
+                if task_result.status != "aggregate":
+                    print(f"  {task_result.status:15} {(task_result.etag or '?')[:16]:16}  {task_result.task_id}",
+                          file=out)
+    out.flush()
+    sys.exit(1 if result.failed else 0)
