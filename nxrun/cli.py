@@ -214,12 +214,17 @@ def _parse_size(text: str) -> int:
 
 @cache.command()
 @click.option("--max-size", required=True, help="Keep at most this much (e.g. 20G); evicts least recently used.")
+@click.option("--keep-runs", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Keep per-task history rows of this many recent runs (run totals and bench figures are "
+                   "always kept).")
 @click.pass_obj
-def prune(obj: Context, max_size: str) -> None:
-    """Evict least-recently-used entries down to --max-size and collect unreferenced blobs."""
-    result = obj.store.prune(_parse_size(max_size))
+def prune(obj: Context, max_size: str, keep_runs: int) -> None:
+    """Evict least-recently-used entries down to --max-size, collect unreferenced blobs and trim
+    per-task history to the last --keep-runs runs."""
+    result = obj.store.prune(_parse_size(max_size), keep_runs)
     click.echo(f"evicted {result['entries_evicted']} entries, removed {result['blobs_removed']} blobs "
-               f"({result['bytes_removed'] / 1e6:.1f} MB); {result['bytes_kept'] / 1e6:.1f} MB kept")
+               f"({result['bytes_removed'] / 1e6:.1f} MB); {result['bytes_kept'] / 1e6:.1f} MB kept; "
+               f"{result['history_rows_removed']} history rows of older runs removed")
 
 
 @cache.command()

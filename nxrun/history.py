@@ -60,6 +60,12 @@ def save_run(store: LocalStore, run: RunRecord) -> int:
             "outputs_digest, error) VALUES (?,?,?,?,?,?,?,?,?,?)",
             [(run_id, t.task_id, t.etag, t.status, t.origin, t.duration, t.started, t.saved, t.outputs_digest,
               t.error) for t in run.tasks])
+        conn.executemany(
+            "INSERT INTO task_latest (task_id, run_id, etag, status, origin, duration, started) "
+            "VALUES (?,?,?,?,?,?,?) ON CONFLICT(task_id) DO UPDATE SET run_id = excluded.run_id, "
+            "etag = excluded.etag, status = excluded.status, origin = excluded.origin, "
+            "duration = excluded.duration, started = excluded.started",
+            [(t.task_id, run_id, t.etag, t.status, t.origin, t.duration, t.started) for t in run.tasks if t.etag])
         # explain manifests live in one table by ETag; a local hit's was stored with its entry, so
         # only other rows (a failure, a miss that could not be cached) may bring a new one
         conn.executemany(
@@ -73,9 +79,9 @@ def save_run(store: LocalStore, run: RunRecord) -> int:
 def last_task_record(store: LocalStore, task_id: str) -> dict | None:
     """The most recent recorded run of a task."""
     sql = ("SELECT r.run_id, r.etag, r.status, r.origin, r.duration, r.started, e.explain, runs.started "
-           "FROM run_tasks r JOIN runs ON runs.id = r.run_id LEFT JOIN explains e ON e.etag = r.etag "
-           "WHERE r.task_id = ? AND r.etag IS NOT NULL")
-    rows = store.read(sql + " ORDER BY r.run_id DESC LIMIT 1", (task_id,))
+           "FROM task_latest r JOIN runs ON runs.id = r.run_id LEFT JOIN explains e ON e.etag = r.etag "
+           "WHERE r.task_id = ?")
+    rows = store.read(sql, (task_id,))
     if not rows:
         return None
     run_id, etag, status, origin, duration, started, explain, run_started = rows[0]

@@ -26,7 +26,7 @@ import xxhash
 
 from . import CacheEntry, CorruptBlob, encode_explain
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 _CHUNK = 8 << 20
 _SMALL = 1 << 20
 
@@ -96,7 +96,7 @@ class LocalStore:
             if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
                 conn.execute("COMMIT")
                 return
-            for stale in ("entries", "explains", "stat_cache", "runs", "run_tasks", "bench_results"):
+            for stale in ("entries", "explains", "stat_cache", "runs", "run_tasks", "task_latest", "bench_results"):
                 if db[stale].exists():
                     db[stale].drop()
             db["entries"].create({"etag": str, "task_id": str, "manifest": str, "size": int, "created": float,
@@ -115,8 +115,12 @@ class LocalStore:
             db["run_tasks"].create({"run_id": int, "task_id": str, "etag": str, "status": str, "origin": str,
                                     "duration": float, "started": float, "saved": float,
                                     "outputs_digest": str, "error": str})
-            db["run_tasks"].create_index(["task_id", "run_id"])
+            # run_tasks only grows at its end (indexed by run_id alone): an index by task would take a
+            # write to nearly every one of its pages per run, a cost that grew with the history
             db["run_tasks"].create_index(["run_id"])
+            # each task's latest recorded run with an ETag, updated in place: what `why` and `show` read
+            db["task_latest"].create({"task_id": str, "run_id": int, "etag": str, "status": str, "origin": str,
+                                      "duration": float, "started": float}, pk="task_id")
             # benchmark figures read from bench tasks' JSON outputs (nxrun/bench_results.py), one row per
             # (series, case, metric) of a distinct outputs digest: the trends `nxrun report` plots
             db["bench_results"].create({"run_id": int, "task_id": str, "etag": str, "outputs_digest": str,
@@ -354,9 +358,10 @@ class LocalStore:
                 continue
         return referenced
 
-    def prune(self, max_size: int) -> dict:
+    def prune(self, max_size: int, keep_runs: int | None = None) -> dict:
         """Evict least-recently-used entries until referenced blobs fit in max_size bytes,
-        then delete blobs no entry references."""
+        then delete blobs no entry references. With keep_runs, drop the per-task history rows of
+        all but the last keep_runs runs (each task's latest row, run totals and bench figures stay)."""
         rows = self.read("SELECT etag, manifest FROM entries ORDER BY last_used DESC")
         kept: set[str] = set()
         kept_bytes = 0
@@ -377,12 +382,18 @@ class LocalStore:
         if evicted:
             self.write(lambda conn: conn.executemany("DELETE FROM entries WHERE etag = ?",
                                                      [(e,) for e in evicted]))
+        history_removed = 0
+        if keep_runs is not None:
+            history_removed = self.write(lambda conn: conn.execute(
+                "DELETE FROM run_tasks WHERE run_id < (SELECT coalesce(min(id), 0) FROM "
+                "(SELECT id FROM runs ORDER BY id DESC LIMIT ?))", (keep_runs,)).rowcount)
         self.write(lambda conn: conn.execute(
             "DELETE FROM explains WHERE etag NOT IN (SELECT etag FROM entries) "
-            "AND etag NOT IN (SELECT etag FROM run_tasks WHERE etag IS NOT NULL)"))
+            "AND etag NOT IN (SELECT etag FROM run_tasks WHERE etag IS NOT NULL) "
+            "AND etag NOT IN (SELECT etag FROM task_latest WHERE etag IS NOT NULL)"))
         removed_blobs, removed_bytes = self.collect_garbage()
         return {"entries_evicted": len(evicted), "blobs_removed": removed_blobs, "bytes_removed": removed_bytes,
-                "bytes_kept": kept_bytes}
+                "bytes_kept": kept_bytes, "history_rows_removed": history_removed}
 
     def collect_garbage(self) -> tuple[int, int]:
         referenced = self.referenced_blobs()

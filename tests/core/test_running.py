@@ -204,6 +204,22 @@ def test_cache_stats_prune_clear(diamond: Workspace):
     assert len(history) == 2 and history[0]["misses"] == 4
 
 
+def test_prune_trims_task_history_but_why_still_knows_the_last_run(diamond: Workspace):
+    for _ in range(3):
+        diamond.run_json("c:join")
+    diamond.write("src/a.txt", "changed\n")
+    out = diamond.nxrun("cache", "prune", "--max-size", "0", "--keep-runs", "1", check=True).stdout
+    assert "evicted 4 entries" in out and "8 history rows of older runs removed" in out
+    history = json.loads(diamond.nxrun("history", "--json", check=True).stdout)
+    assert len(history) == 3                    # run totals stay (the report's hit-rate chart)
+    rows = json.loads(diamond.nxrun("history", "a:gen", "--json", check=True).stdout)
+    assert [r["run_id"] for r in rows] == [history[0]["id"]]
+    # the entry is gone and older rows too, yet the last run's explain manifest is still known
+    why = diamond.nxrun("why", "a:gen", check=True).stdout
+    assert "changed  file:src/a.txt" in why
+    assert "nothing changed" in diamond.nxrun("why", "b:left", check=True).stdout
+
+
 def test_graph_snapshot_follows_config_includes_and_matrix_files(ws: Workspace):
     ws.write("nxrun.toml", """
         [workspace]
