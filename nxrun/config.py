@@ -10,10 +10,10 @@ from __future__ import annotations
 import glob as _glob
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ConfigError, did_you_mean
+from .records import default_factory, record
 
 CONFIG_NAME = "nxrun.toml"
 CACHE_MODES = ("always", "hardware", "never")
@@ -34,7 +34,7 @@ TARGET_KEYS = {
 }
 
 
-@dataclass(repr=False, eq=False)
+@record
 class TargetSpec:
     """A target as written in a config file, before matrix expansion."""
 
@@ -53,17 +53,17 @@ class TargetSpec:
     source: str                       # "file:line" where the target is declared
 
 
-@dataclass(repr=False, eq=False)
+@record
 class ProjectSpec:
     name: str
     root: str                         # workspace-relative posix path ("." for the workspace root)
     depends_on: list[str]
     targets: dict[str, TargetSpec]
     source: str
-    named_inputs: dict[str, list[str]] = field(default_factory=dict)
+    named_inputs: dict[str, list[str]] = default_factory(dict)
 
 
-@dataclass(repr=False, eq=False)
+@record
 class Workspace:
     root: Path
     cache_dir: Path
@@ -76,7 +76,7 @@ class Workspace:
     projects: dict[str, ProjectSpec]
     config_files: list[Path]
     # (pattern, matches) of every include/projects glob: a cached graph is valid only while these hold
-    discovered: list[tuple[str, list[str]]] = field(default_factory=list)
+    discovered: list[tuple[str, list[str]]] = default_factory(list)
 
     def rel(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 
-
 class NxrunError(Exception):
     """An error with a message meant for the user; the CLI prints it without a traceback."""
 

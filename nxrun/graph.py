@@ -11,19 +11,19 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import ProjectSpec, TargetSpec, Workspace
 from .errors import ConfigError, GraphError, did_you_mean
 from .hashing import FileIndex, compile_glob, has_magic, literal_prefix
+from .records import default_factory, record
 
 _MATRIX_REF = re.compile(r"\$\{matrix\.([A-Za-z0-9_-]+)\}")
 _DEP = re.compile(r"^(?P<caret>\^)?(?:(?P<project>[^:\[\]]+):)?(?P<target>[^:\[\]]+)(?:\[(?P<sel>[^\]]*)\])?$")
 _SPECIAL_INPUT = ("runtime:", "pkg:", "env:")
 
 
-@dataclass(repr=False, eq=False)
+@record
 class Task:
     id: str
     project: str
@@ -39,7 +39,7 @@ class Task:
     cwd: str                   # workspace-relative folder the command runs in
     source: str                # file:line of the target
     description: str = ""
-    dependents: list[str] = field(default_factory=list)
+    dependents: list[str] = default_factory(list)
 
     @property
     def is_aggregate(self) -> bool:

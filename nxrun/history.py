@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
 
+from .records import default_factory, record
 from .store import encode_explain
 from .store.local import LocalStore
 
 STATUSES = ("local-hit", "remote-hit", "miss", "failed", "skipped")
 
 
-@dataclass(repr=False, eq=False)
+@record
 class TaskRecord:
     task_id: str
     etag: str | None
@@ -25,17 +25,17 @@ class TaskRecord:
     duration: float = 0.0         # seconds this run spent on the task
     started: float = 0.0
     saved: float = 0.0            # seconds the cached run originally took (time a hit saved)
-    explain: dict[str, str] = field(default_factory=dict)
+    explain: dict[str, str] = default_factory(dict)
     outputs_digest: str | None = None
     error: str = ""
 
 
-@dataclass(repr=False, eq=False)
+@record
 class RunRecord:
     started: float
     argv: list[str]
     cwd: str
-    tasks: list[TaskRecord] = field(default_factory=list)
+    tasks: list[TaskRecord] = default_factory(list)
     finished: float = 0.0
     status: str = "running"
     remote_skipped: int = 0

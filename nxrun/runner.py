@@ -13,13 +13,13 @@ import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 
 from .console import Console
 from .errors import NxrunError
 from .graph import Task, TaskGraph
 from .hashing import StatCache, TaskHasher, digest_text, etag_of
 from .history import RunRecord, TaskRecord, save_run
+from .records import default_factory, record
 from .runtime import Runtime, command_environment
 from .store import CacheEntry, CorruptBlob, UnsafeEntry
 from .store.capture import digest_of_records, scan_outputs
@@ -29,18 +29,18 @@ from .store.restore import restore_entry
 AGGREGATE = "aggregate"
 
 
-@dataclass(repr=False, eq=False)
+@record
 class RunOptions:
     parallel: int = 4
     keep_going: bool = False
     skip_cache: bool = False
     only: bool = False
     dry_run: bool = False
-    args: list[str] = field(default_factory=list)
-    args_for: set[str] = field(default_factory=set)   # task ids the args after `--` go to
+    args: list[str] = default_factory(list)
+    args_for: set[str] = default_factory(set)   # task ids the args after `--` go to
 
 
-@dataclass(repr=False, eq=False)
+@record
 class TaskResult:
     task_id: str
     status: str
@@ -51,12 +51,12 @@ class TaskResult:
     outputs_digest: str | None = None
 
 
-@dataclass(repr=False, eq=False)
+@record
 class RunResult:
     results: dict[str, TaskResult]
     duration: float
     warnings: list[str]
-    remote_summary: dict = field(default_factory=dict)
+    remote_summary: dict = default_factory(dict)
 
     @property
     def failed(self) -> bool:
@@ -107,7 +107,7 @@ class _LazyPool:
             self._pool.shutdown(wait=True)
 
 
-@dataclass(repr=False, eq=False)
+@record
 class _Pending:
     """A hashed task that was not restored from the local cache."""
 
@@ -414,7 +414,7 @@ class Runner:
             run_tick = time.monotonic()
             self.console.task_started(task.id, command)
             log_path = str(self.store.temp_path())
-            import subprocess   # here: a run where every task is cached starts no process
+            import subprocess  # here: a run where every task is cached starts no process
 
             with open(log_path, "wb") as log_file:
                 try:

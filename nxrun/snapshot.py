@@ -13,13 +13,13 @@ import glob as _glob
 import json
 import os
 import re
-from dataclasses import asdict
 from pathlib import Path
 
 from . import __version__
 from .config import CONFIG_NAME, ProjectSpec, TargetSpec, Workspace, load_workspace
 from .graph import Task, TaskGraph, build_graph, matrix_glob_stems, new_file_index
 from .hashing import digest_bytes
+from .records import as_dict
 
 SNAPSHOT_FORMAT = 1
 _CODE = [Path(__file__).with_name(name) for name in ("config.py", "graph.py", "snapshot.py")]
@@ -68,9 +68,9 @@ def _encode(graph: TaskGraph, key: str) -> str:
             "root": str(ws.root), "cache_dir": str(ws.cache_dir), "parallel": ws.parallel, "restore": ws.restore,
             "default_inputs": ws.default_inputs, "named_inputs": ws.named_inputs, "runtime": ws.runtime,
             "remote": ws.remote, "config_files": [str(p) for p in ws.config_files],
-            "projects": {name: asdict(project) for name, project in ws.projects.items()},
+            "projects": {name: as_dict(project) for name, project in ws.projects.items()},
         },
-        "tasks": [asdict(graph.tasks[t]) for t in graph.order],
+        "tasks": [as_dict(graph.tasks[t]) for t in graph.order],
         "warnings": graph.warnings,
     }, separators=(",", ":"))
 

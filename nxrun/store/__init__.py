@@ -7,11 +7,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+
+from ..records import as_dict, default_factory, record
 
 ENTRY_FORMAT = 1
-# Dataclasses on the run path are declared with repr=False, eq=False: the generated methods are
-# never used and compiling them costs start-up time on every invocation.
 
 
 class CorruptBlob(Exception):
@@ -23,7 +22,7 @@ class UnsafeEntry(Exception):
     setuid bits): it is rejected whole."""
 
 
-@dataclass(repr=False, eq=False)
+@record
 class OutputRecord:
     path: str                  # workspace-relative posix path
     kind: str                  # "file" | "symlink" | "dir"
@@ -37,7 +36,7 @@ class OutputRecord:
         return bool(self.mode & 0o111)
 
 
-@dataclass(repr=False, eq=False)
+@record
 class CacheEntry:
     etag: str
     task_id: str
@@ -48,8 +47,8 @@ class CacheEntry:
     exit_code: int = 0
     duration: float = 0.0
     created: float = 0.0
-    runtime_facts: dict[str, str] = field(default_factory=dict)
-    explain: dict[str, str] = field(default_factory=dict)
+    runtime_facts: dict[str, str] = default_factory(dict)
+    explain: dict[str, str] = default_factory(dict)
     format: int = ENTRY_FORMAT
     signature: str | None = None
 
@@ -66,7 +65,7 @@ class CacheEntry:
     last_used = 0.0
 
     def to_json(self, explain: bool = True) -> str:
-        data = asdict(self)
+        data = as_dict(self)
         if not explain:
             del data["explain"]   # the local index keeps explain manifests in a table of their own
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
@@ -84,4 +83,4 @@ def encode_explain(explain: dict[str, str]) -> str:
     return json.dumps(explain, sort_keys=True, separators=(",", ":"))
 
 
-_ENTRY_FIELDS = frozenset(CacheEntry.__dataclass_fields__)
+_ENTRY_FIELDS = frozenset(CacheEntry.__record_fields__)

@@ -161,7 +161,7 @@ def _restore_record(record: OutputRecord, store: LocalStore, root_text: str, sta
     if not os.path.exists(blob):
         raise CorruptBlob(record.digest)
     temp = os.path.join(parent, f".nxrun-{os.urandom(12).hex()}.tmp")
-    import shutil   # here, not at the top: a run with nothing to restore never needs it
+    import shutil  # here, not at the top: a run with nothing to restore never needs it
 
     try:
         if mode == "hardlink":

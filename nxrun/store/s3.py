@@ -14,7 +14,6 @@ import os
 import threading
 from dataclasses import dataclass
 
-
 MULTIPART_THRESHOLD = 16 << 20
 MULTIPART_CHUNK = 8 << 20
 _OUTAGE_CODES = {"SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError", "Throttling",

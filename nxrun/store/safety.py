@@ -14,7 +14,6 @@ from pathlib import Path
 
 from . import CacheEntry, UnsafeEntry
 
-
 _DIGEST = re.compile("[0-9a-f]{32}")
 
 

@@ -23,12 +23,12 @@ import threading
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 
 import xxhash
 
 from ..errors import ConfigError, NxrunError
+from ..records import as_dict
 from . import CacheEntry, CorruptBlob, UnsafeEntry
 from .breaker import OutageBreaker
 from .local import LocalStore
@@ -355,7 +355,7 @@ class RemoteCache:
                     errors.append(exc)
             if errors:
                 raise errors[0]
-            manifest = asdict(entry)
+            manifest = as_dict(entry)
             manifest["signature"] = None
             if self.signing_key is not None:
                 manifest["signature"] = sign_manifest(entry.etag, manifest, self.signing_key)
