@@ -267,9 +267,11 @@ class StatCache:
             self.rows[abs_path] = row
             self.dirty[abs_path] = row
 
-    def digest(self, abs_path: str) -> str:
-        """The content digest of a file, from the cache when its stat is unchanged."""
-        st = os.stat(abs_path)
+    def digest(self, abs_path: str, st: os.stat_result | None = None) -> str:
+        """The content digest of a file, from the cache when its stat is unchanged (`st`: the
+        file's stat when the caller just took it)."""
+        if st is None:
+            st = os.stat(abs_path)
         cached = self.lookup(abs_path, st)
         if cached is not None:
             return cached
@@ -315,7 +317,7 @@ class TaskHasher:
             components[f"env-set:{name}"] = digest_text(value)
         file_patterns = [p for p in task.inputs if not p.startswith(("runtime:", "pkg:", "env:"))]
         if file_patterns:
-            files, unmatched = self.file_index.expand(file_patterns)
+            files, unmatched = self._plain_files(file_patterns, components)
             for pattern in unmatched:
                 key = f"{task.id}\0{pattern}"
                 if key not in self.warned:
@@ -341,3 +343,28 @@ class TaskHasher:
         if task.cache == "hardware":
             components["hardware"] = digest_text(self.runtime.hardware_fingerprint())
         return components, warnings
+
+    def _plain_files(self, patterns: list[str], components: dict[str, str]) -> tuple[list[str], list[str]]:
+        """Digest inputs that name one file each straight into `components` (one stat per file,
+        shared with the stat cache); the rest (globs, folders, `!` exclusions) go through the file
+        index. Returns (files still to digest, patterns that matched nothing)."""
+        if any(p.startswith("!") or has_magic(p) for p in patterns):
+            return self.file_index.expand(patterns)
+        rest: list[str] = []
+        unmatched: list[str] = []
+        root = self.root_text
+        for pattern in patterns:
+            abs_path = os.path.join(root, pattern)
+            try:
+                st = os.stat(abs_path)
+            except OSError:
+                unmatched.append(pattern)
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                rest.append(pattern)
+            else:
+                components["file:" + pattern] = self.stat_cache.digest(abs_path, st)
+        if rest:
+            files, more_unmatched = self.file_index.expand(rest)
+            return [f for f in files if "file:" + f not in components], unmatched + more_unmatched
+        return [], unmatched

@@ -93,13 +93,17 @@ def restore_entry(entry: CacheEntry, store: LocalStore, root: Path, declared_out
     root_text = str(root)
     listed = {record.path for record in entry.outputs}
     listed_dirs = {os.path.dirname(p) for p in listed}
+    known: dict[str, os.stat_result | None] = {}   # lstat of declared outputs, taken once
     # stale files in declared output folders
     for declared in declared_outputs:
         base = os.path.join(root_text, declared)
         try:
-            base_mode = os.lstat(base).st_mode
+            base_st = os.lstat(base)
         except FileNotFoundError:
+            known[declared] = None
             continue
+        base_mode = base_st.st_mode
+        known[declared] = base_st
         if stat.S_ISDIR(base_mode):
             for folder, dirs, files in os.walk(base, topdown=False):
                 rel_folder = os.path.relpath(folder, root_text).replace(os.sep, "/")
@@ -118,14 +122,19 @@ def restore_entry(entry: CacheEntry, store: LocalStore, root: Path, declared_out
                         shutil.rmtree(full, ignore_errors=True)
         elif declared not in listed and not any(p.startswith(declared + "/") for p in listed):
             _remove(base)
+            known[declared] = None
     written = 0
     for record in entry.outputs:
-        written += _restore_record(record, store, root_text, stat_cache, mode)
+        written += _restore_record(record, store, root_text, stat_cache, mode, known.get(record.path, _UNKNOWN))
     return written
 
 
+_UNKNOWN = object()
+
+
 def _restore_record(record: OutputRecord, store: LocalStore, root_text: str, stat_cache: StatCache,
-                    mode: str) -> int:
+                    mode: str, st=_UNKNOWN) -> int:
+    """Write one record; `st` is the destination's lstat when the caller just took it."""
     destination = os.path.join(root_text, record.path)
     if record.kind == "dir":
         if os.path.lexists(destination) and not os.path.isdir(destination):
@@ -141,10 +150,11 @@ def _restore_record(record: OutputRecord, store: LocalStore, root_text: str, sta
         os.symlink(record.target, destination)
         return 1
     # a regular file
-    try:
-        st = os.lstat(destination)
-    except FileNotFoundError:
-        st = None
+    if st is _UNKNOWN:
+        try:
+            st = os.lstat(destination)
+        except FileNotFoundError:
+            st = None
     if st is not None and stat.S_ISREG(st.st_mode):
         if (st.st_mode & 0o777) == (record.mode & 0o777) and st.st_size == record.size:
             # unchanged since we last saw it (the stat cache, no read), or freshly written and
