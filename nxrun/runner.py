@@ -10,6 +10,7 @@ same ETag in one run execute once.
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -22,7 +23,7 @@ from .history import RunRecord, TaskRecord, save_run
 from .records import default_factory, record
 from .runtime import Runtime, command_environment
 from .store import CacheEntry, CorruptBlob, UnsafeEntry
-from .store.capture import digest_of_records, scan_outputs
+from .store.capture import LogCapture, digest_of_records, scan_outputs
 from .store.local import LocalStore
 from .store.restore import restore_entry
 
@@ -323,6 +324,7 @@ class Runner:
             return None
         record = pending.record
         record.status = "remote-hit" if origin == "remote" else "local-hit"
+        record.explain_stored = True
         record.origin = origin
         record.saved = entry.duration
         record.duration = time.monotonic() - pending.tick
@@ -413,10 +415,10 @@ class Runner:
         try:
             run_tick = time.monotonic()
             self.console.task_started(task.id, command)
-            log_path = str(self.store.temp_path())
+            log = LogCapture(self.store)
             import subprocess  # here: a run where every task is cached starts no process
 
-            with open(log_path, "wb") as log_file:
+            try:
                 try:
                     process = subprocess.Popen(command, shell=True, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -428,7 +430,7 @@ class Runner:
                 tail: list[bytes] = []
                 assert process.stdout is not None
                 for line in iter(process.stdout.readline, b""):
-                    log_file.write(line)
+                    log.write(line)
                     self.console.task_output(task.id, line)
                     tail.append(line)
                     if len(tail) > 5:
@@ -436,6 +438,11 @@ class Runner:
                 exit_code = process.wait()
                 with self._lock:
                     self._processes.pop(task.id, None)
+            except BaseException:
+                log.discard()
+                raise
+            finally:
+                log.close()
             duration = time.monotonic() - run_tick
         finally:
             self._release(task.resources)
@@ -452,12 +459,9 @@ class Runner:
                     reason += (f": the command was not found. Check `command` of {task.id} ({task.source}) "
                                "and that the program is installed and on PATH")
                 return self._fail(task, record, tick, reason, etag)
-            return self._store(task, etag, record, tick, duration, log_path)
+            return self._store(task, etag, record, tick, duration, log)
         finally:
-            try:
-                os.unlink(log_path)
-            except FileNotFoundError:
-                pass
+            log.discard()
 
     def _fail(self, task: Task, record: TaskRecord, tick: float, reason: str, etag: str | None) -> TaskResult:
         record.status = "failed"
@@ -467,7 +471,7 @@ class Runner:
         return TaskResult(task.id, "failed", etag, record.duration, note=reason)
 
     def _store(self, task: Task, etag: str, record: TaskRecord, tick: float, duration: float,
-               log_path: str) -> TaskResult:
+               log: LogCapture) -> TaskResult:
         store_blobs = task.cache != "never"
         note = ""
         try:
@@ -484,15 +488,16 @@ class Runner:
         digest = digest_of_records(records)
         if store_blobs:
             try:
-                log_digest, _ = self.store.put_file(log_path)
+                log_digest = log.store_blob()
                 entry = CacheEntry(
                     etag=etag, task_id=task.id, outputs=records, declared_outputs=list(task.outputs),
                     outputs_digest=digest, log_digest=log_digest, exit_code=0, duration=duration,
                     created=time.time(), runtime_facts=self._public_facts(), explain=record.explain)
-                self.store.put_entry(entry)
+                self.store.put_entry(entry, defer=True)
+                record.explain_stored = True
                 if self.remote is not None:
                     self.remote.upload(entry, self.store)
-            except OSError as exc:
+            except (OSError, sqlite3.Error) as exc:
                 self._warn(f"{task.id}: could not write its cache entry ({exc}); it will run again next time.")
                 note = "not cached"
         record.status = "miss"
@@ -570,6 +575,11 @@ class Runner:
     def _finish(self, started: float) -> None:
         try:
             self.store.sync()
+            self.store.flush_entries()
+        except (OSError, sqlite3.Error) as exc:
+            lost = self.store.drop_deferred()
+            self._warn(f"could not write {lost} cache entries ({exc}); those tasks will run again next time.")
+        try:
             self.store.save_stat_cache(self.stat_cache.dirty)
             self.stat_cache.dirty = {}
             if self._touched:

@@ -72,6 +72,50 @@ def scan_outputs(root: Path, declared_outputs: list[str], stat_cache: StatCache,
     return records, missing
 
 
+class LogCapture:
+    """A running task's terminal output: kept in memory (most logs are short, and a file per task
+    is a file created and deleted per task), written to a temp file in the cache past `spill_at`."""
+
+    def __init__(self, store: LocalStore, spill_at: int = 8 << 20):
+        self.store = store
+        self.spill_at = spill_at
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.path: Path | None = None
+        self._file = None
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self._file is not None:
+            self._file.write(data)
+            return
+        self.parts.append(data)
+        if self.size > self.spill_at:
+            self.path = self.store.temp_path()
+            self._file = open(self.path, "wb")
+            self._file.write(b"".join(self.parts))
+            self.parts = []
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def store_blob(self) -> str:
+        """Put the log in the blob store; its digest."""
+        self.close()
+        if self.path is not None:
+            return self.store.put_file(self.path)[0]
+        return self.store.put_bytes(b"".join(self.parts))[0]
+
+    def discard(self) -> None:
+        self.close()
+        if self.path is not None:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+
 def digest_of_records(records: list[OutputRecord]) -> str:
     return outputs_digest((r.path, r.digest or "", r.executable if r.kind == "file" else False, r.target)
                           for r in records)

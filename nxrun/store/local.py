@@ -29,6 +29,8 @@ from . import CacheEntry, CorruptBlob, encode_explain
 SCHEMA_VERSION = 6
 _CHUNK = 8 << 20
 _SMALL = 1 << 20
+_DEFER_MAX = 200          # deferred entries written together at most this many ...
+_DEFER_SECONDS = 1.0      # ... or this long after the first
 
 
 def _retry_locked(operation: Callable, attempts: int = 200):
@@ -68,6 +70,8 @@ class LocalStore:
         # not hash them again (everything else is re-hashed on restore)
         self.verified: set[str] = set()
         self._tmp_ready = False
+        self._deferred: dict[str, tuple[CacheEntry, str]] = {}   # put_entry(defer=True), not yet written
+        self._deferred_since = 0.0
 
     # ------------------------------------------------------------------ database
     @property
@@ -157,6 +161,7 @@ class LocalStore:
 
     def close(self) -> None:
         with self.lock:
+            self.flush_entries()
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
@@ -180,22 +185,11 @@ class LocalStore:
         if known_digest and self.has_blob(known_digest):
             return known_digest, os.path.getsize(source)
         with open(source, "rb", buffering=0) as src:
-            # most outputs and logs are small: one read and one write, no large buffer to zero, and
-            # no write at all when the blob is already stored
+            # most outputs and logs are small: one read and one write, no large buffer to zero
             head = src.read(_SMALL)
             more = src.read(_SMALL) if len(head) < _SMALL else b""   # b"" at the end (a read may come up short)
             if not more and len(head) < _SMALL:
-                digest = xxhash.xxh3_128_hexdigest(head)
-                if digest in self.verified or self.has_blob(digest):
-                    return digest, len(head)
-                temp = self.temp_path()
-                try:
-                    with open(temp, "wb", buffering=0) as dst:
-                        write_all(dst, memoryview(head))
-                    return self._adopt(temp, digest), len(head)
-                finally:
-                    if temp.exists():
-                        temp.unlink()
+                return self.put_bytes(head)
             head += more
             temp = self.temp_path()
             try:
@@ -216,6 +210,20 @@ class LocalStore:
             finally:
                 if temp.exists():
                     temp.unlink()
+
+    def put_bytes(self, data: bytes) -> tuple[str, int]:
+        """Store `data` as a blob (no write at all when it is already stored); (digest, size)."""
+        digest = xxhash.xxh3_128_hexdigest(data)
+        if digest in self.verified or self.has_blob(digest):
+            return digest, len(data)
+        temp = self.temp_path()
+        try:
+            with open(temp, "wb", buffering=0) as dst:
+                write_all(dst, memoryview(data))
+            return self._adopt(temp, digest), len(data)
+        finally:
+            if temp.exists():
+                temp.unlink()
 
     def _adopt(self, temp: Path, digest: str) -> str:
         self._commit_blob(temp, digest)
@@ -273,6 +281,9 @@ class LocalStore:
     # ------------------------------------------------------------------ entries
     def get_entry(self, etag: str, explain: bool = False) -> CacheEntry | None:
         """The entry for `etag`, or None. Its explain manifest is read only when asked for."""
+        deferred = self._deferred.get(etag)
+        if deferred is not None:
+            return deferred[0]
         rows = self.read("SELECT manifest, last_used FROM entries WHERE etag = ?", (etag,))
         if not rows:
             return None
@@ -289,23 +300,56 @@ class LocalStore:
         rows = self.read("SELECT explain FROM explains WHERE etag = ?", (etag,))
         return json.loads(rows[0][0]) if rows else None
 
-    def put_entry(self, entry: CacheEntry, origin: str = "local") -> None:
-        """Record an entry; all its blobs must already be in place."""
+    def put_entry(self, entry: CacheEntry, origin: str = "local", defer: bool = False) -> None:
+        """Record an entry; all its blobs must already be in place.
+
+        With `defer`, the entry is written with others in one transaction (flush_entries, at the
+        latest when the run ends): one write transaction per task was the largest cost of a cold
+        run after the commands themselves. Until then get_entry sees it in memory; a crash before
+        the flush loses only entries, never leaves one without its blobs."""
         missing = [d for d in entry.blob_digests() if not self.has_blob(d)]
         if missing:
             raise FileNotFoundError(f"entry {entry.etag} needs blobs that are not stored: {missing[:3]}")
-        now = time.time()
+        if not defer:
+            self.write(lambda conn: self._insert_entries(conn, [(entry, origin)]))
+            return
+        with self.lock:
+            if not self._deferred:
+                self._deferred_since = time.monotonic()
+            self._deferred[entry.etag] = (entry, origin)
+            due = len(self._deferred) >= _DEFER_MAX or time.monotonic() - self._deferred_since > _DEFER_SECONDS
+        if due:
+            try:
+                self.flush_entries()
+            except (OSError, sqlite3.Error):
+                pass   # kept in memory: retried, and reported if it still fails, when the run ends
 
-        def write(conn):
-            conn.execute(
-                "INSERT OR REPLACE INTO entries (etag, task_id, manifest, size, created, last_used, origin) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (entry.etag, entry.task_id, entry.to_json(explain=False), entry.total_size(), entry.created or now,
-                 now, origin))
-            if entry.explain:
-                conn.execute("INSERT OR REPLACE INTO explains (etag, explain) VALUES (?, ?)",
-                             (entry.etag, encode_explain(entry.explain)))
-        self.write(write)
+    def flush_entries(self) -> None:
+        """Write deferred entries in one transaction."""
+        with self.lock:
+            if not self._deferred:
+                return
+            batch = list(self._deferred.values())
+            self.write(lambda conn: self._insert_entries(conn, batch))
+            self._deferred.clear()
+
+    def drop_deferred(self) -> int:
+        """Forget deferred entries that could not be written; how many."""
+        with self.lock:
+            count = len(self._deferred)
+            self._deferred.clear()
+            return count
+
+    @staticmethod
+    def _insert_entries(conn, batch: list[tuple[CacheEntry, str]]) -> None:
+        now = time.time()
+        conn.executemany(
+            "INSERT OR REPLACE INTO entries (etag, task_id, manifest, size, created, last_used, origin) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(entry.etag, entry.task_id, entry.to_json(explain=False), entry.total_size(), entry.created or now,
+              now, origin) for entry, origin in batch])
+        conn.executemany("INSERT OR REPLACE INTO explains (etag, explain) VALUES (?, ?)",
+                         [(entry.etag, encode_explain(entry.explain)) for entry, _ in batch if entry.explain])
 
     def touch_entries(self, etags: list[str]) -> None:
         if etags:
@@ -314,6 +358,8 @@ class LocalStore:
                                                      [(now, e) for e in etags]))
 
     def delete_entry(self, etag: str) -> None:
+        with self.lock:
+            self._deferred.pop(etag, None)
         self.write(lambda conn: conn.execute("DELETE FROM entries WHERE etag = ?", (etag,)))
 
     # ------------------------------------------------------------------ stat cache
