@@ -335,7 +335,7 @@ class Runner:
 
     def _lookup(self, etag: str, task: Task, dry_run: bool = False, local: bool = True,
                 remote: bool = True) -> tuple[CacheEntry | None, str]:
-        entry = self.store.get_entry(etag) if local else None
+        entry = self.store.get_hit(etag) if local else None
         if entry is not None:
             if entry.declared_outputs != task.outputs:
                 entry = None
@@ -525,7 +525,7 @@ class Runner:
             digest = _aggregate_digest(dep_digests)
         else:
             components, _ = self.hasher.components(task, dep_digests)
-            entry = self.store.get_entry(etag_of(components)) if task.cache != "never" else None
+            entry = self.store.get_hit(etag_of(components)) if task.cache != "never" else None
             if entry is not None and (not restore or self._restore_files(task, entry) is None):
                 digest = entry.outputs_digest
             else:

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import xxhash
 
-from . import CacheEntry, CorruptBlob, encode_explain
+from . import CacheEntry, CorruptBlob, OutputRecord, encode_explain
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 _CHUNK = 8 << 20
 _SMALL = 1 << 20
 _DEFER_MAX = 200          # deferred entries written together at most this many ...
@@ -70,6 +70,7 @@ class LocalStore:
         # not hash them again (everything else is re-hashed on restore)
         self.verified: set[str] = set()
         self._tmp_ready = False
+        self._blob_folders: set[str] = set()   # blobs/ab folders known to exist
         self._deferred: dict[str, tuple[CacheEntry, str]] = {}   # put_entry(defer=True), not yet written
         self._deferred_since = 0.0
 
@@ -103,8 +104,9 @@ class LocalStore:
             for stale in ("entries", "explains", "stat_cache", "runs", "run_tasks", "task_latest", "bench_results"):
                 if db[stale].exists():
                     db[stale].drop()
-            db["entries"].create({"etag": str, "task_id": str, "manifest": str, "size": int, "created": float,
-                                  "last_used": float, "origin": str}, pk="etag")
+            # `hit` holds what a cache hit reads, compactly (see get_hit); `manifest` the whole entry
+            db["entries"].create({"etag": str, "task_id": str, "manifest": str, "hit": str, "size": int,
+                                  "created": float, "last_used": float, "origin": str}, pk="etag")
             db["entries"].create_index(["task_id"])
             db["entries"].create_index(["last_used"])
             # explain manifests by ETag, apart from the entries: a hit reads a small manifest however
@@ -171,7 +173,7 @@ class LocalStore:
         return self.blob_dir / digest[:2] / digest[2:]
 
     def has_blob(self, digest: str) -> bool:
-        return self.blob_path(digest).is_file()
+        return os.path.isfile(os.path.join(self.blob_dir, digest[:2], digest[2:]))
 
     def temp_path(self) -> Path:
         """A fresh path in the cache's temp folder (same file system as the blobs: renames are atomic)."""
@@ -256,12 +258,19 @@ class LocalStore:
             os.sync()
 
     def _commit_blob(self, temp: Path, digest: str) -> None:
-        destination = self.blob_path(digest)
-        if destination.exists():
+        folder = os.path.join(self.blob_dir, digest[:2])
+        destination = os.path.join(folder, digest[2:])
+        if os.path.exists(destination):
             return
-        destination.parent.mkdir(parents=True, exist_ok=True)
+        if folder not in self._blob_folders:
+            os.makedirs(folder, exist_ok=True)
+            self._blob_folders.add(folder)
         os.chmod(temp, 0o444)
-        os.replace(temp, destination)
+        try:
+            os.replace(temp, destination)
+        except FileNotFoundError:   # the folder went away (another process cleared the cache)
+            os.makedirs(folder, exist_ok=True)
+            os.replace(temp, destination)
 
     def read_blob(self, digest: str) -> bytes:
         """A blob's contents, verified against its digest."""
@@ -296,6 +305,27 @@ class LocalStore:
             entry.explain = self.get_explain(etag) or {}
         return entry
 
+    def get_hit(self, etag: str) -> CacheEntry | None:
+        """The entry for `etag` with what restoring it needs: outputs, declared outputs, outputs
+        and log digests, duration. Reads a compact row instead of parsing the whole manifest (a
+        cached run does this for every task); runtime facts, created and explain are left empty,
+        so use get_entry for anything else."""
+        deferred = self._deferred.get(etag)
+        if deferred is not None:
+            return deferred[0]
+        rows = self.read("SELECT task_id, hit, last_used FROM entries WHERE etag = ?", (etag,))
+        if not rows:
+            return None
+        task_id, hit, last_used = rows[0]
+        try:
+            outputs_digest, log_digest, duration, declared, files = json.loads(hit)
+            entry = CacheEntry(etag, task_id, [OutputRecord(*f) for f in files], declared, outputs_digest,
+                               log_digest, 0, duration)
+        except (ValueError, TypeError):
+            return None
+        entry.last_used = last_used or 0.0
+        return entry
+
     def get_explain(self, etag: str) -> dict[str, str] | None:
         rows = self.read("SELECT explain FROM explains WHERE etag = ?", (etag,))
         return json.loads(rows[0][0]) if rows else None
@@ -307,7 +337,7 @@ class LocalStore:
         latest when the run ends): one write transaction per task was the largest cost of a cold
         run after the commands themselves. Until then get_entry sees it in memory; a crash before
         the flush loses only entries, never leaves one without its blobs."""
-        missing = [d for d in entry.blob_digests() if not self.has_blob(d)]
+        missing = [d for d in entry.blob_digests() if d not in self.verified and not self.has_blob(d)]
         if missing:
             raise FileNotFoundError(f"entry {entry.etag} needs blobs that are not stored: {missing[:3]}")
         if not defer:
@@ -344,10 +374,10 @@ class LocalStore:
     def _insert_entries(conn, batch: list[tuple[CacheEntry, str]]) -> None:
         now = time.time()
         conn.executemany(
-            "INSERT OR REPLACE INTO entries (etag, task_id, manifest, size, created, last_used, origin) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(entry.etag, entry.task_id, entry.to_json(explain=False), entry.total_size(), entry.created or now,
-              now, origin) for entry, origin in batch])
+            "INSERT OR REPLACE INTO entries (etag, task_id, manifest, hit, size, created, last_used, origin) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(entry.etag, entry.task_id, entry.to_json(explain=False), _hit_row(entry), entry.total_size(),
+              entry.created or now, now, origin) for entry, origin in batch])
         conn.executemany("INSERT OR REPLACE INTO explains (etag, explain) VALUES (?, ?)",
                          [(entry.etag, encode_explain(entry.explain)) for entry, _ in batch if entry.explain])
 
@@ -466,6 +496,9 @@ class LocalStore:
         import shutil
 
         self.write(lambda conn: (conn.execute("DELETE FROM entries"), conn.execute("DELETE FROM stat_cache")))
+        self.verified.clear()
+        self._blob_folders.clear()
+        self._tmp_ready = False
         for folder in (self.blob_dir, self.tmp_dir):
             if folder.exists():
                 for root, dirs, _files in os.walk(folder):
@@ -500,3 +533,10 @@ class LocalStore:
             self.write(lambda conn: conn.executemany("DELETE FROM entries WHERE etag = ?",
                                                      [(b[0],) for b in broken]))
         return {"corrupt_blobs": corrupt, "broken_entries": broken}
+
+
+def _hit_row(entry: CacheEntry) -> str:
+    """The compact JSON that get_hit reads back (OutputRecord fields in declaration order)."""
+    files = [[o.path, o.kind, o.digest, o.size, o.mode, o.target] for o in entry.outputs]
+    return json.dumps([entry.outputs_digest, entry.log_digest, entry.duration, entry.declared_outputs, files],
+                      separators=(",", ":"))
