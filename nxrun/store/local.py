@@ -290,18 +290,8 @@ class LocalStore:
     # ------------------------------------------------------------------ entries
     def get_entry(self, etag: str, explain: bool = False) -> CacheEntry | None:
         """The entry for `etag`, or None. Its explain manifest is read only when asked for."""
-        deferred = self._deferred.get(etag)
-        if deferred is not None:
-            return deferred[0]
-        rows = self.read("SELECT manifest, last_used FROM entries WHERE etag = ?", (etag,))
-        if not rows:
-            return None
-        try:
-            entry = CacheEntry.from_json(rows[0][0])
-        except (ValueError, TypeError, KeyError):
-            return None
-        entry.last_used = rows[0][1] or 0.0
-        if explain:
+        entry = self._read_entry(etag, full=True)
+        if entry is not None and explain and not entry.explain:
             entry.explain = self.get_explain(etag) or {}
         return entry
 
@@ -310,18 +300,25 @@ class LocalStore:
         and log digests, duration. Reads a compact row instead of parsing the whole manifest (a
         cached run does this for every task); runtime facts, created and explain are left empty,
         so use get_entry for anything else."""
+        return self._read_entry(etag, full=False)
+
+    def _read_entry(self, etag: str, full: bool) -> CacheEntry | None:
         deferred = self._deferred.get(etag)
         if deferred is not None:
             return deferred[0]
-        rows = self.read("SELECT task_id, hit, last_used FROM entries WHERE etag = ?", (etag,))
+        rows = self.read(f"SELECT task_id, {'manifest' if full else 'hit'}, last_used FROM entries WHERE etag = ?",
+                         (etag,))
         if not rows:
             return None
-        task_id, hit, last_used = rows[0]
+        task_id, text, last_used = rows[0]
         try:
-            outputs_digest, log_digest, duration, declared, files = json.loads(hit)
-            entry = CacheEntry(etag, task_id, [OutputRecord(*f) for f in files], declared, outputs_digest,
-                               log_digest, 0, duration)
-        except (ValueError, TypeError):
+            if full:
+                entry = CacheEntry.from_json(text)
+            else:
+                outputs_digest, log_digest, duration, declared, files = json.loads(text)
+                entry = CacheEntry(etag, task_id, [OutputRecord(*f) for f in files], declared, outputs_digest,
+                                   log_digest, 0, duration)
+        except (ValueError, TypeError, KeyError):
             return None
         entry.last_used = last_used or 0.0
         return entry
