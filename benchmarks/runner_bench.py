@@ -2,7 +2,9 @@
 
 For each N: cold run, fully cached no-op, one leaf input changed, root input changed, outputs
 deleted and restored from cache; plus `nxrun --version` start-up, 10,000-file restore and 1 GiB
-input hashing. Prints median wall seconds of --repeat runs as a table.
+input hashing. Prints median wall seconds of --repeat runs as a table, and a few figures of the
+machine itself (a Python loop, creating a small file, starting a shell pipeline) taken before and
+after, since a shared machine's speed can drift during a run.
 
     python benchmarks/runner_bench.py --sizes 10 100 500 2000 --repeat 5
 """
@@ -22,7 +24,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic import generate, touch_input  # noqa: E402
 
-NXRUN = [sys.executable, "-m", "nxrun"]
+# as a user runs it: the console script of this interpreter's environment (python -m nxrun when
+# there is none; it also imports runpy, about 5 ms)
+_SCRIPT = Path(sys.executable).with_name("nxrun")
+NXRUN = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "nxrun"]
 
 
 # as a user's machine runs it: bytecode caches written and used (some sandboxes disable them,
@@ -49,13 +54,18 @@ def bench_tree(tasks: int, repeat: int, parallel: int, base: Path) -> dict[str, 
         generate(root, tasks, parallel)
         samples["cold"].append(timed(run, root))
         timed(run, root)  # settle the stat cache (files written in the racy window are re-hashed once)
-        samples["no-op"].append(timed(run, root))
-        touch_input(root, tasks - 1, f"leaf{r}")
-        samples["leaf changed"].append(timed(run, root))
+        # the quick cases are taken three times per workspace: one sample is at the mercy of a
+        # shared machine's hiccups, and they cost little
+        for _ in range(3):
+            samples["no-op"].append(timed(run, root))
+        for k in range(3):
+            touch_input(root, tasks - 1, f"leaf{r}-{k}")
+            samples["leaf changed"].append(timed(run, root))
         touch_input(root, 0, f"root{r}")
         samples["root changed"].append(timed(run, root))
-        shutil.rmtree(root / "out")
-        samples["restore"].append(timed(run, root))
+        for _ in range(3):
+            shutil.rmtree(root / "out")
+            samples["restore"].append(timed(run, root))
         shutil.rmtree(root)
     return {k: statistics.median(v) for k, v in samples.items()}
 
@@ -99,32 +109,55 @@ def bench_hashing(base: Path, size: int = 1 << 30) -> dict[str, float]:
     return {"hash 1 GiB (GB/s, page cache)": size / first / 1e9, "re-hash unchanged 1 GiB (s)": second}
 
 
+def machine_reference(base: Path) -> dict[str, float]:
+    """What this machine does outside nxrun, to read the figures by: a fixed pure-Python loop,
+    creating small files in the benchmark folder, and starting a bare shell command."""
+    start = time.perf_counter()
+    sum(range(10_000_000))
+    loop = time.perf_counter() - start
+    folder = base / "reference"
+    folder.mkdir()
+    start = time.perf_counter()
+    for i in range(200):
+        (folder / f"f{i}").write_bytes(b"x" * 64)
+    create = (time.perf_counter() - start) / 200
+    shutil.rmtree(folder)
+    start = time.perf_counter()
+    for _ in range(50):
+        subprocess.run("true | cat > /dev/null", shell=True, check=True)
+    spawn = (time.perf_counter() - start) / 50
+    return {"python loop (s)": loop, "create a small file (ms)": create * 1e3, "bare shell pipeline (ms)": spawn * 1e3}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 500, 2000])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--skip-extras", action="store_true", help="only the tree workloads")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="where the workspaces are made (default: the system temp folder)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="nxrun-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="nxrun-bench-", dir=args.dir) as tmp:
         base = Path(tmp)
+        reference = machine_reference(base)
         startup = statistics.median(timed([*NXRUN, "--version"], base) for _ in range(max(5, args.repeat)))
-        script = Path(sys.executable).with_name("nxrun")
-        script = str(script) if script.exists() else None
-        script_startup = statistics.median(timed([script, "--version"], base) for _ in range(5)) if script else None
         rows = {n: bench_tree(n, args.repeat, args.parallel, base) for n in args.sizes}
         extras = {} if args.skip_extras else {**bench_many_files(base), **bench_hashing(base)}
+        reference_after = machine_reference(base)
     columns = ["cold", "no-op", "leaf changed", "root changed", "restore"]
-    print(f"nxrun runner benchmark: median of {args.repeat}, --parallel {args.parallel}, "
+    print(f"nxrun runner benchmark: median of {args.repeat} workspaces (no-op, leaf changed and restore: "
+          f"3 runs each), --parallel {args.parallel}, "
           f"{os.cpu_count()} CPUs, python {sys.version.split()[0]}")
     print("| N | " + " | ".join(columns) + " |")
     print("|---|" + "---|" * len(columns))
     for n, row in rows.items():
         print(f"| {n} | " + " | ".join(f"{row[c]:.3f}" for c in columns) + " |")
-    print(f"\n`python -m nxrun --version`: {startup:.3f} s"
-          + (f"; `nxrun --version` (console script): {script_startup:.3f} s" if script_startup else ""))
+    print(f"\n`{' '.join(Path(a).name for a in NXRUN)} --version`: {startup:.3f} s")
     for key, value in extras.items():
         print(f"{key}: {value:.3f}")
+    print("\nmachine, before / after: " + "; ".join(
+        f"{key} {reference[key]:.3f} / {reference_after[key]:.3f}" for key in reference))
 
 
 if __name__ == "__main__":

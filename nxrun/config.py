@@ -58,7 +58,7 @@ class ProjectSpec:
     name: str
     root: str                         # workspace-relative posix path ("." for the workspace root)
     depends_on: list[str]
-    targets: dict[str, TargetSpec]
+    targets: dict[str, TargetSpec] | None   # None in a graph loaded from its snapshot (snapshot.py)
     source: str
     named_inputs: dict[str, list[str]] = default_factory(dict)
 
