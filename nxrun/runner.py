@@ -123,6 +123,8 @@ class _Pending:
 # Events are made only for twins: most runs have none, and an Event per task costs a lock each.
 _DONE = threading.Event()
 _DONE.set()
+# from this many tasks on, a run reads the entries of their latest ETags in one query up front
+_PREFETCH_FROM = 32
 # entries handed out more recently than this are not marked used again (LRU order for prune)
 _TOUCH_AFTER = 3600.0
 
@@ -158,6 +160,8 @@ class Runner:
         started = time.time()
         wall = time.monotonic()
         selected = list(requested) if self.options.only else self.graph.with_dependencies(requested)
+        if len(selected) > _PREFETCH_FROM and not self.options.skip_cache:
+            self.store.prefetch_hits(selected)
         self.console.start(sum(1 for t in selected if not self.graph.tasks[t].is_aggregate))
         digests: dict[str, str | None] = {}
         try:
