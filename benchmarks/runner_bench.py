@@ -47,7 +47,7 @@ def timed(args: list[str], cwd: Path) -> float:
 
 def bench_tree(tasks: int, repeat: int, parallel: int, base: Path) -> dict[str, float]:
     samples: dict[str, list[float]] = {k: [] for k in ("cold", "no-op", "leaf changed", "root changed",
-                                                      "restore")}
+                                                      "restore", "restore (hardlink)")}
     run = [*NXRUN, "run", "-q", "tree:all"]
     for r in range(repeat):
         root = base / f"tree-{tasks}-{r}"
@@ -66,6 +66,13 @@ def bench_tree(tasks: int, repeat: int, parallel: int, base: Path) -> dict[str, 
         for _ in range(3):
             shutil.rmtree(root / "out")
             samples["restore"].append(timed(run, root))
+        # the same with `restore = "hardlink"`: no file is created, only links to the blobs
+        config = root / "nxrun.toml"
+        config.write_text(config.read_text().replace("[workspace]\n", '[workspace]\nrestore = "hardlink"\n', 1))
+        timed(run, root)   # the changed config rebuilds the graph snapshot once
+        for _ in range(3):
+            shutil.rmtree(root / "out")
+            samples["restore (hardlink)"].append(timed(run, root))
         shutil.rmtree(root)
     return {k: statistics.median(v) for k, v in samples.items()}
 
@@ -145,7 +152,7 @@ def main() -> None:
         rows = {n: bench_tree(n, args.repeat, args.parallel, base) for n in args.sizes}
         extras = {} if args.skip_extras else {**bench_many_files(base), **bench_hashing(base)}
         reference_after = machine_reference(base)
-    columns = ["cold", "no-op", "leaf changed", "root changed", "restore"]
+    columns = ["cold", "no-op", "leaf changed", "root changed", "restore", "restore (hardlink)"]
     print(f"nxrun runner benchmark: median of {args.repeat} workspaces (no-op, leaf changed and restore: "
           f"3 runs each), --parallel {args.parallel}, "
           f"{os.cpu_count()} CPUs, python {sys.version.split()[0]}")
