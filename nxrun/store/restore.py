@@ -38,12 +38,20 @@ _reflink_works: bool | None = None   # learnt from the first attempt, so copies 
 _SMALL = 8 << 20
 
 
-def _copy_verified(blob: Path, temp: str, digest: str, mode: int) -> None:
+def _open_blob(blob: Path | str, digest: str):
+    try:
+        return open(blob, "rb", buffering=0)
+    except FileNotFoundError:
+        raise CorruptBlob(digest) from None
+
+
+def _copy_verified(blob: Path, temp: str, digest: str, mode: int) -> os.stat_result:
     """Copy a blob to `temp` (created with `mode`), hashing what is read; raise CorruptBlob on a
-    mismatch. Small blobs (nearly all outputs) take one read and one write."""
+    mismatch. Small blobs (nearly all outputs) take one read and one write. Returns the new
+    file's stat (a rename keeps what the stat cache keys on)."""
     global _reflink_works
     hasher = xxhash.xxh3_128()
-    with open(blob, "rb", buffering=0) as src:
+    with _open_blob(blob, digest) as src:
         size = os.fstat(src.fileno()).st_size
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with open(fd, "wb", buffering=0) as dst:
@@ -69,14 +77,16 @@ def _copy_verified(blob: Path, temp: str, digest: str, mode: int) -> None:
                     if not cloned:
                         write_all(dst, view[:count])
             os.fchmod(dst.fileno(), mode)
+            written = os.fstat(dst.fileno())
     if hasher.hexdigest() != digest:
         os.unlink(temp)
         raise CorruptBlob(digest)
+    return written
 
 
 def _verify_blob(blob: Path, digest: str) -> None:
     hasher = xxhash.xxh3_128()
-    with open(blob, "rb", buffering=0) as src:
+    with _open_blob(blob, digest) as src:
         while chunk := src.read(_CHUNK):
             hasher.update(chunk)
     if hasher.hexdigest() != digest:
@@ -165,12 +175,11 @@ def _restore_record(record: OutputRecord, store: LocalStore, root_text: str, sta
     elif st is not None:
         _remove(destination)
     parent = os.path.dirname(destination)
-    if st is None:
+    if st is None and not os.path.isdir(parent):
         os.makedirs(parent, exist_ok=True)
     blob = store.blob_path(record.digest)
-    if not os.path.exists(blob):
-        raise CorruptBlob(record.digest)
     temp = os.path.join(parent, f".nxrun-{os.urandom(12).hex()}.tmp")
+    written = None
     import shutil  # here, not at the top: a run with nothing to restore never needs it
 
     try:
@@ -194,13 +203,17 @@ def _restore_record(record: OutputRecord, store: LocalStore, root_text: str, sta
                 os.chmod(temp, record.mode & 0o777)
             else:
                 try:
-                    _copy_verified(blob, temp, record.digest, record.mode & 0o777)
+                    written = _copy_verified(blob, temp, record.digest, record.mode & 0o777)
                 except CorruptBlob:
                     store.discard_blob(record.digest)
                     raise
         os.replace(temp, destination)
+        temp = None
     finally:
-        if os.path.lexists(temp):
-            os.unlink(temp)
-    stat_cache.remember(destination, os.stat(destination), record.digest)
+        if temp is not None:
+            try:
+                os.unlink(temp)
+            except FileNotFoundError:
+                pass
+    stat_cache.remember(destination, written or os.stat(destination), record.digest)
     return 1

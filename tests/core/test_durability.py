@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from cli_workspace import Workspace
 
 BIG = """
@@ -100,6 +102,23 @@ def test_corrupt_blob_on_restore_counts_as_a_miss(diamond: Workspace):
     assert statuses["a:gen"] == "local-hit"
     assert any("corrupt" in w for w in summary["warnings"])
     assert diamond.read("out/left.txt") == "HELLO\n"
+
+
+@pytest.mark.parametrize("restore", ["copy", "hardlink"])
+def test_missing_blob_on_restore_counts_as_a_miss(diamond: Workspace, restore: str):
+    config = diamond.read("nxrun.toml")
+    assert "[workspace]\n" in config
+    diamond.write("nxrun.toml", config.replace("[workspace]\n", f'[workspace]\nrestore = "{restore}"\n', 1))
+    diamond.run_json("c:join")
+    victim = next(p for p in _blob_files(diamond) if p.read_bytes() == b"HELLO\n")
+    victim.unlink()
+    (diamond.root / "out/left.txt").unlink()
+    summary = diamond.run_json("c:join")
+    statuses = diamond.statuses(summary)
+    assert statuses["b:left"] == "miss" and statuses["a:gen"] == "local-hit"
+    assert any("corrupt or missing blob" in w for w in summary["warnings"])
+    assert diamond.read("out/left.txt") == "HELLO\n"
+    assert not list((diamond.root / "out").glob(".nxrun-*.tmp"))
 
 
 def test_two_processes_share_one_cache_at_once(tmp_path: Path):
