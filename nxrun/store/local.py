@@ -94,9 +94,7 @@ class LocalStore:
         return self._conn
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
-        import sqlite_utils
-
-        db = sqlite_utils.Database(conn)
+        db = _sqlite_utils().Database(conn)
         conn.execute("BEGIN IMMEDIATE")
         try:
             if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
@@ -554,3 +552,21 @@ def _hit_row(entry: CacheEntry) -> str:
     files = [[o.path, o.kind, o.digest, o.size, o.mode, o.target] for o in entry.outputs]
     return json.dumps([entry.outputs_digest, entry.log_digest, entry.duration, entry.declared_outputs, files],
                       separators=(",", ":"))
+
+
+def _sqlite_utils():
+    """sqlite-utils, imported without numpy: it imports numpy, when installed, only to map numpy
+    types on insert, which nxrun never does, and that import is about half the cost of making a
+    new cache (0.1 s of a cold run)."""
+    import sys
+
+    if "sqlite_utils" in sys.modules or "numpy" in sys.modules:
+        import sqlite_utils
+
+        return sqlite_utils
+    sys.modules["numpy"] = None  # type: ignore[assignment]  # `import numpy` raises ImportError
+    try:
+        import sqlite_utils
+    finally:
+        del sys.modules["numpy"]
+    return sqlite_utils
