@@ -212,6 +212,12 @@ def _parse_size(text: str) -> int:
     return int(float(match.group(1)) * units[match.group(2).lower()])
 
 
+def _exclusive(obj: Context):
+    """The cache to ourselves: running nxrun processes finish first (they hold it shared)."""
+    return obj.store.exclusive(on_wait=lambda: click.echo(
+        f"waiting for the nxrun runs using {obj.store.cache_dir} to finish...", err=True))
+
+
 @cache.command()
 @click.option("--max-size", required=True, help="Keep at most this much (e.g. 20G); evicts least recently used.")
 @click.option("--keep-runs", type=click.IntRange(min=1), default=1000, show_default=True,
@@ -221,7 +227,8 @@ def _parse_size(text: str) -> int:
 def prune(obj: Context, max_size: str, keep_runs: int) -> None:
     """Evict least-recently-used entries down to --max-size, collect unreferenced blobs and trim
     per-task history to the last --keep-runs runs."""
-    result = obj.store.prune(_parse_size(max_size), keep_runs)
+    with _exclusive(obj):
+        result = obj.store.prune(_parse_size(max_size), keep_runs)
     click.echo(f"evicted {result['entries_evicted']} entries, removed {result['blobs_removed']} blobs "
                f"({result['bytes_removed'] / 1e6:.1f} MB); {result['bytes_kept'] / 1e6:.1f} MB kept; "
                f"{result['history_rows_removed']} history rows of older runs removed")
@@ -234,7 +241,8 @@ def clear(obj: Context, yes: bool) -> None:
     """Delete every entry and blob of the local cache (history is kept)."""
     if not yes and sys.stdin.isatty():
         click.confirm(f"Delete everything in {obj.store.cache_dir}?", abort=True)
-    obj.store.clear()
+    with _exclusive(obj):
+        obj.store.clear()
     click.echo(f"cleared {obj.store.cache_dir}")
 
 
@@ -242,7 +250,8 @@ def clear(obj: Context, yes: bool) -> None:
 @click.pass_obj
 def verify(obj: Context) -> None:
     """Re-hash every blob; report and drop corrupt blobs and the entries that need them."""
-    result = obj.store.verify(repair=True)
+    with _exclusive(obj):
+        result = obj.store.verify(repair=True)
     for digest in result["corrupt_blobs"]:
         click.echo(f"corrupt blob {digest} (removed)")
     for etag, task_id, reason in result["broken_entries"]:

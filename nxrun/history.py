@@ -28,7 +28,7 @@ class TaskRecord:
     explain: dict[str, str] = default_factory(dict)
     outputs_digest: str | None = None
     error: str = ""
-    explain_stored: bool = False  # its explain is in the store already (with the cache entry)
+    explain_stored: bool = False  # a hit: its explain was stored with the entry it came from
 
 
 @record
@@ -67,8 +67,8 @@ def save_run(store: LocalStore, run: RunRecord) -> int:
             "etag = excluded.etag, status = excluded.status, origin = excluded.origin, "
             "duration = excluded.duration, started = excluded.started",
             [(t.task_id, run_id, t.etag, t.status, t.origin, t.duration, t.started) for t in run.tasks if t.etag])
-        # explain manifests live in one table by ETag; a hit's or a cached miss's was stored with its
-        # entry, so only other rows (a failure, a miss that could not be cached) may bring a new one
+        # explain manifests live in one table by ETag; a hit's was stored with the entry it came
+        # from, so only the others (misses, failures) may bring a new one
         conn.executemany(
             "INSERT OR IGNORE INTO explains (etag, explain) VALUES (?, ?)",
             [(t.etag, encode_explain(t.explain)) for t in run.tasks

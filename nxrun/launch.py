@@ -28,7 +28,7 @@ def parse_run(argv: list[str]) -> tuple[str | None, list[str], list[str], dict] 
 
     directory = None
     i = 0
-    if argv[:1] in (["-C"], ["--directory"]) and len(argv) > 1:
+    if argv[:1] in (["-C"], ["--directory"]) and len(argv) > 1 and argv[1] != "--":
         directory, i = argv[1], 2
     elif argv and argv[0].startswith("--directory="):
         directory, i = argv[0].split("=", 1)[1], 1
@@ -56,8 +56,8 @@ def parse_run(argv: list[str]) -> tuple[str | None, list[str], list[str], dict] 
         if flag not in _VALUED or (eq and not flag.startswith("--")):
             return None                      # unknown, combined short flags, -p4: click decides
         if not eq:
-            if j >= len(rest):
-                return None                  # missing value: click prints the error
+            if j >= len(rest) or rest[j] == "--":
+                return None                  # missing value, or `--` taken as one: click decides
             value = rest[j]
             j += 1
         key = _VALUED[flag]

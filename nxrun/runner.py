@@ -129,6 +129,29 @@ _PREFETCH_FROM = 32
 _TOUCH_AFTER = 3600.0
 
 
+class _TerminateAsInterrupt:
+    """While a run is on, SIGTERM (a CI cancel, a timeout) stops it as Ctrl-C does: running tasks
+    are stopped, and the entries of finished ones and the history are written before exit."""
+
+    def __enter__(self):
+        import signal
+
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, self._previous)
+
+
 class Runner:
     def __init__(self, graph: TaskGraph, store: LocalStore, options: RunOptions, console: Console,
                  remote=None, argv: list[str] | None = None):
@@ -160,18 +183,20 @@ class Runner:
         started = time.time()
         wall = time.monotonic()
         selected = list(requested) if self.options.only else self.graph.with_dependencies(requested)
-        if len(selected) > _PREFETCH_FROM and not self.options.skip_cache:
-            self.store.prefetch_hits(selected)
-        self.console.start(sum(1 for t in selected if not self.graph.tasks[t].is_aggregate))
         digests: dict[str, str | None] = {}
-        try:
-            self._schedule(selected, digests)
-        except KeyboardInterrupt:
-            self._interrupt()
-            raise NxrunError("interrupted; running tasks were stopped and nothing of theirs was cached") from None
-        finally:
-            self.console.stop()
-            self._finish(started)
+        with self.store.in_use(), _TerminateAsInterrupt():
+            if len(selected) > _PREFETCH_FROM and not self.options.skip_cache:
+                self.store.prefetch_hits(selected)
+            self.console.start(sum(1 for t in selected if not self.graph.tasks[t].is_aggregate))
+            try:
+                self._schedule(selected, digests)
+            except KeyboardInterrupt:
+                self._interrupt()
+                raise NxrunError("interrupted; running tasks were stopped and nothing of theirs was cached") \
+                    from None
+            finally:
+                self.console.stop()
+                self._finish(started)
         ordered = {t: self.results[t] for t in selected if t in self.results}
         summary = self.remote.summary() if self.remote is not None else {}
         return RunResult(ordered, time.monotonic() - wall, self.warnings, summary)
@@ -211,43 +236,48 @@ class Runner:
             return result.status == "failed" and not self.options.keep_going
 
         with _LazyPool(max(1, self.options.parallel)) as pool:
-            while ready or running:
-                while ready:
-                    task_id = ready.popleft()
-                    bad = [d for d in remaining_deps[task_id]
-                           if self.results[d].status in ("failed", "skipped")]
-                    if bad or stop_launching:
-                        reason = f"dependency {bad[0]} {self.results[bad[0]].status}" if bad else \
-                            "an earlier task failed (use --keep-going to run independent tasks)"
-                        self._record_skip(task_id, reason)
-                        finished(task_id)
+            try:
+                while ready or running:
+                    while ready:
+                        task_id = ready.popleft()
+                        bad = [d for d in remaining_deps[task_id]
+                               if self.results[d].status in ("failed", "skipped")]
+                        if bad or stop_launching:
+                            reason = f"dependency {bad[0]} {self.results[bad[0]].status}" if bad else \
+                                "an earlier task failed (use --keep-going to run independent tasks)"
+                            self._record_skip(task_id, reason)
+                            finished(task_id)
+                            continue
+                        dep_digests = {d: digests.get(d) for d in tasks[task_id].deps}
+                        # hashing, lookup and local restore happen here, in the scheduling thread: a
+                        # cached task costs no thread hand-off; only misses (and remote lookups) go to
+                        # the pool
+                        try:
+                            outcome = self._prepare(tasks[task_id], dep_digests)
+                        except NxrunError:
+                            self._interrupt()
+                            raise
+                        if isinstance(outcome, TaskResult):
+                            stop_launching |= done_with(task_id, outcome)
+                        else:
+                            running[pool.submit(self._complete, tasks[task_id], outcome)] = task_id
+                    if not running:
                         continue
-                    dep_digests = {d: digests.get(d) for d in tasks[task_id].deps}
-                    # hashing, lookup and local restore happen here, in the scheduling thread: a
-                    # cached task costs no thread hand-off; only misses (and remote lookups) go to
-                    # the pool
-                    try:
-                        outcome = self._prepare(tasks[task_id], dep_digests)
-                    except NxrunError:
-                        self._interrupt()
-                        raise
-                    if isinstance(outcome, TaskResult):
-                        stop_launching |= done_with(task_id, outcome)
-                    else:
-                        running[pool.submit(self._complete, tasks[task_id], outcome)] = task_id
-                if not running:
-                    continue
-                from concurrent.futures import FIRST_COMPLETED, wait
+                    from concurrent.futures import FIRST_COMPLETED, wait
 
-                done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
-                for future in done:
-                    task_id = running.pop(future)
-                    try:
-                        result = future.result()
-                    except NxrunError:
-                        self._interrupt()
-                        raise
-                    stop_launching |= done_with(task_id, result)
+                    done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
+                    self._lost_entries(self.store.flush_due())
+                    for future in done:
+                        task_id = running.pop(future)
+                        try:
+                            result = future.result()
+                        except NxrunError:
+                            self._interrupt()
+                            raise
+                        stop_launching |= done_with(task_id, result)
+            except KeyboardInterrupt:
+                self._interrupt()   # before the pool waits for its workers: stop their commands first
+                raise
 
     def _record_skip(self, task_id: str, reason: str) -> None:
         self.results[task_id] = TaskResult(task_id, "skipped", note=reason)
@@ -498,7 +528,6 @@ class Runner:
                     outputs_digest=digest, log_digest=log_digest, exit_code=0, duration=duration,
                     created=time.time(), runtime_facts=self._public_facts(), explain=record.explain)
                 self.store.put_entry(entry, defer=True)
-                record.explain_stored = True
                 if self.remote is not None:
                     self.remote.upload(entry, self.store)
             except (OSError, sqlite3.Error) as exc:
@@ -549,6 +578,11 @@ class Runner:
         return components, etag_of(components)
 
     # ------------------------------------------------------------------ end of run
+    def _lost_entries(self, etags: list[str]) -> None:
+        if etags:
+            self._warn(f"{len(etags)} cache entries were not recorded: a blob they need was deleted meanwhile "
+                       "(by hand?); those tasks will run again next time.")
+
     def _warn(self, message: str) -> None:
         with self._lock:
             self.warnings.append(message)
@@ -579,10 +613,10 @@ class Runner:
     def _finish(self, started: float) -> None:
         try:
             self.store.sync()
-            self.store.flush_entries()
+            self._lost_entries(self.store.flush_entries() + self.store.take_lost())
         except (OSError, sqlite3.Error) as exc:
             lost = self.store.drop_deferred()
-            self._warn(f"could not write {lost} cache entries ({exc}); those tasks will run again next time.")
+            self._warn(f"could not write {len(lost)} cache entries ({exc}); those tasks will run again next time.")
         try:
             self.store.save_stat_cache(self.stat_cache.dirty)
             self.stat_cache.dirty = {}

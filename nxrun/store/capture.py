@@ -83,17 +83,30 @@ class LogCapture:
         self.size = 0
         self.path: Path | None = None
         self._file = None
+        self._stay_in_memory = False
+        self._error: OSError | None = None
 
     def write(self, data: bytes) -> None:
+        """Never raises: a task's output keeps streaming even when its log cannot be kept."""
         self.size += len(data)
+        if self._error is not None:
+            return
         if self._file is not None:
-            self._file.write(data)
+            try:
+                self._file.write(data)
+            except OSError as exc:   # the disk filled up: the log (and so the entry) is lost
+                self._error = exc
             return
         self.parts.append(data)
-        if self.size > self.spill_at:
-            self.path = self.store.temp_path()
-            self._file = open(self.path, "wb")
-            self._file.write(b"".join(self.parts))
+        if self.size > self.spill_at and not self._stay_in_memory:
+            try:
+                self.path, self._file = self.store.open_temp()
+                self._file.write(b"".join(self.parts))
+            except OSError:   # a full disk, say: keep the log in memory rather than fail the task
+                self.discard()
+                self.path, self._file = None, None
+                self._stay_in_memory = True
+                return
             self.parts = []
 
     def close(self) -> None:
@@ -101,8 +114,10 @@ class LogCapture:
             self._file.close()
 
     def store_blob(self) -> str:
-        """Put the log in the blob store; its digest."""
+        """Put the log in the blob store; its digest. OSError when it could not be kept."""
         self.close()
+        if self._error is not None:
+            raise self._error
         if self.path is not None:
             return self.store.put_file(self.path)[0]
         return self.store.put_bytes(b"".join(self.parts))[0]

@@ -14,6 +14,8 @@ because importing sqlite-utils costs more than a whole no-op run is allowed to t
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import sqlite3
@@ -73,6 +75,7 @@ class LocalStore:
         self._blob_folders: set[str] = set()   # blobs/ab folders known to exist
         self._deferred: dict[str, tuple[CacheEntry, str]] = {}   # put_entry(defer=True), not yet written
         self._deferred_since = 0.0
+        self._lost: list[str] = []   # ETags of deferred entries dropped by an automatic flush
         self._prefetched: dict[str, tuple] = {}   # etag -> (task_id, hit, last_used), see prefetch_hits
 
     # ------------------------------------------------------------------ database
@@ -97,43 +100,18 @@ class LocalStore:
         db = _sqlite_utils().Database(conn)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == SCHEMA_VERSION:
                 conn.execute("COMMIT")
                 return
-            for stale in ("entries", "explains", "stat_cache", "runs", "run_tasks", "task_latest", "bench_results"):
-                if db[stale].exists():
-                    db[stale].drop()
-            # `hit` holds what a cache hit reads, compactly (see get_hit); `manifest` the whole entry
-            db["entries"].create({"etag": str, "task_id": str, "manifest": str, "hit": str, "size": int,
-                                  "created": float, "last_used": float, "origin": str}, pk="etag")
-            db["entries"].create_index(["task_id"])
-            db["entries"].create_index(["last_used"])
-            # explain manifests by ETag, apart from the entries: a hit reads a small manifest however
-            # many input files its task has, and a run's history rows point here instead of copying
-            db["explains"].create({"etag": str, "explain": str}, pk="etag")
-            db["stat_cache"].create({"path": str, "size": int, "mtime_ns": int, "inode": int, "digest": str},
-                                    pk="path")
-            db["runs"].create({"id": int, "started": float, "finished": float, "argv": str, "cwd": str,
-                               "status": str, "tasks": int, "local_hits": int, "remote_hits": int,
-                               "misses": int, "failed": int, "skipped": int, "time_saved": float,
-                               "remote_skipped": int}, pk="id")
-            db["run_tasks"].create({"run_id": int, "task_id": str, "etag": str, "status": str, "origin": str,
-                                    "duration": float, "started": float, "saved": float,
-                                    "outputs_digest": str, "error": str})
-            # run_tasks only grows at its end (indexed by run_id alone): an index by task would take a
-            # write to nearly every one of its pages per run, a cost that grew with the history
-            db["run_tasks"].create_index(["run_id"])
-            # each task's latest recorded run with an ETag, updated in place: what `why` and `show` read
-            db["task_latest"].create({"task_id": str, "run_id": int, "etag": str, "status": str, "origin": str,
-                                      "duration": float, "started": float}, pk="task_id")
-            # benchmark figures read from bench tasks' JSON outputs (nxrun/bench_results.py), one row per
-            # (series, case, metric) of a distinct outputs digest: the trends `nxrun report` plots
-            db["bench_results"].create({"run_id": int, "task_id": str, "etag": str, "outputs_digest": str,
-                                        "time": float, "device": str, "backend": str, "file": str,
-                                        "series": str, "case": str, "metric": str, "value": float,
-                                        "baseline": int})
-            db["bench_results"].create_index(["task_id", "time"])
-            db["bench_results"].create_index(["task_id", "outputs_digest"])
+            if version == 4:
+                _migrate_from_4(db, conn)
+            else:   # a new cache, or one of a layout never released: start again
+                for stale in _TABLES:
+                    if db[stale].exists():
+                        db[stale].drop()
+                for name in _TABLES:
+                    _create_table(db, name)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
@@ -181,6 +159,16 @@ class LocalStore:
             self._tmp_ready = True
         return self.tmp_dir / f"{os.getpid()}-{os.urandom(12).hex()}"
 
+    def open_temp(self) -> tuple[Path, object]:
+        """A new temp file in the cache, open for writing: (path, unbuffered file)."""
+        temp = self.temp_path()
+        try:
+            return temp, open(temp, "wb", buffering=0)
+        except FileNotFoundError:   # the folder was removed under us: make it again
+            self._tmp_ready = False
+            temp = self.temp_path()
+            return temp, open(temp, "wb", buffering=0)
+
     def put_file(self, source: str | os.PathLike, known_digest: str | None = None) -> tuple[str, int]:
         """Copy a file into the blob store; returns (digest, size). Hashes while copying."""
         if known_digest and self.has_blob(known_digest):
@@ -192,9 +180,9 @@ class LocalStore:
             if not more and len(head) < _SMALL:
                 return self.put_bytes(head)
             head += more
-            temp = self.temp_path()
+            temp, dst = self.open_temp()
             try:
-                with open(temp, "wb", buffering=0) as dst:
+                with dst:
                     hasher = xxhash.xxh3_128(head)
                     write_all(dst, memoryview(head))
                     size = len(head)
@@ -215,11 +203,11 @@ class LocalStore:
     def put_bytes(self, data: bytes) -> tuple[str, int]:
         """Store `data` as a blob (no write at all when it is already stored); (digest, size)."""
         digest = xxhash.xxh3_128_hexdigest(data)
-        if digest in self.verified or self.has_blob(digest):
+        if self.has_blob(digest):
             return digest, len(data)
-        temp = self.temp_path()
+        temp, dst = self.open_temp()
         try:
-            with open(temp, "wb", buffering=0) as dst:
+            with dst:
                 write_all(dst, memoryview(data))
             return self._adopt(temp, digest), len(data)
         finally:
@@ -272,8 +260,11 @@ class LocalStore:
             os.replace(temp, destination)
 
     def read_blob(self, digest: str) -> bytes:
-        """A blob's contents, verified against its digest."""
-        data = self.blob_path(digest).read_bytes()
+        """A blob's contents, verified against its digest (CorruptBlob when wrong or missing)."""
+        try:
+            data = self.blob_path(digest).read_bytes()
+        except FileNotFoundError:
+            raise CorruptBlob(digest) from None
         if xxhash.xxh3_128_hexdigest(data) != digest:
             self.discard_blob(digest)
             raise CorruptBlob(digest)
@@ -347,7 +338,7 @@ class LocalStore:
         latest when the run ends): one write transaction per task was the largest cost of a cold
         run after the commands themselves. Until then get_entry sees it in memory; a crash before
         the flush loses only entries, never leaves one without its blobs."""
-        missing = [d for d in entry.blob_digests() if d not in self.verified and not self.has_blob(d)]
+        missing = [d for d in entry.blob_digests() if not self.has_blob(d)]
         if missing:
             raise FileNotFoundError(f"entry {entry.etag} needs blobs that are not stored: {missing[:3]}")
         if not defer:
@@ -360,25 +351,74 @@ class LocalStore:
             due = len(self._deferred) >= _DEFER_MAX or time.monotonic() - self._deferred_since > _DEFER_SECONDS
         if due:
             try:
-                self.flush_entries()
+                self._lost.extend(self.flush_entries())
             except (OSError, sqlite3.Error):
                 pass   # kept in memory: retried, and reported if it still fails, when the run ends
 
-    def flush_entries(self) -> None:
-        """Write deferred entries in one transaction."""
+    def flush_entries(self) -> list[str]:
+        """Write deferred entries in one transaction; the ETags of those dropped because a blob
+        they need is no longer there (they are not written: the task runs again next time)."""
         with self.lock:
             if not self._deferred:
-                return
-            batch = list(self._deferred.values())
+                return []
+            batch, lost = [], []
+            for etag, (entry, origin) in self._deferred.items():
+                if all(self.has_blob(d) for d in entry.blob_digests()):
+                    batch.append((entry, origin))
+                else:
+                    lost.append(etag)
             self.write(lambda conn: self._insert_entries(conn, batch))
             self._deferred.clear()
+            return lost
 
-    def drop_deferred(self) -> int:
-        """Forget deferred entries that could not be written; how many."""
+    def flush_due(self) -> list[str]:
+        """flush_entries when the oldest deferred entry has waited its time (the scheduler calls
+        this while tasks run, so finished work is recorded within about a second)."""
+        if self._deferred and time.monotonic() - self._deferred_since > _DEFER_SECONDS:
+            return self.flush_entries()
+        return []
+
+    def take_lost(self) -> list[str]:
+        lost, self._lost = self._lost, []
+        return lost
+
+    def drop_deferred(self) -> list[str]:
+        """Forget deferred entries that could not be written; their ETags."""
         with self.lock:
-            count = len(self._deferred)
+            etags = list(self._deferred)
             self._deferred.clear()
-            return count
+            return etags
+
+    # ------------------------------------------------------------------ who may delete
+    @contextlib.contextmanager
+    def in_use(self):
+        """Held (shared) by a run for its whole length: prune, clear and verify take the lock
+        exclusively, so they never delete blobs a running process has written but not yet
+        recorded in an entry."""
+        with self._cache_lock(fcntl.LOCK_SH):
+            yield
+
+    @contextlib.contextmanager
+    def exclusive(self, on_wait=None):
+        """Held by commands that delete blobs or entries; waits for running processes (calling
+        `on_wait` once, when it has to)."""
+        with self._cache_lock(fcntl.LOCK_EX, on_wait):
+            yield
+
+    @contextlib.contextmanager
+    def _cache_lock(self, kind: int, on_wait=None):
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.cache_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, kind | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait is not None:
+                    on_wait()
+                fcntl.flock(fd, kind)
+            yield
+        finally:
+            os.close(fd)   # closing releases the lock
 
     @staticmethod
     def _insert_entries(conn, batch: list[tuple[CacheEntry, str]]) -> None:
@@ -570,3 +610,79 @@ def _sqlite_utils():
     finally:
         del sys.modules["numpy"]
     return sqlite_utils
+
+
+_TABLES = ("entries", "explains", "stat_cache", "runs", "run_tasks", "task_latest", "bench_results")
+
+
+def _create_table(db, name: str) -> None:
+    if name == "entries":
+        # `hit` holds what a cache hit reads, compactly (see get_hit); `manifest` the whole entry
+        db["entries"].create({"etag": str, "task_id": str, "manifest": str, "hit": str, "size": int,
+                              "created": float, "last_used": float, "origin": str}, pk="etag")
+        db["entries"].create_index(["task_id"])
+        db["entries"].create_index(["last_used"])
+    elif name == "explains":
+        # explain manifests by ETag, apart from the entries: a hit reads a small manifest however
+        # many input files its task has, and a run's history rows point here instead of copying
+        db["explains"].create({"etag": str, "explain": str}, pk="etag")
+    elif name == "stat_cache":
+        db["stat_cache"].create({"path": str, "size": int, "mtime_ns": int, "inode": int, "digest": str},
+                                pk="path")
+    elif name == "runs":
+        db["runs"].create({"id": int, "started": float, "finished": float, "argv": str, "cwd": str,
+                           "status": str, "tasks": int, "local_hits": int, "remote_hits": int,
+                           "misses": int, "failed": int, "skipped": int, "time_saved": float,
+                           "remote_skipped": int}, pk="id")
+    elif name == "run_tasks":
+        db["run_tasks"].create({"run_id": int, "task_id": str, "etag": str, "status": str, "origin": str,
+                                "duration": float, "started": float, "saved": float,
+                                "outputs_digest": str, "error": str})
+        # run_tasks only grows at its end (indexed by run_id alone): an index by task would take a
+        # write to nearly every one of its pages per run, a cost that grew with the history
+        db["run_tasks"].create_index(["run_id"])
+    elif name == "task_latest":
+        # each task's latest recorded run with an ETag, updated in place: what `why` and `show` read
+        db["task_latest"].create({"task_id": str, "run_id": int, "etag": str, "status": str, "origin": str,
+                                  "duration": float, "started": float}, pk="task_id")
+    elif name == "bench_results":
+        # benchmark figures read from bench tasks' JSON outputs (nxrun/bench_results.py), one row per
+        # (series, case, metric) of a distinct outputs digest: the trends `nxrun report` plots
+        db["bench_results"].create({"run_id": int, "task_id": str, "etag": str, "outputs_digest": str,
+                                    "time": float, "device": str, "backend": str, "file": str,
+                                    "series": str, "case": str, "metric": str, "value": float,
+                                    "baseline": int})
+        db["bench_results"].create_index(["task_id", "time"])
+        db["bench_results"].create_index(["task_id", "outputs_digest"])
+
+
+def _migrate_from_4(db, conn: sqlite3.Connection) -> None:
+    """Layout 4 (nxrun 0.1.0 as first released) kept each explain inside its entry's manifest and
+    in every history row. Keep entries, history and bench figures; move the explains out."""
+    db["entries"].add_column("hit", str)
+    _create_table(db, "explains")
+    _create_table(db, "task_latest")
+    broken = []
+    for etag, manifest in conn.execute("SELECT etag, manifest FROM entries").fetchall():
+        try:
+            entry = CacheEntry.from_json(manifest)
+        except (ValueError, TypeError, KeyError):
+            broken.append((etag,))
+            continue
+        if entry.explain:
+            conn.execute("INSERT OR REPLACE INTO explains (etag, explain) VALUES (?, ?)",
+                         (etag, encode_explain(entry.explain)))
+        conn.execute("UPDATE entries SET manifest = ?, hit = ? WHERE etag = ?",
+                     (entry.to_json(explain=False), _hit_row(entry), etag))
+    conn.executemany("DELETE FROM entries WHERE etag = ?", broken)
+    conn.execute("INSERT OR IGNORE INTO explains (etag, explain) SELECT etag, explain FROM run_tasks "
+                 "WHERE etag IS NOT NULL AND explain IS NOT NULL AND explain != '{}'")
+    conn.execute("INSERT INTO task_latest (task_id, run_id, etag, status, origin, duration, started) "
+                 "SELECT task_id, run_id, etag, status, origin, duration, started FROM (SELECT *, ROW_NUMBER() "
+                 "OVER (PARTITION BY task_id ORDER BY run_id DESC, rowid DESC) AS position FROM run_tasks "
+                 "WHERE etag IS NOT NULL) WHERE position = 1")
+    conn.execute('DROP INDEX IF EXISTS "idx_run_tasks_task_id_run_id"')
+    try:
+        conn.execute('ALTER TABLE run_tasks DROP COLUMN "explain"')
+    except sqlite3.OperationalError:
+        pass   # SQLite before 3.35: the column stays, unused (rows are written with named columns)

@@ -152,3 +152,62 @@ depends-on = [{', '.join(f'"t{j}"' for j in range(max(0, i - 2), i))}]
             assert [ws.read(f"out{i}.txt") for i in range(40)] == [f"{i}\n" for i in range(40)]
     verify = workspaces[0].nxrun("cache", "verify", env={"NXRUN_CACHE_DIR": str(cache)})
     assert verify.returncode == 0, verify.stdout
+
+
+FAST_AND_SLOW = """
+[projects.p.targets.fast]
+command = "echo fast > fast.txt"
+inputs  = []
+outputs = ["fast.txt"]
+[projects.p.targets.slow]
+command = "sleep 30 && echo slow > slow.txt"
+inputs  = []
+outputs = ["slow.txt"]
+[projects.p.targets.all]
+depends-on = ["fast", "slow"]
+"""
+
+
+def _start_run(ws: Workspace, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "nxrun", "run", *args], cwd=ws.root, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=dict(os.environ, NO_COLOR="1"))
+
+
+def _wait_for(path: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_stopped_run_keeps_the_entries_of_tasks_that_finished(ws: Workspace, sig: int):
+    """Entries are written in batches, but a finished task's is recorded within about a second, and
+    SIGTERM (a CI cancel) stops running tasks and writes the rest before nxrun exits."""
+    ws.write("nxrun.toml", FAST_AND_SLOW)
+    process = _start_run(ws, "p:all")
+    _wait_for(ws.root / "fast.txt")
+    time.sleep(1.6 if sig == signal.SIGKILL else 0.2)
+    started = time.monotonic()
+    process.send_signal(sig)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode != 0
+    if sig == signal.SIGTERM:
+        # the slow task's command was stopped, not waited for
+        assert "interrupted" in output and time.monotonic() - started < 15, output
+    assert ws.statuses(ws.run_json("p:fast")) == {"p:fast": "local-hit"}
+    assert not (ws.root / "slow.txt").exists()
+
+
+def test_prune_waits_for_a_running_run_and_never_breaks_its_entries(ws: Workspace):
+    ws.write("nxrun.toml", FAST_AND_SLOW.replace("sleep 30", "sleep 2"))
+    process = _start_run(ws, "p:all")
+    _wait_for(ws.root / "fast.txt")
+    started = time.monotonic()
+    prune = ws.nxrun("cache", "prune", "--max-size", "10G", check=True)
+    assert "waiting for the nxrun runs" in prune.stderr
+    assert process.wait(timeout=30) == 0
+    assert time.monotonic() - started > 0.5          # it did wait for the run
+    verify = ws.nxrun("cache", "verify")
+    assert verify.returncode == 0, verify.stdout
+    assert ws.statuses(ws.run_json("p:all")) == {"p:fast": "local-hit", "p:slow": "local-hit"}

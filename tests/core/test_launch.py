@@ -37,7 +37,8 @@ LEFT_TO_CLICK = [
     [], ["--help"], ["run"], ["run", "--help"], ["run", "p:a", "-h"], ["run", "p:a", "--parallel"],
     ["run", "p:a", "-p", "x"], ["run", "p:a", "-p4"], ["run", "p:a", "-qp", "2"], ["run", "p:a", "--remote", "on"],
     ["run", "p:a", "--quiet=yes"], ["run", "p:a", "--frobnicate"], ["run", "p:a", "-p", "2", "-p", "3"],
-    ["run", "p:a", "-C", "x"], ["-C"], ["graph"], ["run-many", "-t", "build"], ["show", "p:a"], ["--version", "x"],
+    ["run", "p:a", "-C", "x"], ["-C"], ["-C", "--", "run", "p:a"], ["run", "p:b", "--namespace", "--", "--dry-run"],
+    ["run", "p:b", "-p", "--", "2"], ["graph"], ["run-many", "-t", "build"], ["show", "p:a"], ["--version", "x"],
 ]
 
 

@@ -1,0 +1,81 @@
+"""A cache made by nxrun 0.1.0 (index layout 4) keeps its entries, history and bench figures when a
+newer nxrun opens it."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from cli_workspace import Workspace
+
+# the index as nxrun 0.1.0 created it (sqlite-utils' DDL, PRAGMA user_version = 4)
+LAYOUT_4 = """
+CREATE TABLE "entries" ("etag" TEXT PRIMARY KEY, "task_id" TEXT, "manifest" TEXT, "size" INTEGER,
+    "created" REAL, "last_used" REAL, "origin" TEXT);
+CREATE INDEX "idx_entries_task_id" ON "entries" ("task_id");
+CREATE INDEX "idx_entries_last_used" ON "entries" ("last_used");
+CREATE TABLE "stat_cache" ("path" TEXT PRIMARY KEY, "size" INTEGER, "mtime_ns" INTEGER, "inode" INTEGER,
+    "digest" TEXT);
+CREATE TABLE "runs" ("id" INTEGER PRIMARY KEY, "started" REAL, "finished" REAL, "argv" TEXT, "cwd" TEXT,
+    "status" TEXT, "tasks" INTEGER, "local_hits" INTEGER, "remote_hits" INTEGER, "misses" INTEGER,
+    "failed" INTEGER, "skipped" INTEGER, "time_saved" REAL, "remote_skipped" INTEGER);
+CREATE TABLE "run_tasks" ("run_id" INTEGER, "task_id" TEXT, "etag" TEXT, "status" TEXT, "origin" TEXT,
+    "duration" REAL, "started" REAL, "saved" REAL, "explain" TEXT, "outputs_digest" TEXT, "error" TEXT);
+CREATE INDEX "idx_run_tasks_task_id_run_id" ON "run_tasks" ("task_id", "run_id");
+CREATE INDEX "idx_run_tasks_run_id" ON "run_tasks" ("run_id");
+CREATE TABLE "bench_results" ("run_id" INTEGER, "task_id" TEXT, "etag" TEXT, "outputs_digest" TEXT,
+    "time" REAL, "device" TEXT, "backend" TEXT, "file" TEXT, "series" TEXT, "case" TEXT, "metric" TEXT,
+    "value" REAL, "baseline" INTEGER);
+PRAGMA user_version = 4;
+"""
+
+
+def _rewrite_as_layout_4(index) -> None:
+    """Turn the index the current nxrun wrote into the one 0.1.0 would have written."""
+    new = sqlite3.connect(index)
+    explains = dict(new.execute("SELECT etag, explain FROM explains"))
+    entries = []
+    for etag, task_id, manifest, size, created, last_used, origin in new.execute(
+            "SELECT etag, task_id, manifest, size, created, last_used, origin FROM entries"):
+        data = json.loads(manifest)
+        data["explain"] = json.loads(explains[etag])
+        entries.append((etag, task_id, json.dumps(data, sort_keys=True, separators=(",", ":")), size, created,
+                        last_used, origin))
+    runs = new.execute("SELECT * FROM runs").fetchall()
+    run_tasks = [(*row[:8], explains.get(row[2], "{}"), *row[8:]) for row in new.execute(
+        "SELECT run_id, task_id, etag, status, origin, duration, started, saved, outputs_digest, error "
+        "FROM run_tasks")]
+    stat_cache = new.execute("SELECT * FROM stat_cache").fetchall()
+    new.close()
+    for suffix in ("", "-wal", "-shm"):
+        index.with_name(index.name + suffix).unlink(missing_ok=True)
+    old = sqlite3.connect(index)
+    old.executescript(LAYOUT_4)
+    old.executemany("INSERT INTO entries VALUES (?,?,?,?,?,?,?)", entries)
+    old.executemany(f"INSERT INTO runs VALUES ({','.join('?' * len(runs[0]))})", runs)
+    old.executemany("INSERT INTO run_tasks VALUES (?,?,?,?,?,?,?,?,?,?,?)", run_tasks)
+    old.executemany("INSERT INTO stat_cache VALUES (?,?,?,?,?)", stat_cache)
+    old.execute("INSERT INTO bench_results VALUES (1, 'c:join', 'e', 'd', 1.0, 'dev', 'cpu', 'f', 's', 'c', "
+                "'m', 2.5, 0)")
+    old.commit()
+    old.close()
+
+
+def test_a_layout_4_cache_keeps_entries_history_and_bench_figures(diamond: Workspace):
+    diamond.run_json("c:join")
+    diamond.run_json("c:join")
+    _rewrite_as_layout_4(diamond.root / ".nxrun" / "index.db")
+
+    summary = diamond.run_json("c:join")
+    assert set(diamond.statuses(summary).values()) == {"local-hit"}
+    history = json.loads(diamond.nxrun("history", "--json", check=True).stdout)
+    assert len(history) == 3 and history[-1]["misses"] == 4
+    assert "nothing changed" in diamond.nxrun("why", "a:gen", check=True).stdout
+    diamond.write("src/a.txt", "changed\n")
+    assert "changed  file:src/a.txt" in diamond.nxrun("why", "a:gen", check=True).stdout
+    index = sqlite3.connect(diamond.root / ".nxrun" / "index.db")
+    assert index.execute("PRAGMA user_version").fetchone()[0] >= 7
+    assert index.execute("SELECT count(*) FROM bench_results").fetchone()[0] == 1
+    assert index.execute("SELECT count(*) FROM entries WHERE hit IS NULL").fetchone()[0] == 0
+    index.close()
+    assert diamond.nxrun("cache", "verify").returncode == 0
