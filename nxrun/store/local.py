@@ -203,7 +203,9 @@ class LocalStore:
     def put_bytes(self, data: bytes) -> tuple[str, int]:
         """Store `data` as a blob (no write at all when it is already stored); (digest, size)."""
         digest = xxhash.xxh3_128_hexdigest(data)
-        if self.has_blob(digest):
+        # `verified`: blobs this process stored. While it runs it holds the cache shared (in_use), so
+        # nothing that deletes blobs (prune, clear, verify) can run beside it
+        if digest in self.verified or self.has_blob(digest):
             return digest, len(data)
         temp, dst = self.open_temp()
         try:
@@ -338,7 +340,7 @@ class LocalStore:
         latest when the run ends): one write transaction per task was the largest cost of a cold
         run after the commands themselves. Until then get_entry sees it in memory; a crash before
         the flush loses only entries, never leaves one without its blobs."""
-        missing = [d for d in entry.blob_digests() if not self.has_blob(d)]
+        missing = [d for d in entry.blob_digests() if d not in self.verified and not self.has_blob(d)]
         if missing:
             raise FileNotFoundError(f"entry {entry.etag} needs blobs that are not stored: {missing[:3]}")
         if not defer:
