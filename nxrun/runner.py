@@ -184,7 +184,8 @@ class Runner:
         wall = time.monotonic()
         selected = list(requested) if self.options.only else self.graph.with_dependencies(requested)
         digests: dict[str, str | None] = {}
-        with self.store.in_use(), _TerminateAsInterrupt():
+        waiting = f"waiting for a `nxrun cache prune`, `clear` or `verify` of {self.store.cache_dir} to finish..."
+        with self.store.in_use(on_wait=lambda: self.console.warn(waiting)), _TerminateAsInterrupt():
             if len(selected) > _PREFETCH_FROM and not self.options.skip_cache:
                 self.store.prefetch_hits(selected)
             self.console.start(sum(1 for t in selected if not self.graph.tasks[t].is_aggregate))

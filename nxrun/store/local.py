@@ -393,11 +393,11 @@ class LocalStore:
 
     # ------------------------------------------------------------------ who may delete
     @contextlib.contextmanager
-    def in_use(self):
+    def in_use(self, on_wait=None):
         """Held (shared) by a run for its whole length: prune, clear and verify take the lock
         exclusively, so they never delete blobs a running process has written but not yet
-        recorded in an entry."""
-        with self._cache_lock(fcntl.LOCK_SH):
+        recorded in an entry. `on_wait` is called once if the run has to wait for one of them."""
+        with self._cache_lock(fcntl.LOCK_SH, on_wait):
             yield
 
     @contextlib.contextmanager

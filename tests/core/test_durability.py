@@ -211,3 +211,21 @@ def test_prune_waits_for_a_running_run_and_never_breaks_its_entries(ws: Workspac
     verify = ws.nxrun("cache", "verify")
     assert verify.returncode == 0, verify.stdout
     assert ws.statuses(ws.run_json("p:all")) == {"p:fast": "local-hit", "p:slow": "local-hit"}
+
+
+def test_a_run_waits_for_a_prune_and_says_so(ws: Workspace):
+    import fcntl
+
+    ws.write("nxrun.toml", FAST_AND_SLOW)
+    ws.run_json("p:fast")
+    lock = os.open(ws.root / ".nxrun" / "lock", os.O_RDWR)
+    fcntl.flock(lock, fcntl.LOCK_EX)          # as `nxrun cache prune` holds it
+    try:
+        process = _start_run(ws, "p:fast")
+        time.sleep(0.5)
+        assert process.poll() is None           # still waiting
+    finally:
+        os.close(lock)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0
+    assert "waiting for a `nxrun cache prune`" in output and "1 local hits" in output
