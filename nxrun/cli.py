@@ -10,7 +10,7 @@ import click
 
 from . import __version__
 from .errors import NxrunError
-from .run_command import Context, execute, run_tasks
+from .run_command import Context, execute, print_error, run_tasks
 
 EXAMPLES = """
 \b
@@ -24,7 +24,7 @@ Examples:
 
 
 def _fail(message: str, code: int = 2):
-    click.echo(click.style("error: ", fg="red", bold=True) + message, err=True)
+    print_error(message)
     sys.exit(code)
 
 

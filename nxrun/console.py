@@ -14,14 +14,19 @@ _STATUS_COLORS = {"local-hit": "32", "remote-hit": "36", "miss": "33", "failed":
                   "predicted-hit": "32", "predicted-miss": "33", "unknown": "90"}
 
 
+def use_colour(stream) -> bool:
+    """ANSI colour only on a terminal, and not under NO_COLOR or TERM=dumb."""
+    isatty = getattr(stream, "isatty", lambda: False)()
+    return isatty and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
+
+
 class Console:
     def __init__(self, *, stream=None, prefix_tasks: bool = True, live: bool | None = None,
                  quiet: bool = False):
         self.stream = stream or sys.stdout
         self.lock = threading.RLock()
-        isatty = getattr(self.stream, "isatty", lambda: False)()
-        self.color = isatty and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
-        self.live = isatty if live is None else live
+        self.color = use_colour(self.stream)
+        self.live = getattr(self.stream, "isatty", lambda: False)() if live is None else live
         self.prefix_tasks = prefix_tasks
         self.quiet = quiet
         self._task_colors: dict[str, str] = {}

@@ -35,24 +35,40 @@ def digest_text(text: str) -> str:
     return xxhash.xxh3_128_hexdigest(text.encode("utf-8"))
 
 
+def read_head(handle) -> tuple[bytes, bool]:
+    """(the first bytes of an unbuffered file, whether that was all of it). Most files nxrun
+    hashes or stores are small: they take one read, and no large buffer is allocated and zeroed."""
+    head = handle.read(_SMALL_FILE)
+    if len(head) < _SMALL_FILE:
+        more = handle.read(_SMALL_FILE)   # b"" at the end of the file (a read may come up short)
+        if not more:
+            return head, True
+        head += more
+    return head, False
+
+
+def hash_rest(handle, hasher, write=None) -> int:
+    """Feed the rest of an unbuffered file to `hasher` in large chunks (several GB/s from the page
+    cache), passing each chunk to `write` too when given; how many bytes were read."""
+    buffer = bytearray(_READ_CHUNK)
+    view = memoryview(buffer)
+    total = 0
+    while count := handle.readinto(buffer):
+        hasher.update(view[:count])
+        if write is not None:
+            write(view[:count])
+        total += count
+    return total
+
+
 def digest_file(path: str | os.PathLike) -> str:
-    """xxh3-128 of a file's contents, read in large chunks (several GB/s from the page cache)."""
+    """xxh3-128 of a file's contents."""
     with open(path, "rb", buffering=0) as handle:
-        # most inputs are small: one read, and no large buffer to allocate and zero per file
-        head = handle.read(_SMALL_FILE)
-        if len(head) < _SMALL_FILE:
-            more = handle.read(_SMALL_FILE)   # b"" at the end of the file (a read may come up short)
-            if not more:
-                return xxhash.xxh3_128_hexdigest(head)
-            head += more
+        head, whole = read_head(handle)
+        if whole:
+            return xxhash.xxh3_128_hexdigest(head)
         hasher = xxhash.xxh3_128(head)
-        buffer = bytearray(_READ_CHUNK)
-        view = memoryview(buffer)
-        while True:
-            count = handle.readinto(buffer)
-            if not count:
-                break
-            hasher.update(view[:count])
+        hash_rest(handle, hasher)
     return hasher.hexdigest()
 
 

@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from .console import use_colour
 from .errors import NxrunError
 
 RUN_DEFAULTS = {"parallel": None, "keep_going": False, "skip_cache": False, "only": False, "dry_run": False,
@@ -64,11 +65,7 @@ class Context:
 
 
 def _paint(text: str, code: str, stream) -> str:
-    """ANSI colour on a terminal only, as click.style + click.echo would print it."""
-    isatty = getattr(stream, "isatty", lambda: False)()
-    if not isatty or "NO_COLOR" in os.environ or os.environ.get("TERM") == "dumb":
-        return text
-    return f"\033[{code}m{text}\033[0m"
+    return f"\033[{code}m{text}\033[0m" if use_colour(stream) else text
 
 
 def print_error(message: str) -> None:

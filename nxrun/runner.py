@@ -267,7 +267,7 @@ class Runner:
                     from concurrent.futures import FIRST_COMPLETED, wait
 
                     done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
-                    self._lost_entries(self.store.flush_due())
+                    self.store.flush_due()
                     for future in done:
                         task_id = running.pop(future)
                         try:
@@ -579,11 +579,6 @@ class Runner:
         return components, etag_of(components)
 
     # ------------------------------------------------------------------ end of run
-    def _lost_entries(self, etags: list[str]) -> None:
-        if etags:
-            self._warn(f"{len(etags)} cache entries were not recorded: a blob they need was deleted meanwhile "
-                       "(by hand?); those tasks will run again next time.")
-
     def _warn(self, message: str) -> None:
         with self._lock:
             self.warnings.append(message)
@@ -614,7 +609,7 @@ class Runner:
     def _finish(self, started: float) -> None:
         try:
             self.store.sync()
-            self._lost_entries(self.store.flush_entries() + self.store.take_lost())
+            self.store.flush_entries()
         except (OSError, sqlite3.Error) as exc:
             lost = self.store.drop_deferred()
             self._warn(f"could not write {len(lost)} cache entries ({exc}); those tasks will run again next time.")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from ..records import as_dict, default_factory, record
+from ..records import as_dict, default_factory, field_names, record
 
 ENTRY_FORMAT = 1
 
@@ -83,4 +83,4 @@ def encode_explain(explain: dict[str, str]) -> str:
     return json.dumps(explain, sort_keys=True, separators=(",", ":"))
 
 
-_ENTRY_FIELDS = frozenset(CacheEntry.__record_fields__)
+_ENTRY_FIELDS = frozenset(field_names(CacheEntry))

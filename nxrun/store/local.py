@@ -26,11 +26,10 @@ from pathlib import Path
 
 import xxhash
 
+from ..hashing import digest_file, hash_rest, read_head
 from . import CacheEntry, CorruptBlob, OutputRecord, encode_explain
 
 SCHEMA_VERSION = 7
-_CHUNK = 8 << 20
-_SMALL = 1 << 20
 _DEFER_MAX = 200          # deferred entries written together at most this many ...
 _DEFER_SECONDS = 1.0      # ... or this long after the first
 
@@ -75,7 +74,6 @@ class LocalStore:
         self._blob_folders: set[str] = set()   # blobs/ab folders known to exist
         self._deferred: dict[str, tuple[CacheEntry, str]] = {}   # put_entry(defer=True), not yet written
         self._deferred_since = 0.0
-        self._lost: list[str] = []   # ETags of deferred entries dropped by an automatic flush
         self._prefetched: dict[str, tuple] = {}   # etag -> (task_id, hit, last_used), see prefetch_hits
 
     # ------------------------------------------------------------------ database
@@ -174,27 +172,15 @@ class LocalStore:
         if known_digest and self.has_blob(known_digest):
             return known_digest, os.path.getsize(source)
         with open(source, "rb", buffering=0) as src:
-            # most outputs and logs are small: one read and one write, no large buffer to zero
-            head = src.read(_SMALL)
-            more = src.read(_SMALL) if len(head) < _SMALL else b""   # b"" at the end (a read may come up short)
-            if not more and len(head) < _SMALL:
+            head, whole = read_head(src)
+            if whole:
                 return self.put_bytes(head)
-            head += more
             temp, dst = self.open_temp()
             try:
                 with dst:
                     hasher = xxhash.xxh3_128(head)
                     write_all(dst, memoryview(head))
-                    size = len(head)
-                    buffer = bytearray(_CHUNK)
-                    view = memoryview(buffer)
-                    while True:
-                        count = src.readinto(buffer)
-                        if not count:
-                            break
-                        hasher.update(view[:count])
-                        write_all(dst, view[:count])
-                        size += count
+                    size = len(head) + hash_rest(src, hasher, lambda chunk: write_all(dst, chunk))
                 return self._adopt(temp, hasher.hexdigest()), size
             finally:
                 if temp.exists():
@@ -224,8 +210,7 @@ class LocalStore:
     def put_verified_file(self, temp: Path, digest: str) -> None:
         """Adopt a temp file (already hashed to `digest`) as a blob."""
         try:
-            self._commit_blob(temp, digest)
-            self.verified.add(digest)
+            self._adopt(temp, digest)
         finally:
             if temp.exists():
                 temp.unlink()
@@ -350,39 +335,29 @@ class LocalStore:
             if not self._deferred:
                 self._deferred_since = time.monotonic()
             self._deferred[entry.etag] = (entry, origin)
-            due = len(self._deferred) >= _DEFER_MAX or time.monotonic() - self._deferred_since > _DEFER_SECONDS
-        if due:
-            try:
-                self._lost.extend(self.flush_entries())
-            except (OSError, sqlite3.Error):
-                pass   # kept in memory: retried, and reported if it still fails, when the run ends
+        self.flush_due()
 
-    def flush_entries(self) -> list[str]:
-        """Write deferred entries in one transaction; the ETags of those dropped because a blob
-        they need is no longer there (they are not written: the task runs again next time)."""
+    def flush_entries(self) -> None:
+        """Write deferred entries in one transaction. put_entry checked their blobs, and the run's
+        shared lock (in_use) keeps anything that deletes blobs away until it ends."""
         with self.lock:
             if not self._deferred:
-                return []
-            batch, lost = [], []
-            for etag, (entry, origin) in self._deferred.items():
-                if all(self.has_blob(d) for d in entry.blob_digests()):
-                    batch.append((entry, origin))
-                else:
-                    lost.append(etag)
+                return
+            batch = list(self._deferred.values())
             self.write(lambda conn: self._insert_entries(conn, batch))
             self._deferred.clear()
-            return lost
 
-    def flush_due(self) -> list[str]:
-        """flush_entries when the oldest deferred entry has waited its time (the scheduler calls
-        this while tasks run, so finished work is recorded within about a second)."""
-        if self._deferred and time.monotonic() - self._deferred_since > _DEFER_SECONDS:
-            return self.flush_entries()
-        return []
-
-    def take_lost(self) -> list[str]:
-        lost, self._lost = self._lost, []
-        return lost
+    def flush_due(self) -> None:
+        """flush_entries when enough entries are deferred or the oldest has waited its time (the
+        scheduler calls this while tasks run too, so finished work is recorded within about a
+        second). A write that fails keeps them in memory: flush_entries at the end of the run
+        tries again and reports it."""
+        if self._deferred and (len(self._deferred) >= _DEFER_MAX
+                               or time.monotonic() - self._deferred_since > _DEFER_SECONDS):
+            try:
+                self.flush_entries()
+            except (OSError, sqlite3.Error):
+                pass
 
     def drop_deferred(self) -> list[str]:
         """Forget deferred entries that could not be written; their ETags."""
@@ -565,11 +540,7 @@ class LocalStore:
         need them or need blobs that are gone."""
         corrupt = []
         for digest, path in self.iter_blobs():
-            hasher = xxhash.xxh3_128()
-            with open(path, "rb") as handle:
-                while chunk := handle.read(_CHUNK):
-                    hasher.update(chunk)
-            if hasher.hexdigest() != digest:
+            if digest_file(path) != digest:
                 corrupt.append(digest)
                 if repair:
                     path.unlink()

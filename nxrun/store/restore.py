@@ -16,13 +16,12 @@ from pathlib import Path
 
 import xxhash
 
-from ..hashing import StatCache
+from ..hashing import StatCache, digest_file, hash_rest
 from . import CacheEntry, CorruptBlob, OutputRecord
 from .local import LocalStore, write_all
 from .safety import check_entry
 
 _FICLONE = 0x40049409
-_CHUNK = 8 << 20
 
 
 def _remove(path: str) -> None:
@@ -67,15 +66,7 @@ def _copy_verified(blob: Path, temp: str, digest: str, mode: int) -> os.stat_res
                 hasher.update(data)
                 write_all(dst, memoryview(data))
             else:
-                buffer = bytearray(_CHUNK)
-                view = memoryview(buffer)
-                while True:
-                    count = src.readinto(buffer)
-                    if not count:
-                        break
-                    hasher.update(view[:count])
-                    if not cloned:
-                        write_all(dst, view[:count])
+                hash_rest(src, hasher, None if cloned else lambda chunk: write_all(dst, chunk))
             os.fchmod(dst.fileno(), mode)
             written = os.fstat(dst.fileno())
     if hasher.hexdigest() != digest:
@@ -85,11 +76,11 @@ def _copy_verified(blob: Path, temp: str, digest: str, mode: int) -> os.stat_res
 
 
 def _verify_blob(blob: Path, digest: str) -> None:
-    hasher = xxhash.xxh3_128()
-    with _open_blob(blob, digest) as src:
-        while chunk := src.read(_CHUNK):
-            hasher.update(chunk)
-    if hasher.hexdigest() != digest:
+    try:
+        actual = digest_file(blob)
+    except FileNotFoundError:
+        raise CorruptBlob(digest) from None
+    if actual != digest:
         raise CorruptBlob(digest)
 
 

@@ -21,13 +21,13 @@ import re
 import sys
 import threading
 import time
-import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import xxhash
 
 from ..errors import ConfigError, NxrunError
+from ..hashing import hash_rest
 from ..records import as_dict
 from . import CacheEntry, CorruptBlob, UnsafeEntry
 from .breaker import OutageBreaker
@@ -292,8 +292,7 @@ class RemoteCache:
 
     def _download_blob(self, namespace: str, digest: str, expected_size: int, local_store: LocalStore) -> None:
         key = self._key(namespace, "blobs", digest)
-        local_store.tmp_dir.mkdir(parents=True, exist_ok=True)
-        temp = local_store.tmp_dir / f"{os.getpid()}-remote-{uuid.uuid4().hex}"
+        temp = local_store.temp_path()
         try:
             hasher = xxhash.xxh3_128()
             if expected_size >= MULTIPART_THRESHOLD:
@@ -305,8 +304,7 @@ class RemoteCache:
                 except ValueError as exc:
                     raise CorruptBlob(str(exc)) from None
                 with open(temp, "rb+", buffering=0) as handle:
-                    while chunk := handle.read(8 << 20):
-                        hasher.update(chunk)
+                    hash_rest(handle, hasher)
                     os.fsync(handle.fileno())
                 size = os.path.getsize(temp)
             else:
