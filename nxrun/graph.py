@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 
-from .config import ProjectSpec, TargetSpec, Workspace
+from .config import ProjectSpec, TargetSpec, Workspace, matrix_value_problem
 from .errors import ConfigError, GraphError, did_you_mean
 from .hashing import FileIndex, compile_glob, has_magic, literal_prefix
 from .records import default_factory, record
@@ -166,12 +166,19 @@ class TaskGraph:
         return graph
 
 
+def _matrix_glob_files(pattern: str, file_index: FileIndex) -> list[str]:
+    regex = compile_glob(pattern)
+    return [f for f in file_index.files_under(literal_prefix(pattern)) if regex.match(f)] \
+        if has_magic(pattern) else ([pattern] if (file_index.root / pattern).is_file() else [])
+
+
+def _stem(path: str) -> str:
+    return path.rpartition("/")[2].split(".")[0]
+
+
 def matrix_glob_stems(pattern: str, file_index: FileIndex) -> list[str]:
     """Stems of the files a workspace-relative `glob:` matrix pattern matches."""
-    regex = compile_glob(pattern)
-    files = [f for f in file_index.files_under(literal_prefix(pattern)) if regex.match(f)] \
-        if has_magic(pattern) else ([pattern] if (file_index.root / pattern).is_file() else [])
-    return sorted({Path(f).name.split(".")[0] for f in files})
+    return sorted({_stem(f) for f in _matrix_glob_files(pattern, file_index)})
 
 
 def _matrix_values(spec: TargetSpec, project: ProjectSpec, file_index: FileIndex,
@@ -180,7 +187,18 @@ def _matrix_values(spec: TargetSpec, project: ProjectSpec, file_index: FileIndex
     for axis, values in spec.matrix.items():
         if isinstance(values, str):
             pattern = _workspace_path(project, values[len("glob:"):], spec, "matrix glob")
-            stems = matrix_glob_stems(pattern, file_index)
+            files = _matrix_glob_files(pattern, file_index)
+            for path in files:
+                problem = matrix_value_problem(_stem(path), from_file_name=True)
+                if problem:
+                    raise ConfigError(
+                        f"{spec.source}: matrix axis '{axis}' of '{spec.project}:{spec.name}' is {values!r}, which "
+                        f"matches the file {path!r}; its stem {_stem(path)!r} cannot be a matrix value: it "
+                        f"{problem}. A matrix value is pasted into the command, paths and task ids as it is. "
+                        "Rename the file, narrow the pattern so that it does not match, or list the values "
+                        f"(matrix = {{ {axis} = [\"a\", \"b\"] }}) instead of the glob."
+                    )
+            stems = sorted({_stem(path) for path in files})
             matrix_globs[pattern] = stems
             if not stems:
                 raise ConfigError(f"{spec.source}: matrix axis '{axis}' of '{spec.project}:{spec.name}' is "
