@@ -167,3 +167,19 @@ def test_a_tasks_own_nested_outputs_fold_into_the_outer_one(ws: Workspace):
     shutil.rmtree(ws.root / "out")
     assert ws.statuses(ws.run_json("p:t")) == {"p:t": "local-hit"}
     assert ws.read("out/a/f.txt") == "f\n" and ws.read("out/g.txt") == "g\n"
+
+
+def test_the_check_runs_where_the_graph_is_built_and_not_on_a_run_from_the_snapshot(ws: Workspace, monkeypatch):
+    from nxrun import graph, snapshot
+
+    ws.write("nxrun.toml", '[projects.p.targets.t]\ncommand = "true"\ninputs = []\noutputs = ["out"]\n')
+    checks = []
+    real_check = graph._check_output_owners
+    monkeypatch.setattr(graph, "_check_output_owners", lambda *args: checks.append(1) or real_check(*args))
+    assert snapshot.load_graph(ws.root).tasks["p:t"].outputs == ["out"]
+    assert snapshot.load_graph(ws.root).tasks["p:t"].outputs == ["out"]
+    assert checks == [1]
+    ws.write("nxrun.toml", '[projects.p.targets.t]\ncommand = "true"\ninputs = []\noutputs = ["out", "out/x"]\n'
+                           '[projects.p.targets.u]\ncommand = "true"\ninputs = []\noutputs = ["./out/x"]\n')
+    with pytest.raises(graph.ConfigError, match="claim the same files"):
+        snapshot.load_graph(ws.root)
