@@ -95,10 +95,11 @@ def _inside(outer: str, inner: str) -> bool:
     return inner == outer or inner.startswith(outer + "/")
 
 
-def _path_order(path: str) -> list[str]:
-    # by components, so that a folder sorts right before everything below it: "out" < "out/a" <
-    # "out-x", where string order would put "out-x" between "out" and "out/a"
-    return path.split("/")
+def _path_order(path: str) -> str:
+    # component order, so that a folder sorts right before everything below it: "out" < "out/a" <
+    # "out-x", where string order would put "out-x" between "out" and "out/a". With "/" as "\0",
+    # which sorts before every character a path holds, string order is component order.
+    return path.replace("/", "\0")
 
 
 def own_outputs(paths: list[str]) -> list[str]:
