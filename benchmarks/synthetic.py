@@ -57,9 +57,13 @@ def generate(root: Path, tasks: int, parallel: int = 4, seed: int = 0) -> None:
     (root / "out").mkdir(exist_ok=True)
 
 
-def generate_packages(root: Path, tasks: int, parallel: int = 4, seed: int = 0) -> None:
-    """One project folder per task (`projects = ["packages/*"]`), default inputs."""
+def generate_packages(root: Path, tasks: int, parallel: int = 4, seed: int = 0, shared: int = 0) -> None:
+    """One project folder per task (`projects = ["packages/*"]`), default inputs; with `shared`,
+    that many workspace files (shared/, as a lockfile or a base tsconfig) in every task's inputs."""
     root.mkdir(parents=True, exist_ok=True)
+    for k in range(shared):
+        (root / "shared").mkdir(exist_ok=True)
+        (root / "shared" / f"s{k}.txt").write_text(f"shared {k}\n")
     _inputs(root, lambda i: f"packages/p{i}/src/in.txt", tasks, seed)
     for i in range(tasks):
         parent = (i - 1) // 2
@@ -75,7 +79,10 @@ def generate_packages(root: Path, tasks: int, parallel: int = 4, seed: int = 0) 
         folder = root / "packages" / f"p{i}"
         (folder / "nxrun.toml").write_text("\n".join(lines) + "\n")
         (folder / "dist").mkdir(exist_ok=True)
-    lines = ["[workspace]", f"parallel = {parallel}", 'projects = ["packages/*"]', "",
+    lines = ["[workspace]", f"parallel = {parallel}", 'projects = ["packages/*"]']
+    if shared:
+        lines.append('default-inputs = ["**/*", "{workspace}/shared/**/*"]')
+    lines += ["",
              "[projects.tree.targets.all]",
              "depends-on = [" + ", ".join(f'"p{i}:build"' for i in range(tasks)) + "]", ""]
     (root / "nxrun.toml").write_text("\n".join(lines))
@@ -150,13 +157,14 @@ if __name__ == "__main__":
     parser.add_argument("--tasks", type=int, default=500)
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--layout", choices=LAYOUTS, default="onefile")
+    parser.add_argument("--shared", type=int, default=0, help="packages layout: shared input files")
     parser.add_argument("--files", type=int, default=6000, help="deep layout: output files")
     parser.add_argument("--folders", type=int, default=2000, help="deep layout: output folders")
     args = parser.parse_args()
     if args.layout == "onefile":
         generate(args.dir, args.tasks, args.parallel)
     elif args.layout == "packages":
-        generate_packages(args.dir, args.tasks, args.parallel)
+        generate_packages(args.dir, args.tasks, args.parallel, shared=args.shared)
     elif args.layout == "dodo":
         generate_dodo(args.dir, args.tasks)
     else:
