@@ -44,7 +44,7 @@ from synthetic import generate, generate_deep, generate_dodo, generate_packages,
 DOIT_VERSION = "0.37.0"
 SCENARIOS = ("cold", "no-op", "leaf changed", "restore", "run-many no-op")
 ONE_FILE, PACKAGES, DOIT = "one file, explicit inputs", "one folder per task, default inputs", "doit"
-QUICK = 3   # samples of the quick scenarios per round (cheap, and one sample is at a hiccup's mercy)
+LAYOUTS = {"onefile": ONE_FILE, "packages": PACKAGES, "doit": DOIT}
 DEEP_AUTO, DEEP_LINK, CP = 'nxrun, restore = "auto"', 'nxrun, restore = "hardlink"', "cp -r"
 
 
@@ -87,12 +87,10 @@ def doit_command(venv: Path) -> list[str] | None:
     return [str(doit)]
 
 
-def tree_cases(base: Path, tasks: int, parallel: int, doit: list[str] | None) -> list[Case]:
+def tree_cases(base: Path, tasks: int, parallel: int, doit: list[str] | None, layouts: list[str]) -> list[Case]:
     run = [*NXRUN, "run", "-q", "tree:all"]
     one = base / f"onefile-{tasks}"
-    generate(one, tasks, parallel)
     packages = base / f"packages-{tasks}"
-    generate_packages(packages, tasks, parallel)
 
     def package_dists() -> list[Path]:
         return [packages / "packages" / f"p{i}" / "dist" for i in range(tasks)]
@@ -106,12 +104,15 @@ def tree_cases(base: Path, tasks: int, parallel: int, doit: list[str] | None) ->
         for dist in package_dists():
             _fresh_folder(dist)
 
-    cases = [
-        Case(ONE_FILE, one, run, lambda: _remove(one / "out"),
-             lambda: (_remove(one / ".nxrun"), _fresh_folder(one / "out"))),
-        Case(PACKAGES, packages, run, clear_package_outputs, clear_package_cache, "packages"),
-    ]
-    if doit:
+    cases = []
+    if "onefile" in layouts:
+        generate(one, tasks, parallel)
+        cases.append(Case(ONE_FILE, one, run, lambda: _remove(one / "out"),
+                          lambda: (_remove(one / ".nxrun"), _fresh_folder(one / "out"))))
+    if "packages" in layouts:
+        generate_packages(packages, tasks, parallel)
+        cases.append(Case(PACKAGES, packages, run, clear_package_outputs, clear_package_cache, "packages"))
+    if doit and "doit" in layouts:
         plain = base / f"doit-{tasks}"
         generate_dodo(plain, tasks)
 
@@ -129,7 +130,8 @@ def tree_cases(base: Path, tasks: int, parallel: int, doit: list[str] | None) ->
 Samples = dict[tuple, list[tuple[float, float]]]
 
 
-def bench_trees(cases: list[Case], tasks: int, rounds: int, scenarios: list[str], samples: Samples) -> None:
+def bench_trees(cases: list[Case], tasks: int, rounds: int, quick: int, scenarios: list[str],
+                samples: Samples) -> None:
     def take(scenario: str, case: Case, command: list[str] | None = None) -> None:
         samples.setdefault((tasks, scenario, case.label), []).append(measured(command or case.command, case.root))
 
@@ -144,28 +146,28 @@ def bench_trees(cases: list[Case], tasks: int, rounds: int, scenarios: list[str]
                     measured(case.command, case.root)
             measured(case.command, case.root)   # settle: files written in the racy window are re-hashed once
         if "no-op" in scenarios:
-            for _ in range(QUICK):
+            for _ in range(quick):
                 for case in cases:
                     take("no-op", case)
         if "run-many no-op" in scenarios:
-            for _ in range(QUICK):
+            for _ in range(quick):
                 for case in cases:
                     if case.layout == "packages":
                         take("run-many no-op", case, [*NXRUN, "run-many", "-q", "-t", "build"])
         if "leaf changed" in scenarios:
-            for k in range(QUICK):
+            for k in range(quick):
                 for case in cases:
                     touch_input(case.root, tasks - 1, f"leaf{r}-{k}", case.layout)
                     take("leaf changed", case)
         if "restore" in scenarios:
-            for _ in range(QUICK):
+            for _ in range(quick):
                 for case in cases:
                     case.clear_outputs()
                     take("restore", case)
 
 
-def bench_deep(base: Path, files: int, folders: int, rounds: int, parallel: int, scenarios: list[str],
-               samples: Samples) -> None:
+def bench_deep(base: Path, files: int, folders: int, rounds: int, quick: int, parallel: int,
+               scenarios: list[str], samples: Samples) -> None:
     run = [*NXRUN, "run", "-q", "deep:gen"]
     auto, link = base / "deep-auto", base / "deep-hardlink"
     generate_deep(auto, files, folders, "auto", parallel)
@@ -189,17 +191,17 @@ def bench_deep(base: Path, files: int, folders: int, rounds: int, parallel: int,
         if r == 0:
             shutil.copytree(auto / "out", pristine, symlinks=True)
         if "no-op" in scenarios:
-            for _ in range(QUICK):
+            for _ in range(quick):
                 take("no-op", DEEP_AUTO, run, auto)
                 take("no-op", DEEP_LINK, run, link)
         if "leaf changed" in scenarios:
             # the deep shape's "leaf": one file of the cached output tree edited; the hit puts it back
             edited = auto / "out" / "f0.txt"
-            for k in range(QUICK):
+            for k in range(quick):
                 edited.write_text(f"edited {r}-{k}\n")
                 take("one output file edited", DEEP_AUTO, run, auto)
         if "restore" in scenarios:
-            for _ in range(QUICK):
+            for _ in range(quick):
                 _remove(auto / "out")
                 take("restore", DEEP_AUTO, run, auto)
                 _remove(link / "out")
@@ -263,8 +265,8 @@ def growth(samples: Samples, sizes: list[int]) -> list[str]:
             if t_low and t_high:
                 parts.append(f"{scenario} exponent {math.log(t_high / t_low) / math.log(high / low):.2f}")
                 if scenario == "no-op":
-                    parts.append(f"no-op {1e3 * (t_high - t_low) / (high - low):.3f} ms/task "
-                                 f"({1e3 * t_high / high:.3f} ms/task in all at N = {high})")
+                    parts.append(f"no-op {1e3 * (t_high - t_low) / (high - low):.3f} ms per added task "
+                                 f"({1e3 * t_high / high:.3f} ms per task, start-up included, at N = {high})")
         if parts:
             lines.append(f"  {label}: " + "; ".join(parts))
     return lines
@@ -273,7 +275,11 @@ def growth(samples: Samples, sizes: list[int]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 2000])
-    parser.add_argument("--repeat", type=int, default=3, help="rounds (each quick scenario takes 3 samples a round)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds")
+    parser.add_argument("--quick", type=int, default=3,
+                        help="samples a round of no-op, leaf changed and restore (cheap, and one sample is at a "
+                             "shared machine's mercy)")
+    parser.add_argument("--layouts", nargs="+", choices=list(LAYOUTS), default=list(LAYOUTS))
     parser.add_argument("--parallel", type=int, default=4)
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     parser.add_argument("--deep-files", type=int, default=6000)
@@ -296,19 +302,20 @@ def main() -> None:
         for n in args.sizes:
             folder = base / f"n{n}"
             folder.mkdir()
-            bench_trees(tree_cases(folder, n, args.parallel, doit), n, args.repeat, args.scenarios, samples)
+            bench_trees(tree_cases(folder, n, args.parallel, doit, args.layouts), n, args.repeat, args.quick,
+                        args.scenarios, samples)
             shutil.rmtree(folder)
         if not args.skip_deep:
             folder = base / "deep"
             folder.mkdir()
-            bench_deep(folder, args.deep_files, args.deep_folders, args.repeat, args.parallel, args.scenarios,
-                       samples)
+            bench_deep(folder, args.deep_files, args.deep_folders, args.repeat, args.quick, args.parallel,
+                       args.scenarios, samples)
             shutil.rmtree(folder)
         reference_after = machine_reference(base)
     load_after = os.getloadavg()
 
     print(f"nxrun monorepo benchmark: medians of {args.repeat} rounds, cases interleaved (no-op, leaf "
-          f"changed, restore: {QUICK} samples a round), --parallel {args.parallel} (doit: -n {args.parallel} "
+          f"changed, restore: {args.quick} samples a round), --parallel {args.parallel} (doit: -n {args.parallel} "
           f"-P thread, doit {DOIT_VERSION if doit else 'not installed'}), {os.cpu_count()} CPUs, "
           f"python {sys.version.split()[0]}")
     print("\nwall seconds:")
@@ -327,7 +334,7 @@ def main() -> None:
         + f"; load average (1 min) {load_before[0]:.1f} / {load_after[0]:.1f}")
     if args.json:
         args.json.write_text(json.dumps({
-            "sizes": args.sizes, "repeat": args.repeat, "parallel": args.parallel,
+            "sizes": args.sizes, "repeat": args.repeat, "quick": args.quick, "parallel": args.parallel,
             "samples": [{"key": list(key), "wall": [w for w, _ in values], "cpu": [c for _, c in values]}
                         for key, values in samples.items()],
             "machine": {"before": reference, "after": reference_after, "load": [load_before, load_after]},
