@@ -14,11 +14,11 @@ is taken for A, B, C in turn, then again (A B C A B C ...), so a shared machine'
 all of them alike. Figures are medians of wall seconds; a second table gives CPU seconds (user +
 system of the command and its children), which a loaded machine disturbs much less.
 
-    python benchmarks/monorepo_bench.py --sizes 500 2000              # a few minutes
-    python benchmarks/monorepo_bench.py --sizes 500 1000 2000 10000   # the full table
+    python benchmarks/monorepo_bench.py --sizes 500 2000                          # a few minutes
+    python benchmarks/monorepo_bench.py --sizes 500 1000 2000 10000 --repeat 3    # the full table
 
-At N = 10,000 a run can take minutes per sample on a slow build: narrow it with --scenarios and
---repeat. The growth exponent is the log-log slope of the median between N = 1000 and N = 10,000
+At N = 10,000 a run can take minutes per sample on a slow build: narrow it with --scenarios,
+--layouts, --quick and --repeat. The growth exponent is the log-log slope of the median between N = 1000 and N = 10,000
 (or the smallest and largest N measured).
 """
 
@@ -275,7 +275,8 @@ def growth(samples: Samples, sizes: list[int]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 2000])
-    parser.add_argument("--repeat", type=int, default=3, help="rounds")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds: cold is sampled once a round, the quick scenarios --quick times")
     parser.add_argument("--quick", type=int, default=3,
                         help="samples a round of no-op, leaf changed and restore (cheap, and one sample is at a "
                              "shared machine's mercy)")
