@@ -251,19 +251,17 @@ def clear(obj: Context, yes: bool) -> None:
 def verify(obj: Context) -> None:
     """Check the index and re-hash every blob; report and drop corrupt blobs and the entries that need
     them; move a damaged index aside and rebuild it with what can be read."""
+    notices: list[str] = []
+    obj.store.report_to(notices.append)   # part of the report: on stdout, not as warnings
     with _exclusive(obj):
         result = obj.store.verify(repair=True)
-    if result["index_problems"]:
-        problems = "; ".join(result["index_problems"][:3])
-        click.echo(f"index {obj.store.db_path} is damaged ({problems}); moved aside and rebuilt with what "
-                   "could be read")
-    elif result["index_repairs"]:
-        click.echo(f"index {obj.store.db_path} was damaged; moved aside and rebuilt with what could be read")
+    for notice in notices:
+        click.echo(notice)
     for digest in result["corrupt_blobs"]:
         click.echo(f"corrupt blob {digest} (removed)")
     for etag, task_id, reason in result["broken_entries"]:
         click.echo(f"entry {etag[:16]} of {task_id}: {reason} (removed; the task will run again)")
-    if result["corrupt_blobs"] or result["broken_entries"] or result["index_problems"] or result["index_repairs"]:
+    if notices or result["corrupt_blobs"] or result["broken_entries"] or result["index_problems"]:
         sys.exit(1)
     click.echo("cache verified: the index is sound, every entry's blobs are present and every blob matches its "
                "digest")

@@ -93,7 +93,8 @@ class LocalStore:
         self._prefetched: dict[str, tuple] = {}   # etag -> (task_id, hit, last_used), see prefetch_hits
         self._index_lock: int | None = None       # fd of index.lock, held shared while _conn is open
         self._index_id: tuple[int, int] | None = None   # (st_dev, st_ino) of the index _conn opened
-        self._warn: Callable[[str], None] | None = None  # set for runs: see uncached_on_disk_problems
+        self._warn: Callable[[str], None] | None = None  # where warnings go (stderr when None)
+        self._degrade = False                # a run: see uncached_on_disk_problems
         self.unusable: str | None = None     # why this run cannot use the cache at all (runs only)
         self.writes_off: str | None = None   # why this run stores nothing more (runs only)
         self.repairs: list[str] = []         # rebuilds of a damaged index this process made
@@ -105,6 +106,11 @@ class LocalStore:
         process with one warning through `warn`, instead of failing. Without this, such problems
         raise CacheUnavailable (a clear error for maintenance commands)."""
         self._warn = warn
+        self._degrade = True
+
+    def report_to(self, notice: Callable[[str], None]) -> None:
+        """Send the store's warnings (a rebuilt index, say) to `notice` instead of stderr."""
+        self._warn = notice
 
     def _notify(self, message: str) -> None:
         if self._warn is not None:
@@ -213,7 +219,7 @@ class LocalStore:
     def _give_up(self, action: str, reason: str, exc: BaseException | None = None) -> None:
         """The cache cannot be opened (action "open") or written ("write"): in a run, stop using
         it (or stop writing it) with one warning; elsewhere raise CacheUnavailable."""
-        if self._warn is None:
+        if not self._degrade:
             from .disk import is_disk_problem
 
             verb = "open" if action == "open" else "write to"
@@ -257,10 +263,10 @@ class LocalStore:
         try:
             self._lock_index(fcntl.LOCK_EX, blocking=False)
         except BlockingIOError:
-            if self._warn is not None:
+            if self._degrade:
                 self._unlock_index()
-                reason = f"its index {self.db_path} is damaged ({damage}) and other nxrun processes have it open"
-                self._give_up("open", reason + "; the next run rebuilds it")
+                self._give_up("open", f"its index {self.db_path} is damaged ({damage}) and other nxrun processes "
+                                      "have it open (a run on its own will rebuild it)")
                 return
             self._notify(f"the cache index {self.db_path} is damaged ({damage}); waiting for the other nxrun "
                          "processes using it to finish, to rebuild it...")
@@ -614,7 +620,7 @@ class LocalStore:
         except OSError as exc:
             from .disk import describe, is_disk_problem
 
-            if self._warn is None or not is_disk_problem(exc):
+            if not self._degrade or not is_disk_problem(exc):
                 raise
             self._give_up("open", describe(exc, self.cache_dir), exc)
             fd = None          # nothing of the cache is used in this run: no lock needed
