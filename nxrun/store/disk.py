@@ -50,23 +50,39 @@ def _size(count: int) -> str:
     return f"{count} B"
 
 
+def _file_size_limit() -> int | None:
+    """RLIMIT_FSIZE when one is set: writes past it fail like a full disk (EFBIG)."""
+    try:
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    except (ImportError, OSError, ValueError):
+        return None
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
 def describe(exc: BaseException, path: str | os.PathLike) -> str:
     """`exc` in a few words, with the file system holding `path` and the room left on it, e.g.
     "no space left on device (the file system at /mnt/cache has 0 B free)"."""
     if isinstance(exc, OSError) and exc.strerror:
         text = exc.strerror[0].lower() + exc.strerror[1:]
-        if exc.errno == errno.EFBIG:
-            text += " (the file-size limit, ulimit -f)"
     else:
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    notes = []
+    limit = _file_size_limit()
+    if limit is not None:
+        notes.append(f"files this process writes may not pass {_size(limit)}: ulimit -f")
     try:
         mount = mount_point(path)
         info = os.statvfs(mount)
     except OSError:
-        return text
-    free = info.f_bavail * info.f_frsize
-    if info.f_files and info.f_favail == 0:
-        return f"{text} (the file system at {mount} has no free inodes)"
-    if free < (1 << 20) and "space" not in text and "full" not in text:
-        text += ": no space left"
-    return f"{text} (the file system at {mount} has {_size(free)} free)"
+        mount = info = None
+    if info is not None:
+        free = info.f_bavail * info.f_frsize
+        if info.f_files and info.f_favail == 0:
+            notes.append(f"the file system at {mount} has no free inodes")
+        else:
+            if free < (1 << 20) and "space" not in text and "full" not in text:
+                text += ": no space left"
+            notes.append(f"the file system at {mount} has {_size(free)} free")
+    return f"{text} ({'; '.join(notes)})" if notes else text

@@ -96,7 +96,9 @@ class LocalStore:
         self._warn: Callable[[str], None] | None = None  # where warnings go (stderr when None)
         self._degrade = False                # a run: see uncached_on_disk_problems
         self.unusable: str | None = None     # why this run cannot use the cache at all (runs only)
-        self.writes_off: str | None = None   # why this run stores nothing more (runs only)
+        # why this run stores no more blobs or entries (runs only); the index is still written, as
+        # far as it goes: entries whose blobs are in place, the stat cache, the run's history
+        self.writes_off: str | None = None
         self.repairs: list[str] = []         # rebuilds of a damaged index this process made
 
     # ------------------------------------------------------------------ database
@@ -191,7 +193,7 @@ class LocalStore:
                     if damage is not None:
                         self._rebuild(damage)
                     conn = self._connection()
-                    if conn is None or (writing and self.writes_off):
+                    if conn is None:
                         return default
                     return _retry_locked(functools.partial(operation, conn))
                 except sqlite3.DatabaseError as exc:
@@ -237,8 +239,8 @@ class LocalStore:
                 self._notify(f"cannot use the cache {self.cache_dir}: {reason}; this run goes on without it "
                              "(nothing is looked up or stored).")
             else:
-                self._notify(f"could not write to the cache {self.cache_dir}: {reason}; this run goes on "
-                             "without storing anything in it.")
+                self._notify(f"could not write to the cache {self.cache_dir}: {reason}; the rest of this run "
+                             "stores no outputs in it.")
 
     def disk_problem(self, exc: OSError) -> None:
         """A write of the cache failed: when the disk is to blame, turn caching off for this run
@@ -332,13 +334,13 @@ class LocalStore:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         _retry_locked(lambda: db.enable_wal())
 
     def write(self, operation: Callable[[sqlite3.Connection], object]):
         """Run `operation` in one IMMEDIATE transaction, retrying while the database is locked.
-        Returns its result; None when this run has turned caching off."""
+        Returns its result; None in a run whose cache disk cannot take it (see uncached_on_disk_problems)."""
         def attempt(conn):
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -346,11 +348,7 @@ class LocalStore:
                 conn.execute("COMMIT")
                 return result
             except BaseException:
-                if conn.in_transaction:
-                    try:
-                        conn.execute("ROLLBACK")
-                    except sqlite3.Error:
-                        pass
+                _rollback(conn)
                 raise
         return self._with_index(attempt, None, writing=True)
 
@@ -856,6 +854,14 @@ class LocalStore:
                                                      [(b[0],) for b in broken]))
         return {"corrupt_blobs": corrupt, "broken_entries": broken, "index_problems": index_problems,
                 "index_repairs": list(self.repairs)}
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back what is open, keeping the error that got us here (a failed COMMIT, a full disk, may
+    have ended the transaction already)."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
 def _first_line(exc: BaseException) -> str:
