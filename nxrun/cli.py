@@ -218,6 +218,13 @@ def _exclusive(obj: Context):
         f"waiting for the nxrun runs using {obj.store.cache_dir} to finish...", err=True))
 
 
+def _in_use(obj: Context):
+    """The cache shared, as a run holds it: a prune, clear or verify waits (and is waited for), so
+    none deletes the blobs a pull is writing, and a starting run leaves its temp files alone."""
+    return obj.store.in_use(on_wait=lambda: click.echo(
+        f"waiting for a `nxrun cache prune`, `clear` or `verify` of {obj.store.cache_dir} to finish...", err=True))
+
+
 @cache.command()
 @click.option("--max-size", required=True, help="Keep at most this much (e.g. 20G); evicts least recently used.")
 @click.option("--keep-runs", type=click.IntRange(min=1), default=1000, show_default=True,
@@ -275,7 +282,8 @@ def push(obj: Context, tasks, namespace) -> None:
     """Upload the cached entries of TASKS (their current ETags) to the remote cache."""
     from .inspect import sync_tasks
 
-    click.echo(sync_tasks(obj, tasks, "push", namespace))
+    with _in_use(obj):
+        click.echo(sync_tasks(obj, tasks, "push", namespace))
 
 
 @cache.command()
@@ -286,7 +294,8 @@ def pull(obj: Context, tasks, namespace) -> None:
     """Download the entries of TASKS (their current ETags) from the remote cache."""
     from .inspect import sync_tasks
 
-    click.echo(sync_tasks(obj, tasks, "pull", namespace))
+    with _in_use(obj):
+        click.echo(sync_tasks(obj, tasks, "pull", namespace))
 
 
 @cli.command()
