@@ -228,12 +228,13 @@ class LocalStore:
             hint = (" Free some space there, or point [workspace] cache-dir (or NXRUN_CACHE_DIR) at another disk."
                     if exc is not None and is_disk_problem(exc) else "")
             raise CacheUnavailable(f"cannot {verb} the cache {self.cache_dir}: {reason}.{hint}") from exc
-        first = self.writes_off is None and self.unusable is None
-        self.writes_off = self.writes_off or reason
-        if action == "open":
-            self.unusable = self.unusable or reason
-            self._close_connection()
-            self._prefetched.clear()
+        with self.lock:    # blob writes fail in worker threads: one of them warns
+            first = self.writes_off is None and self.unusable is None
+            self.writes_off = self.writes_off or reason
+            if action == "open":
+                self.unusable = self.unusable or reason
+                self._close_connection()
+                self._prefetched.clear()
         if first:
             if action == "open":
                 self._notify(f"cannot use the cache {self.cache_dir}: {reason}; this run goes on without it "
