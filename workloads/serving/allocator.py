@@ -2,7 +2,7 @@
 
 CLI: python -m workloads.serving.allocator TRACE.jsonl --out results/serving/replay/NAME.json
      [--capacity-tokens 15360] [--max-len 2048] [--block-size 16] [--max-batch 256] [--step-s 0.03]
-     [--watermark 0.01] [--policies orca-max,orca-pow2,orca-oracle,paged]
+     [--watermark 0.01] [--policies orca-max,orca-pow2,orca-oracle,orca-max-buddy,...,paged]
 
 The server is simulated at iteration level (continuous batching), one iteration per `step_s` seconds of
 trace time. Each iteration:
@@ -32,6 +32,7 @@ import math
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +40,7 @@ import numpy as np
 
 from workloads.common.results import write_results
 from workloads.serving.policies import LABELS, POLICIES, KVPolicy, make_policy
-from workloads.serving.traces import Request, TraceError, read_trace
+from workloads.serving.traces import Request, read_trace
 
 CATEGORIES = ("token_states", "reservation", "internal_frag", "external_frag", "free")
 # Figure 2 of the PagedAttention paper: share of KV memory holding token states.
@@ -104,8 +105,8 @@ class _Sums:
 def check_trace(requests: list[Request], config: ReplayConfig, where: str) -> None:
     """ReplayError when a request cannot ever run: longer than the model allows or than the whole pool."""
     if config.max_len > config.capacity:
-        raise ReplayError(f"--max-len {config.max_len} exceeds --capacity-tokens {config.capacity}: Orca-Max could "
-                          "not admit a single request; raise the capacity or lower the maximum length")
+        raise ReplayError(f"--max-len {config.max_len} exceeds --capacity-tokens {config.capacity}: a request of "
+                          "the model's maximum length would not fit; raise the capacity or lower the maximum length")
     blocks = config.capacity // config.block_size
     most_blocks = -(-config.max_len // config.block_size) + int(config.watermark * blocks)
     if most_blocks > blocks:
@@ -118,7 +119,7 @@ def check_trace(requests: list[Request], config: ReplayConfig, where: str) -> No
                           "--max-len or generate the trace with smaller --max-input/--max-output")
 
 
-class _Server:
+class Server:
     """One policy's server state: the queue, the running batch and the memory sums."""
 
     def __init__(self, policy: KVPolicy, config: ReplayConfig) -> None:
@@ -208,7 +209,7 @@ class _Server:
                 self.finished += 1
 
     def audit(self, step: int) -> None:
-        """Recompute the sums from scratch and check them and the capacity (tests call this every iteration)."""
+        """Recompute the sums from scratch and check them and the capacity (a replay observer for tests)."""
         held = [(self.policy.allocated(live.request.id), live.request.total_len, live.tokens_at(step))
                 for live in self.running]
         assert self.sums.tokens == sum(t for _, _, t in held), "token sum drifted"
@@ -219,10 +220,15 @@ class _Server:
         assert all(t <= min(a, n) for a, n, t in held), "a request holds more tokens than its slots or length"
 
 
-def replay(requests: list[Request], policy: KVPolicy, config: ReplayConfig, *, audit: bool = False) -> dict:
-    """Run the trace through one policy; the per-iteration memory breakdown, its averages and the batch sizes."""
+def replay(requests: list[Request], policy: KVPolicy, config: ReplayConfig, *,
+           observer: Callable[[Server, int], None] | None = None) -> dict:
+    """Run the trace through one policy; the per-iteration memory breakdown, its averages and the batch sizes.
+
+    `observer(server, step)` is called after each iteration's decode and admission, before requests leave
+    (tests pass `Server.audit` or their own checks).
+    """
     pending = deque(sorted(requests, key=lambda r: (r.arrival_s, r.id)))
-    server = _Server(policy, config)
+    server = Server(policy, config)
     rows: list[tuple] = []  # per busy iteration: step, the five categories, batch, waiting
     step = 0
     step_limit = 4 * (sum(r.total_len + 1 for r in requests) + math.ceil(pending[-1].arrival_s / config.step_s)) + 16
@@ -234,8 +240,8 @@ def replay(requests: list[Request], policy: KVPolicy, config: ReplayConfig, *, a
             server.waiting.append(Live(pending.popleft()))
         preempted = server.decode(step)
         blocked = ("preemption" if server.waiting else "") if preempted else server.admit(step)
-        if audit:
-            server.audit(step)
+        if observer is not None:
+            observer(server, step)
         sums = server.sums
         free = policy.free_slots()
         external = server.external_fragmentation(blocked, free)
@@ -278,7 +284,7 @@ def _series(rows: np.ndarray, config: ReplayConfig) -> dict[str, list[float]]:
 
 def summarize(rows: np.ndarray, policy: KVPolicy, config: ReplayConfig, preemptions: int, finished: int) -> dict:
     loaded = rows[rows[:, 7] > 0]
-    return {"policy": policy.name, "label": LABELS[policy.name], "allocator": getattr(policy, "allocator", None).__class__.__name__ if policy.name != "paged" else "block manager",
+    return {"policy": policy.name, "label": LABELS[policy.name], "allocator": policy.allocator_name,
             "paper_token_states": PAPER_TOKEN_STATES[policy.name.removesuffix("-buddy")],
             "loaded": _shares(loaded, config.capacity), "busy": _shares(rows, config.capacity),
             "iterations": len(rows), "loaded_iterations": len(loaded), "finished": finished,
@@ -289,13 +295,14 @@ def summarize(rows: np.ndarray, policy: KVPolicy, config: ReplayConfig, preempti
 def run(trace_path: Path, config: ReplayConfig, policies: list[str]) -> dict:
     header, requests = read_trace(trace_path)
     check_trace(requests, config, str(trace_path))
+    built = [make_policy(name, config.capacity, config.max_len, config.block_size, config.watermark)
+             for name in policies]  # configuration errors before any replay runs
     results = []
-    for name in policies:
-        policy = make_policy(name, config.capacity, config.max_len, config.block_size, config.watermark)
-        result = replay(requests, policy, config)
-        if name == "paged":
-            policy.manager.check_invariants()
-        results.append(result)
+    for policy in built:
+        results.append(replay(requests, policy, config))
+        policy.check_invariants()
+        if policy.free_slots() != config.capacity:
+            raise ReplayError(f"policy {policy.name} still holds memory after the last request left; this is a bug")
     return {"trace": {"path": str(trace_path), "requests": len(requests), **header},
             "config": {"capacity_tokens": config.capacity, "max_len": config.max_len, "block_size": config.block_size,
                        "max_batch": config.max_batch, "step_s": config.step_s, "watermark": config.watermark,
@@ -343,10 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         payload = run(args.trace, config, policies)
-    except (TraceError, ReplayError) as error:
-        print(f"allocator replay: {error}", file=sys.stderr)
-        return 2
-    except ValueError as error:  # configuration the policies reject (e.g. capacity vs block size)
+    except ValueError as error:  # TraceError, ReplayError, or a configuration a policy rejects
         print(f"allocator replay: {error}", file=sys.stderr)
         return 2
     payload = {"task": "serving:replay", "backend": "cpu", "seconds": time.perf_counter() - started, **payload}

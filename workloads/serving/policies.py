@@ -36,6 +36,7 @@ LABELS = {"orca-max": "Orca (Max)", "orca-pow2": "Orca (Pow2)", "orca-oracle": "
 class KVPolicy(Protocol):
     name: str
     capacity: int
+    allocator_name: str
     # True when admission reserves the final length: decoding then never allocates, and `grow` need not be
     # called (the replay skips the per-token calls).
     reserves_up_front: bool
@@ -62,6 +63,9 @@ class KVPolicy(Protocol):
     def fits_compacted(self, need: int) -> bool:
         """Whether `need` slots would fit in the free memory taken as one piece."""
 
+    def check_invariants(self) -> None:
+        """AssertionError when the allocator's bookkeeping is inconsistent."""
+
 
 def next_power_of_two(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
@@ -79,7 +83,9 @@ class ReservationPolicy:
         self.rule = name.removesuffix("-buddy")
         self.capacity = capacity
         self.max_len = max_len
-        self.allocator = BuddyAllocator(capacity) if name.endswith("-buddy") else FirstFitAllocator(capacity)
+        buddy = name.endswith("-buddy")
+        self.allocator = BuddyAllocator(capacity) if buddy else FirstFitAllocator(capacity)
+        self.allocator_name = "buddy" if buddy else "first-fit"
         self._ranges: dict[int, tuple[int, int]] = {}  # rid -> (start, size)
 
     def reservation(self, input_len: int, output_len: int) -> int:
@@ -117,6 +123,9 @@ class ReservationPolicy:
     def fits_compacted(self, need: int) -> bool:
         return self.allocator.num_free >= need
 
+    def check_invariants(self) -> None:
+        self.allocator.check_invariants()
+
 
 class PagedPolicy:
     """vLLM-style: block tables over the block manager, grown one token at a time."""
@@ -132,6 +141,7 @@ class PagedPolicy:
         self.block_size = block_size
         self.manager = BlockManager(capacity // block_size, block_size)
         self.watermark_blocks = int(watermark * self.manager.pool.num_blocks)
+        self.allocator_name = f"block manager, block {block_size}"
 
     def admission_need(self, input_len: int, output_len: int, tokens: int) -> int:
         return (self.manager.blocks_needed(tokens) + self.watermark_blocks) * self.block_size
@@ -160,6 +170,9 @@ class PagedPolicy:
 
     def fits_compacted(self, need: int) -> bool:
         return self.free_slots() >= need
+
+    def check_invariants(self) -> None:
+        self.manager.check_invariants()
 
 
 def make_policy(name: str, capacity: int, max_len: int, block_size: int = 16, watermark: float = 0.01) -> KVPolicy:
