@@ -79,7 +79,7 @@ class ReplayConfig:
     max_batch: int = 256
     step_s: float = 0.03
     watermark: float = 0.01
-    series_points: int = 400
+    series_points: int = 200
 
 
 class _Sums:

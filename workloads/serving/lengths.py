@@ -1,10 +1,10 @@
 """Token-length distributions for synthetic request traces: a rounded lognormal on [1, cap] fitted to a mean.
 
 A length is K = max(1, round(X)) with X ~ LogNormal(mu, sigma), conditioned on K <= cap: draws longer than
-the cap are redrawn, not cut to the cap. That mirrors how the PagedAttention paper's workloads were built
-(vLLM's benchmark samplers drop requests whose prompt or prompt + output is too long for the model) and
-avoids a spike of requests at exactly the cap, which would flatter Orca-Pow2 (a power-of-two cap is then
-reserved exactly) and Orca-Max.
+the cap are redrawn, not cut to the cap. That mirrors vLLM's benchmark samplers (they drop requests whose
+prompt exceeds 1024 tokens or prompt + output 2048, the limits of the paper's OPT models) and avoids a
+spike of requests at exactly the cap, which would flatter Orca-Pow2 (a power-of-two cap is then reserved
+exactly) and Orca-Max.
 
 With F the CDF of X and T = F(cap + 1/2): P(K > k) = (T - F(k + 1/2)) / T for 1 <= k < cap, so
 E[K] = 1 + sum_{k=1}^{cap-1} P(K > k), which increases with mu. `fit_mu` solves for the mu at which the mean

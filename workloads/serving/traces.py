@@ -38,8 +38,8 @@ TRACE_FORMAT = 1
 DATASET_MEANS: dict[str, tuple[float, float]] = {"sharegpt": (161.0, 338.0), "alpaca": (19.0, 58.0)}
 
 DEFAULT_SIGMA = 1.0
-# The paper's serving runs keep prompts <= 1024 tokens and prompt + output <= 2048 (OPT's context); capping each
-# side at 1024 keeps every request within a 2048-token model.
+# vLLM's benchmark samplers keep prompts <= 1024 tokens and prompt + output <= 2048 (OPT's context); capping
+# each side at 1024 keeps every request within a 2048-token model.
 DEFAULT_MAX_INPUT = 1024
 DEFAULT_MAX_OUTPUT = 1024
 
