@@ -86,7 +86,7 @@ class ReservationPolicy:
         buddy = name.endswith("-buddy")
         self.allocator = BuddyAllocator(capacity) if buddy else FirstFitAllocator(capacity)
         self.allocator_name = "buddy" if buddy else "first-fit"
-        self._ranges: dict[int, tuple[int, int]] = {}  # rid -> (start, size)
+        self._starts: dict[int, int] = {}  # rid -> start of its range
 
     def reservation(self, input_len: int, output_len: int) -> int:
         if self.rule == "orca-max":
@@ -100,22 +100,20 @@ class ReservationPolicy:
         return next_power_of_two(size) if isinstance(self.allocator, BuddyAllocator) else size
 
     def try_admit(self, rid: int, input_len: int, output_len: int, tokens: int) -> bool:
-        size = self.reservation(input_len, output_len)
-        start = self.allocator.allocate(size)
+        start = self.allocator.allocate(self.reservation(input_len, output_len))
         if start is None:
             return False
-        self._ranges[rid] = (start, size)
+        self._starts[rid] = start
         return True
 
     def grow(self, rid: int) -> bool:
         return True  # the range was reserved for the final length up front
 
     def release(self, rid: int) -> None:
-        start, _ = self._ranges.pop(rid)
-        self.allocator.free(start)
+        self.allocator.free(self._starts.pop(rid))
 
     def allocated(self, rid: int) -> int:
-        return self.allocator.size(self._ranges[rid][0])
+        return self.allocator.size(self._starts[rid])
 
     def free_slots(self) -> int:
         return self.allocator.num_free
