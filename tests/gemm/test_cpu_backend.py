@@ -59,7 +59,7 @@ def test_report_renders_ratios_and_baselines(tmp_path):
     assert report.main(["--results", str(results), "--out", str(out)]) == 0
     text = (out / "gemm.md").read_text()
     assert "| t1_wmma | bf16 |" in text and "1.0 (50% [45–55])" in text
-    assert "cuBLAS (median of runs)" in text
+    assert "cuBLAS (median over its pairings)" in text
     assert (out / "gemm_fp32.png").exists() and (out / "gemm_tensor_core.png").exists()
 
 

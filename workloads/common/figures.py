@@ -25,9 +25,11 @@ def ratio_text(median: float | None, ci: Iterable | None, percent: bool = True) 
         return "–"
     low, high = list(ci or (None, None))
     scale, unit = (100.0, "%") if percent else (1.0, "")
+    # one decimal where whole percent would hide the interval (a tight one reads "101.2% [101.1–101.3]")
+    digits = 1 if low is not None and high is not None and (high - low) * 100 < 2 else 0
 
     def fmt(value: float) -> str:
-        return f"{value * scale:.0f}" if percent else f"{value:.3g}"
+        return f"{value * scale:.{digits}f}" if percent else f"{value:.3g}"
 
     if low is None or high is None:
         return f"{fmt(median)}{unit}"
@@ -57,9 +59,22 @@ def side_clock_text(side: dict | None) -> str:
     return text + (f", {shares}" if shares else "")
 
 
-def provenance_rows(documents: list[dict], label) -> tuple[list[dict], dict[str, bool | None]]:
-    """One row per result document (measured when, on which GPU, restored?), and {label: restored}."""
+def reference_invocation(documents: list[dict]) -> str | None:
+    """The nxrun run a report compares against: the one running it, else the newest measurement's."""
     current = provenance.invocation()
+    if current is not None:
+        return current
+    measured = [(d.get("provenance") or {}) for d in documents]
+    measured = [m for m in measured if m.get("invocation") and m.get("measured_at")]
+    return max(measured, key=lambda m: m["measured_at"])["invocation"] if measured else None
+
+
+def provenance_rows(documents: list[dict], label) -> tuple[list[dict], dict[str, bool | None]]:
+    """One row per result document (measured when, on which GPU, restored?), and {label: restored}.
+
+    Restored means measured by another nxrun run than the one running the report (or, for a report
+    made by hand, than the newest measurement among the documents)."""
+    current = reference_invocation(documents)
     rows, restored = [], {}
     for document in documents:
         record = document.get("provenance") or {}

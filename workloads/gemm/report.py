@@ -63,7 +63,11 @@ def _notes(by_kernel: dict) -> list[str]:
                     f"gives {base} those same buffers. The copy takes {pad['copy_time']['median_ms']:.3f} ms "
                     f"(kernel {timed['kernel']['median_ms']:.3f} ms). From the caller's unaligned arrays, "
                     f"{base} on them against kernel + copy: "
-                    f"{figures.ratio_text(pad['with_copy_ratio'], pad.get('with_copy_ratio_ci'))}.")
+                    f"{figures.ratio_text(pad['with_copy_ratio'], pad.get('with_copy_ratio_ci'))}."
+                    + (f" {base} on the padded buffers with its output rows aligned too (ldc "
+                       f"{pad['pitches'].get('aligned_c')}): "
+                       f"{figures.ratio_text(pad['aligned_c_ratio'], pad.get('aligned_c_ratio_ci'))}."
+                       if pad.get("aligned_c_ratio") is not None else ""))
             if timed.get("clock_states", {}).get("differ"):
                 notes.append(f"- {kernel} {dtype} {shape}: § {timed['clock_states']['why']}.")
     return notes
@@ -94,8 +98,14 @@ def render(documents: list[dict]) -> tuple[str, list[str], dict, dict]:
         rows.append({"kernel": kernel, "dtype": dtype,
                      **{shape: _cell(timings.get(shape), restored.get(kernel)) for shape in shapes}})
     for dtype, per_shape in sorted(baselines.items()):
-        rows.append({"kernel": "cuBLAS (median of runs)", "dtype": dtype,
+        rows.append({"kernel": "cuBLAS (median over its pairings)", "dtype": dtype,
                      **{shape: f"{statistics.median(values):.1f}" for shape, values in per_shape.items()}})
+    spread = []
+    for dtype, per_shape in sorted(baselines.items()):
+        largest = max((s for s in per_shape if s.isdigit()), key=int, default=None)
+        values = per_shape.get(largest, []) if largest else []
+        if len(values) > 1:
+            spread.append(f"{min(values):.0f}–{max(values):.0f} TFLOP/s ({dtype}, {largest})")
     limits = sorted({str(r["power limit W"]) for r in provenance_rows if r["power limit W"] is not None})
     text = ["# GEMM kernel ladder", "",
             f"Device: {', '.join(devices) or 'none'}" + (f", power limit {', '.join(limits)} W" if limits else "")
@@ -104,6 +114,10 @@ def render(documents: list[dict]) -> tuple[str, list[str], dict, dict]:
             "FP16/BF16 operands accumulate in FP32.", ""]
     text.append(markdown_table(rows, ["kernel", "dtype", *shapes]))
     text += [figures.LEGEND, ""]
+    if spread:
+        text += ["cuBLAS's own rate depends on the kernel it was paired with (a hot partner lowers the shared "
+                 f"SM clock under the power cap): {'; '.join(spread)} across the pairings. The paired ratio, "
+                 "not the absolute cuBLAS figure, compares like with like.", ""]
     method = _methods(by_kernel, shapes)
     if method:
         text += [f"Small sizes: {method}; kernel and baseline are timed the same way, so the figures measure "
