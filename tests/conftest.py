@@ -51,12 +51,25 @@ def pytest_runtest_makereport(item, call):
     return report
 
 
+_skipped_modules: list[str] = []
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_make_collect_report(collector):
-    """A whole module skipped at import (pytest.importorskip, allow_module_level) counts too."""
+    """A whole module skipped at import (pytest.importorskip, allow_module_level) counts too. It
+    stays a skip, so the other modules still run, and the session fails at the end."""
     report = yield
     failure = _forbidden_skip(report, gpu_marked=False)
     if failure is not None:
-        report.outcome = "failed"
-        report.longrepr = failure
+        _skipped_modules.append(f"{report.nodeid}: {failure}")
     return report
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _skipped_modules and exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    for line in _skipped_modules:
+        terminalreporter.write_line(f"FAILED (module skipped) {line}", red=True)
