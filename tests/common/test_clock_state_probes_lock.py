@@ -221,3 +221,51 @@ def test_sampler_reads_this_gpu():
     assert sampler.available, sampler.reason
     assert facts["uuid"].startswith("GPU-") and facts["power_limit_w"] > 0
     assert sampler.take()[0][1] > 0
+
+
+def test_a_bench_task_fails_clearly_where_the_driver_is_there_but_nvidia_smi_is_not(tmp_path):
+    """Through the real CLI: the task is not run, and not cached under the CPU model's key."""
+    root = tmp_path / "ws"
+    root.mkdir()
+    fake = tmp_path / "fake-root"
+    (fake / "proc" / "driver" / "nvidia").mkdir(parents=True)
+    (fake / "proc" / "driver" / "nvidia" / "version").write_text("NVRM version: 580.159.04\n")
+    (root / "nxrun.toml").write_text(textwrap.dedent(f'''
+        [workspace]
+        cache-dir = ".nxrun"
+
+        [runtime]
+        gpu-state = "{sys.executable} -m workloads.common.probes gpu-state"
+
+        [projects.gemm.targets.bench]
+        command = "echo timed > results/out.txt"
+        inputs  = ["runtime:gpu-state"]
+        outputs = ["results/out.txt"]
+        cache   = "hardware"
+    '''))
+    (root / "results").mkdir()
+    env = dict(os.environ, NO_COLOR="1", PYTHONPATH=str(REPO), PATH="/usr/bin:/bin",
+               **{probes.ROOT_ENV: str(fake)})
+    env.pop("NXRUN_REMOTE", None)
+    result = subprocess.run([sys.executable, "-m", "nxrun", "run", "gemm:bench"], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "gpu-state" in output and "nvidia-smi is not on the PATH" in output and "Traceback" not in output
+    assert not (root / "results" / "out.txt").exists()
+
+
+def test_bench_tasks_key_on_the_gpu_settings_and_libraries():
+    import tomllib
+
+    root = tomllib.loads((REPO / "nxrun.toml").read_text())
+    assert {"gpu-state", "gpu-libs"} <= set(root["runtime"])
+    for fragment, names in (("workloads/gemm/tasks.toml", ("bench", "bench-tuned", "autotune")),
+                            ("workloads/paged_attention/tasks.toml", ("bench",))):
+        projects = tomllib.loads((REPO / fragment).read_text())["projects"]
+        for project in projects.values():
+            for name in names:
+                if name in project.get("targets", {}):
+                    target = project["targets"][name]
+                    assert {"runtime:gpu-state", "runtime:gpu-libs"} <= set(target["inputs"]), (fragment, name)
+                    assert target["cache"] == "hardware" and target["resources"] == ["gpu"]

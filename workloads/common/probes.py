@@ -131,9 +131,13 @@ def gpu_libs() -> str:
                       f"libraries: {' '.join(sorted(files)) or 'none'}"])
 
 
+ROOT_ENV = "NXRUN_PROBE_ROOT"  # where /dev and /proc are looked up (tests point it at a fake tree)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    probes = {"gpu-state": gpu_state, "gpu-libs": gpu_libs}
+    root = os.environ.get(ROOT_ENV, "/")
+    probes = {"gpu-state": lambda: gpu_state(root), "gpu-libs": gpu_libs}
     if len(args) != 1 or args[0] not in probes:
         print(f"usage: python -m workloads.common.probes {{{'|'.join(probes)}}}", file=sys.stderr)
         return 2
