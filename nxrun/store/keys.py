@@ -7,9 +7,10 @@ other. The key is, in this order:
 
 1. `NXRUN_ENV_KEY`, a secret the team sets on every machine (like NXRUN_SIGNING_KEY). Then nobody
    without it learns anything from the index or the remote.
-2. With a remote cache, the key that remote keeps at `<prefix>/env-key`: the first machine that may
-   write makes it with a write-once PUT, every machine reads back the one that won, and keeps a
-   copy in its local cache (`keys/remote-<id>`), so later runs, `show` and `why` make no request.
+2. With a remote cache, the key that remote keeps at `<prefix>/env-key`: the first run that may
+   write makes it with a write-once PUT (never a dry run, `show` or `why`), every machine reads back
+   the one that won and keeps a copy in its local cache (`keys/remote-<id>`), so later runs, `show`
+   and `why` make no request.
    Anyone who can read that object can read the key: this protects digests that leave the bucket
    (an index, a manifest in a log), not against readers of the bucket. Set NXRUN_ENV_KEY for that.
 3. Otherwise this cache's own key (`<cache-dir>/keys/cache`, mode 0600, made once): workspaces
@@ -53,12 +54,13 @@ class EnvKeySource:
     """A callable returning the env key, resolved on its first call (a run whose tasks have no
     env inputs, set env values or args never reads a key) and then remembered."""
 
-    def __init__(self, store, workspace, remote=None, contact: bool = True,
+    def __init__(self, store, workspace, remote=None, contact: bool = True, create: bool = False,
                  warn: Callable[[str], None] | None = None):
         self.store = store
         self.workspace = workspace
         self.remote = remote            # an open store.tiered.RemoteCache, or None
         self.contact = contact          # may open the remote when it is not open (show, why)
+        self.create = create            # may make the remote's key when it has none (a run, not a dry run)
         self.warn = warn
         self._key: bytes | None = None
         self._lock = threading.Lock()
@@ -91,14 +93,14 @@ class EnvKeySource:
 
     def _from_remote(self, url: str) -> tuple[bytes | None, str]:
         if self.remote is not None:
-            return self.remote.shared_env_key()
+            return self.remote.shared_env_key(self.create)
         if not self.contact:
             return None, "the remote's env-key has not been read by this cache yet and the remote is off"
         from .tiered import open_remote
 
         remote = open_remote(url, self.workspace, required=False, namespace=None, console=None)
         try:
-            return remote.shared_env_key()
+            return remote.shared_env_key(self.create)
         finally:
             remote.close()
 

@@ -209,12 +209,12 @@ class RemoteCache:
         return self.backend.location.key(namespace, *parts)
 
     # ------------------------------------------------------------------ the env key (store/keys.py)
-    def shared_env_key(self) -> tuple[bytes | None, str]:
+    def shared_env_key(self, create: bool = True) -> tuple[bytes | None, str]:
         """(the key every machine sharing this remote hashes env values with, ''), or (None, why).
 
         It lives at `<prefix>/env-key`, outside the namespaces, since every namespace must agree.
-        When there is none yet and this job may write, a random one is written once (a conditional
-        PUT: of machines racing, one wins) and the winner is read back. Requests go straight to the
+        When there is none yet, `create` is set and this job may write, a random one is written once
+        (a conditional PUT: of machines racing, one wins) and the winner is read back. Requests go straight to the
         backend, through the breaker: a refusal here (credentials limited to a namespace) must not
         stop this run's reads and writes of entries."""
         key_name = self.backend.location.key(_ENV_KEY_OBJECT)
@@ -224,7 +224,7 @@ class RemoteCache:
                 if raw is not None:
                     key = _parse_env_key(raw)
                     return (key, "") if key else (None, f"{key_name} in the remote is not a key nxrun wrote")
-                if attempt or self.read_only:
+                if attempt or self.read_only or not create:
                     break
                 self._key_request(self.backend.put_if_absent, key_name,
                                   f"{_ENV_KEY_HEADER}\n{os.urandom(32).hex()}\n".encode("ascii"))
@@ -232,7 +232,8 @@ class RemoteCache:
             return None, "the remote cache is unavailable, so its env-key could not be read"
         except (RemoteUnavailable, RemoteRefused) as exc:
             return None, f"the remote's env-key could not be read or made ({_short(exc)})"
-        return None, "the remote has no env-key yet and this job may not write one (read-only)"
+        return None, ("the remote has no env-key yet and this job may not write one (read-only)" if create else
+                      "the remote has no env-key yet (the first run that may write makes it)")
 
     def _key_request(self, operation, *args):
         if not self.breaker.allow():

@@ -17,8 +17,8 @@ from brute_force import PINS, etag_candidates, matching_candidates  # noqa: E402
 CONFIG = """
 [remote]
 url = "{url}"
-connect-timeout = 1
-read-timeout = 2
+connect-timeout = 5
+read-timeout = 10
 
 [projects.p.targets.deploy]
 command = "echo p:deploy >> \\"$NXRUN_TEST_RUNLOG\\"; echo deployed > out.txt"
@@ -42,6 +42,9 @@ def _uploaded_manifests(remote) -> list[dict]:
 def test_two_machines_hit_each_other_on_an_env_input_with_the_remote_s_key(remote, tmp_path):
     a = _workspace(tmp_path / "machine-a", remote.url)
     env = {"PIN": "4821"}
+    for looking in (["show", "p:deploy"], ["why", "p:deploy"], ["run", "--dry-run", "p:deploy"]):
+        assert nxrun(a, *looking, env=env, endpoint=remote.endpoint).returncode == 0
+    assert remote.keys() == []                           # looking makes no key
     first = nxrun(a, "run", "p:deploy", "--json", "--", "9034", env=env, endpoint=remote.endpoint)
     assert first.returncode == 0, first.stderr
     assert first.ran == ["p:deploy"]
