@@ -369,8 +369,11 @@ class StatCache:
             return row[4]
         return None
 
-    def remember(self, abs_path: str, st: os.stat_result, digest: str) -> None:
-        if _unsure(st, time.time_ns()):
+    def remember(self, abs_path: str, st: os.stat_result, digest: str, hashed_at: int | None = None) -> None:
+        """Keep `digest` for the file whose stat is `st`, unless the file changed within the file
+        system's timestamp granularity of `hashed_at` (time_ns when its hashing began; now if not
+        given)."""
+        if _unsure(st, time.time_ns() if hashed_at is None else hashed_at):
             return
         row = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, digest)
         if self.rows.get(abs_path) != row:
@@ -385,11 +388,12 @@ class StatCache:
         cached = self.lookup(abs_path, st)
         if cached is not None:
             return cached
+        hashed_at = time.time_ns()    # the moment that counts: a write just after it, in the same tick, hides
         digest = digest_file(abs_path)
         after = os.stat(abs_path)
         if (after.st_size, after.st_mtime_ns, after.st_ino, after.st_ctime_ns) == \
                 (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns):
-            self.remember(abs_path, st, digest)
+            self.remember(abs_path, st, digest, hashed_at)
         return digest
 
 

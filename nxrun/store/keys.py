@@ -77,19 +77,32 @@ class EnvKeySource:
             return team_key(secret)
         url = configured_remote_url(self.workspace)
         if not url:
-            return self.store.own_key()
+            return self._own_key()
         name = remote_key_name(url)
         key = self.store.read_key(name)
         if key is not None:
             return key
         key, why = self._from_remote(url)
         if key is not None:
-            self.store.write_key(name, key)
+            try:
+                self.store.write_key(name, key)
+            except OSError:         # not kept (a full disk, say): read from the remote again next time
+                pass
             return key
         self._say(f"env values are hashed with this cache's own key in this run: {why}. Tasks with env inputs, "
                   f"set env values or args will not share entries with other machines through {url}. Set "
                   f"{ENV_KEY_VAR} to one secret on every machine to share them (docs/remote-cache.md).")
-        return self.store.own_key()
+        return self._own_key()
+
+    def _own_key(self) -> bytes:
+        try:
+            return self.store.own_key()
+        except OSError as exc:
+            from ..errors import NxrunError
+
+            raise NxrunError(f"cannot make the key env values are hashed with in {self.store.keys_dir}: "
+                             f"{exc.strerror or exc}. Free space or fix the cache folder's permissions, or set "
+                             f"{ENV_KEY_VAR}.") from None
 
     def _from_remote(self, url: str) -> tuple[bytes | None, str]:
         if self.remote is not None:

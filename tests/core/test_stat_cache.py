@@ -45,6 +45,23 @@ def test_a_file_changed_within_the_timestamp_granularity_of_hashing_is_not_remem
     assert set(cache.rows) == {"/w/old", "/w/old-coarse"}
 
 
+def test_the_racy_window_counts_from_when_hashing_began_not_when_it_ended(tmp_path, monkeypatch):
+    import nxrun.hashing
+
+    path = tmp_path / "big.bin"
+    path.write_bytes(b"A" * 100)            # changed just now: unsure at the start of hashing
+    real_digest_file = nxrun.hashing.digest_file
+
+    def slow_digest_file(name):
+        time.sleep(0.2)                      # a large file: hashing outlasts the racy window
+        return real_digest_file(name)
+
+    monkeypatch.setattr(nxrun.hashing, "digest_file", slow_digest_file)
+    cache = StatCache()
+    assert cache.digest(str(path)) == digest_bytes(b"A" * 100)
+    assert cache.rows == {}
+
+
 def test_digest_rehashes_a_same_size_in_place_edit_whose_mtime_was_put_back(tmp_path):
     path = tmp_path / "data.bin"
     path.write_bytes(b"A" * 4096)
