@@ -14,7 +14,6 @@ to), and folders are never walked through links, so link loops and links to fold
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import stat
@@ -74,12 +73,28 @@ def hash_rest(handle, hasher, write=None) -> int:
     return total
 
 
+_blake2b = None
+
+
+def blake2b(*args, **kwargs):
+    """hashlib.blake2b, loaded on first use and from CPython's own `_blake2` where it can be: importing
+    hashlib loads OpenSSL's bindings too, 3 ms that a no-op run without env inputs would pay."""
+    global _blake2b
+    if _blake2b is None:
+        try:
+            from _blake2 import blake2b as loaded
+        except ImportError:      # another Python: the public name
+            from hashlib import blake2b as loaded
+        _blake2b = loaded
+    return _blake2b(*args, **kwargs)
+
+
 def keyed_digest(key: bytes, name: str, value: str) -> str:
     """A 128-bit keyed BLAKE2b of `value` under the component `name`: without `key`, nothing about
     the value can be learnt from it, however few values it could take."""
     name_bytes = name.encode("utf-8", "surrogateescape")
     data = len(name_bytes).to_bytes(4, "big") + name_bytes + value.encode("utf-8", "surrogateescape")
-    return hashlib.blake2b(data, key=key, digest_size=16, person=_ENV_PERSON).hexdigest()
+    return blake2b(data, key=key, digest_size=16, person=_ENV_PERSON).hexdigest()
 
 
 def digest_file(path: str | os.PathLike) -> str:

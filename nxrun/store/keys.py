@@ -23,12 +23,13 @@ that run, with a warning: tasks with such inputs then miss the remote instead of
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from collections.abc import Callable
 
 import xxhash
+
+from ..hashing import blake2b
 
 ENV_KEY_VAR = "NXRUN_ENV_KEY"
 _TEAM_PERSON = b"nxrun-team-key"
@@ -36,8 +37,7 @@ _TEAM_PERSON = b"nxrun-team-key"
 
 def team_key(secret: str) -> bytes:
     """The 32-byte key derived from NXRUN_ENV_KEY (any length, any text)."""
-    return hashlib.blake2b(secret.encode("utf-8", "surrogateescape"), digest_size=32,
-                           person=_TEAM_PERSON).digest()
+    return blake2b(secret.encode("utf-8", "surrogateescape"), digest_size=32, person=_TEAM_PERSON).digest()
 
 
 def configured_remote_url(workspace) -> str | None:
