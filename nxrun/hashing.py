@@ -9,7 +9,7 @@ Env values, the values a target sets and args after `--` are hashed with a secre
 BLAKE2b; store/keys.py says where the key comes from), so a digest `show` prints, the index keeps
 or a remote manifest carries cannot be matched by hashing guessed values. A symlink among the
 inputs is hashed as a link (its target string, plus the contents of the regular file it points
-to), and folders are never walked through links, so link loops and links to folders are harmless.
+to), and a walk never follows one, so link loops and links to folders are harmless.
 """
 
 from __future__ import annotations
@@ -215,9 +215,12 @@ class UnhashableInput(Exception):
 class FileIndex:
     """Lists workspace files (relative posix paths), walking each folder at most once per run.
 
-    Symlinks are listed as entries of their own and never walked into (a link to a folder, a
-    dangling link and a link loop are all just links), and a folder reached through a link is not
-    walked either, so what a pattern matches does not depend on which folder was walked first."""
+    A walk never follows a symlink: a link to a folder, a dangling link and a link loop are all
+    listed as entries of their own. The folder a pattern names (`data`, or the `data/raw` of
+    `data/raw/**/*.csv`) is the one place a link is followed, since the pattern asks for what is
+    behind it: such a folder is always walked on its own, never taken from a walk of a folder
+    above it (which lists the link, not its contents), so what a pattern matches does not depend
+    on which folder was walked first, and a loop can only be entered once."""
 
     def __init__(self, root: Path, excluded: Iterable[str] = ()):
         self.root = root
@@ -244,19 +247,20 @@ class FileIndex:
             cached = self._walked.get(folder)
             if cached is not None:
                 return cached
-            for walked, files in self._walked.items():  # a walk of a parent folder already covers it
-                if walked == "" or folder.startswith(walked + "/"):
-                    prefix = folder + "/" if folder else ""
-                    result = [f for f in files if f.startswith(prefix)]
-                    self._walked[folder] = result
-                    return result
-            result = self._walk(folder) if self._real_folder(folder) else []
+            if self._real_folder(folder):
+                for walked, files in self._walked.items():  # a walk of a parent folder already covers it
+                    if walked == "" or folder.startswith(walked + "/"):
+                        prefix = folder + "/" if folder else ""
+                        result = [f for f in files if f.startswith(prefix)]
+                        self._walked[folder] = result
+                        return result
+            result = self._walk(folder)
             self._walked[folder] = result
             return result
 
     def _real_folder(self, folder: str) -> bool:
-        """Whether every part of `folder` is a folder and none a symlink (a walk of the workspace
-        root would not reach it otherwise)."""
+        """Whether every part of `folder` is a folder and none a symlink: a walk of a folder above
+        it lists exactly what a walk of it would."""
         path = self._root_text
         for part in folder.split("/") if folder else ():
             path = os.path.join(path, part)
@@ -311,6 +315,8 @@ class FileIndex:
                 abs_path = os.path.join(self._root_text, pattern)
                 try:
                     mode = os.lstat(abs_path).st_mode
+                    if stat.S_ISLNK(mode) and os.path.isdir(abs_path):
+                        mode = stat.S_IFDIR         # a link to a folder the pattern names: what is behind it
                 except OSError:
                     unmatched.append(pattern)
                     continue

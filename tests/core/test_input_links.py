@@ -72,7 +72,7 @@ def test_links_to_folders_dangling_links_and_loops_are_hashed_not_followed(ws: W
     assert ws.statuses(ws.run_json("app:build")) == {"app:build": "local-hit"}
 
 
-def test_a_glob_under_a_folder_link_matches_nothing_whatever_was_walked_first(ws: Workspace):
+def test_a_pattern_naming_a_folder_link_looks_behind_it_whatever_was_walked_first(ws: Workspace, tmp_path):
     ws.write("nxrun.toml", """
         [projects.app.targets.all]
         command = "echo all > all.txt"
@@ -80,17 +80,33 @@ def test_a_glob_under_a_folder_link_matches_nothing_whatever_was_walked_first(ws
         outputs = ["all.txt"]
         [projects.app.targets.through-link]
         command = "echo linked > linked.txt"
-        inputs  = ["data/**/*.txt", "real/**/*.txt"]
+        inputs  = ["data/**/*.txt", "datasets/imagenet"]
         outputs = ["linked.txt"]
     """)
     ws.write("real/a.txt", "a\n")
     os.symlink("real", ws.root / "data")
-    alone = json.loads(ws.nxrun("show", "app:through-link", "--json", check=True).stdout)
-    assert [n for n in alone["components"] if n.startswith("file:")] == ["file:real/a.txt"]
-    assert any("data/**/*.txt" in w and "matches no file" in w for w in alone["warnings"])
+    shared = tmp_path / "shared-storage" / "imagenet"          # a data set outside the workspace
+    shared.mkdir(parents=True)
+    (shared / "train.bin").write_bytes(b"v1")
+    os.symlink("..", shared / "parent")                       # a loop behind the link: listed, not followed
+    (ws.root / "datasets").mkdir()
+    os.symlink(shared, ws.root / "datasets" / "imagenet")
+
+    def file_components(task):
+        components = json.loads(ws.nxrun("show", task, "--json", check=True).stdout)["components"]
+        return sorted(n for n in components if n.startswith("file:"))
+
+    expected = ["file:data/a.txt", "file:datasets/imagenet/parent", "file:datasets/imagenet/train.bin"]
+    assert file_components("app:through-link") == expected
+    everything = file_components("app:all")                    # a walk of the root lists the links only
+    assert "file:data" in everything and "file:datasets/imagenet" in everything
+    assert not [n for n in everything if n.startswith(("file:data/", "file:datasets/imagenet/"))]
     together = ws.run_json("app:all", "app:through-link")    # the root folder is walked first here
     assert ws.statuses(together) == {"app:all": "miss", "app:through-link": "miss"}
     assert ws.statuses(ws.run_json("app:through-link")) == {"app:through-link": "local-hit"}
+    (shared / "train.bin").write_bytes(b"v2")                 # the data set changed behind the link
+    assert ws.statuses(ws.run_json("app:all", "app:through-link")) == \
+        {"app:all": "local-hit", "app:through-link": "miss"}
 
 
 def test_a_fifo_among_the_inputs_is_a_clear_error_not_a_hang(ws: Workspace):
