@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from nxrun import hashing
+from waiting import wait_until
 from nxrun.graph import Task
 from nxrun.hashing import (
     FORMAT_VERSION,
@@ -148,7 +150,10 @@ def _settled_file(path: Path, text: str) -> os.stat_result:
     path.write_text(text)
     past = time.time_ns() - 10 * 10**9
     os.utime(path, ns=(past, past))
-    return os.stat(path)
+    st = os.stat(path)
+    # the ctime cannot be set back: wait (on the clock, bounded) until it leaves the racy window
+    wait_until(lambda: not hashing._unsure(st, time.time_ns()), timeout=5, what="the file's ctime to settle")
+    return st
 
 
 def test_stat_cache_remembers_a_digest_and_finds_it_by_stat(tmp_path: Path):
