@@ -154,7 +154,7 @@ class _TerminateAsInterrupt:
 
 class Runner:
     def __init__(self, graph: TaskGraph, store: LocalStore, options: RunOptions, console: Console,
-                 remote=None, argv: list[str] | None = None):
+                 remote=None, argv: list[str] | None = None, env_key=None):
         self.graph = graph
         self.workspace = graph.workspace
         self.root = graph.workspace.root
@@ -169,7 +169,11 @@ class Runner:
         store.uncached_on_disk_problems(self._warn)
         self.stat_cache = StatCache(store.load_stat_cache())
         self.runtime = Runtime(graph.workspace.runtime, str(self.root))
-        self.hasher = TaskHasher(self.root, graph.file_index, self.stat_cache, self.runtime)
+        if env_key is None:   # the key of the configured remote, asked for when needed (show, why)
+            from .store.keys import EnvKeySource
+
+            env_key = EnvKeySource(store, graph.workspace, remote, warn=console.warn)
+        self.hasher = TaskHasher(self.root, graph.file_index, self.stat_cache, self.runtime, env_key)
         self.records: dict[str, TaskRecord] = {}
         self.results: dict[str, TaskResult] = {}
         self._resource_cond = threading.Condition()

@@ -1,7 +1,7 @@
 """The outage breaker: after a few consecutive connection/timeout/5xx errors the remote cache is
 skipped for a cooldown, then exactly one caller probes it; any answer from the server (even a 404
 or a 403) closes the breaker again, another outage error opens it for another cooldown. A probe
-that reports nothing back (a local error cut it short) lets the next caller probe.
+cut short by a local error (released: it says nothing about the remote) lets the next caller probe.
 
 The run-level budget bounds what a run can lose to the remote: once the requests that ended in an
 outage error have taken `budget` seconds in all, the breaker stays open for the rest of the run.
@@ -33,24 +33,20 @@ class OutageBreaker:
         self.lost = 0.0                   # seconds taken by requests that ended in an outage error
         self.gave_up = False              # the budget is spent: open for the rest of the run
         self._opened_at = 0.0
-        self._probe_started = 0.0
         self._prober: int | None = None   # the thread that holds the probe
         self._lock = threading.Lock()
 
     def allow(self) -> bool:
         """May a request go out now? While open, False until the cooldown ends; then True for one
-        caller (the probe) and False for everyone else until the probe reports back (or, should it
-        never report, until another cooldown has passed)."""
+        caller (the probe) and False for everyone else until the probe reports back: a success,
+        a failure, or a release (every request the remote cache makes reports one of them)."""
         with self._lock:
             if self.state == CLOSED:
                 return True
             if self.gave_up:
                 return False
-            now = self.clock()
-            if (self.state == OPEN and now - self._opened_at >= self.cooldown) or \
-                    (self.state == PROBING and now - self._probe_started >= self.cooldown):
+            if self.state == OPEN and self.clock() - self._opened_at >= self.cooldown:
                 self.state = PROBING
-                self._probe_started = now
                 self._prober = threading.get_ident()
                 return True
             return False

@@ -37,7 +37,7 @@ from ..errors import NxrunError
 from ..hashing import digest_file, hash_rest, read_head
 from . import CacheEntry, CorruptBlob, OutputRecord, encode_explain
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 _DEFER_MAX = 200          # deferred entries written together at most this many ...
 _DEFER_SECONDS = 1.0      # ... or this long after the first
 
@@ -324,8 +324,10 @@ class LocalStore:
             if version == SCHEMA_VERSION:
                 conn.execute("COMMIT")
                 return
-            if version == 4:
-                _migrate_from_4(db, conn)
+            if version in (4, 7):
+                if version == 4:
+                    _migrate_from_4(db, conn)
+                _migrate_from_7(db, conn)
             else:   # a new cache, or one of a layout never released: start again
                 for stale in _TABLES:
                     if db[stale].exists():
@@ -703,15 +705,93 @@ class LocalStore:
         self.write(lambda conn: conn.execute("DELETE FROM entries WHERE etag = ?", (etag,)))
 
     # ------------------------------------------------------------------ stat cache
-    def load_stat_cache(self) -> dict[str, tuple[int, int, int, str]]:
+    def load_stat_cache(self) -> dict[str, tuple[int, int, int, int, str]]:
+        """path -> (size, mtime_ns, inode, ctime_ns, digest), as hashing.StatCache keeps them."""
         return {row[0]: tuple(row[1:]) for row in
-                self.read("SELECT path, size, mtime_ns, inode, digest FROM stat_cache")}
+                self.read("SELECT path, size, mtime_ns, inode, ctime_ns, digest FROM stat_cache")}
 
-    def save_stat_cache(self, rows: dict[str, tuple[int, int, int, str]]) -> None:
+    def save_stat_cache(self, rows: dict[str, tuple[int, int, int, int, str]]) -> None:
         if rows:
             self.write(lambda conn: conn.executemany(
-                "INSERT OR REPLACE INTO stat_cache (path, size, mtime_ns, inode, digest) VALUES (?, ?, ?, ?, ?)",
-                [(path, *row) for path, row in rows.items()]))
+                "INSERT OR REPLACE INTO stat_cache (path, size, mtime_ns, inode, ctime_ns, digest) "
+                "VALUES (?, ?, ?, ?, ?, ?)", [(path, *row) for path, row in rows.items()]))
+
+    # ------------------------------------------------------------------ secret keys
+    @property
+    def keys_dir(self) -> Path:
+        return self.cache_dir / "keys"
+
+    def own_key(self) -> bytes:
+        """This cache's own secret (32 random bytes in `keys/cache`, mode 0600), made by the first
+        run that needs it. Concurrent first runs agree: the file appears whole or not at all (a
+        hard link of a finished temp file, which fails when the name exists), and the loser reads
+        the winner's."""
+        key = self.read_key("cache")
+        if key is not None:
+            return key
+        fresh = os.urandom(32)
+        self._publish_key("cache", fresh, replace=False)
+        deadline = time.monotonic() + 5
+        while (key := self.read_key("cache")) is None and time.monotonic() < deadline:
+            time.sleep(0.01)        # a file system without hard links: the winner is still writing it
+        if key is None:             # left empty by a process that died writing it: start again
+            self._publish_key("cache", fresh, replace=True)
+            key = fresh
+        return key
+
+    def read_key(self, name: str) -> bytes | None:
+        """A key kept in `keys/<name>`, or None (missing or malformed). NxrunError when this user
+        may not read it (a cache several users share needs NXRUN_ENV_KEY instead)."""
+        path = self.keys_dir / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except PermissionError:
+            raise NxrunError(f"cannot read {path} (permission denied): it is the secret env values are hashed "
+                             "with, readable by the cache's owner only. Users who share a cache set "
+                             "NXRUN_ENV_KEY to one secret instead.") from None
+        except OSError:             # a symlink put in its place, say: not a key of ours
+            return None
+        with open(fd, "rb") as handle:
+            text = handle.read(200).strip()
+        try:
+            key = bytes.fromhex(text.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            return None
+        return key if len(key) == 32 else None
+
+    def write_key(self, name: str, key: bytes) -> None:
+        """Keep `key` in `keys/<name>` (mode 0600), replacing what is there."""
+        self._publish_key(name, key, replace=True)
+
+    def _publish_key(self, name: str, key: bytes, replace: bool) -> None:
+        folder = self.keys_dir
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        temp = folder / f".{name}.{os.getpid()}-{os.urandom(6).hex()}"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            with open(fd, "wb") as handle:
+                handle.write(key.hex().encode("ascii") + b"\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            if replace:
+                os.replace(temp, folder / name)
+                return
+            try:
+                os.link(temp, folder / name)
+            except FileExistsError:
+                pass
+            except OSError:          # no hard links here: create it exclusively, then write it
+                try:
+                    fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                except FileExistsError:
+                    return
+                with open(fd, "wb") as handle:
+                    handle.write(key.hex().encode("ascii") + b"\n")
+        finally:
+            if temp.exists():
+                temp.unlink()
 
     # ------------------------------------------------------------------ maintenance
     def iter_blobs(self):
@@ -909,8 +989,8 @@ def _create_table(db, name: str) -> None:
         # many input files its task has, and a run's history rows point here instead of copying
         db["explains"].create({"etag": str, "explain": str}, pk="etag")
     elif name == "stat_cache":
-        db["stat_cache"].create({"path": str, "size": int, "mtime_ns": int, "inode": int, "digest": str},
-                                pk="path")
+        db["stat_cache"].create({"path": str, "size": int, "mtime_ns": int, "inode": int, "ctime_ns": int,
+                                 "digest": str}, pk="path")
     elif name == "runs":
         db["runs"].create({"id": int, "started": float, "finished": float, "argv": str, "cwd": str,
                            "status": str, "tasks": int, "local_hits": int, "remote_hits": int,
@@ -968,3 +1048,43 @@ def _migrate_from_4(db, conn: sqlite3.Connection) -> None:
         conn.execute('ALTER TABLE run_tasks DROP COLUMN "explain"')
     except sqlite3.OperationalError:
         pass   # SQLite before 3.35: the column stays, unused (rows are written with named columns)
+
+
+def _migrate_from_7(db, conn: sqlite3.Connection) -> None:
+    """Layout 7 keyed the stat cache without the ctime, hashed env values unkeyed and kept args
+    after `--` in the history in clear. The stat cache is only a cache: start it again. History
+    and bench figures stay, but the args are dropped from each run's command line, and every trace
+    of an ETag with an unkeyed env, set-env or args digest goes: its explain manifest, its entry
+    (no ETag computed now can match it) and the ETag in history rows. With the workspace's sources
+    at hand, a value of a few digits could be found from such an ETag alone."""
+    from ..history import redact_argv
+
+    db["stat_cache"].drop()
+    _create_table(db, "stat_cache")
+    argvs = []
+    for run_id, argv_text in conn.execute("SELECT id, argv FROM runs WHERE argv LIKE '%\"--\"%'").fetchall():
+        try:
+            argvs.append((json.dumps(redact_argv(json.loads(argv_text))), run_id))
+        except (ValueError, TypeError):
+            argvs.append(("[]", run_id))
+    conn.executemany("UPDATE runs SET argv = ? WHERE id = ?", argvs)
+    unkeyed = []
+    for etag, text in conn.execute("SELECT etag, explain FROM explains WHERE explain LIKE '%\"env:%' OR "
+                                   "explain LIKE '%\"env-set:%' OR explain LIKE '%\"args\"%'").fetchall():
+        try:
+            names = json.loads(text)
+        except ValueError:
+            names = {"args": ""}
+        if not isinstance(names, dict) or any(n == "args" or n.startswith(("env:", "env-set:")) for n in names):
+            unkeyed.append((etag,))
+    if not unkeyed:
+        return
+    conn.execute("CREATE TEMP TABLE unkeyed_etags (etag TEXT PRIMARY KEY)")
+    conn.executemany("INSERT OR IGNORE INTO unkeyed_etags (etag) VALUES (?)", unkeyed)
+    for sql in ("DELETE FROM explains WHERE etag IN (SELECT etag FROM unkeyed_etags)",
+                "DELETE FROM entries WHERE etag IN (SELECT etag FROM unkeyed_etags)",
+                "DELETE FROM task_latest WHERE etag IN (SELECT etag FROM unkeyed_etags)",
+                "UPDATE run_tasks SET etag = NULL WHERE etag IN (SELECT etag FROM unkeyed_etags)",
+                "UPDATE bench_results SET etag = NULL WHERE etag IN (SELECT etag FROM unkeyed_etags)"):
+        conn.execute(sql)
+    conn.execute("DROP TABLE unkeyed_etags")

@@ -240,6 +240,58 @@ class RemoteCache:
     def _key(self, namespace: str, *parts: str) -> str:
         return self.backend.location.key(namespace, *parts)
 
+    # ------------------------------------------------------------------ the env key (store/keys.py)
+    def shared_env_key(self, create: bool = True) -> tuple[bytes | None, str]:
+        """(the key every machine sharing this remote hashes env values with, ''), or (None, why).
+
+        It lives at `<prefix>/env-key`, outside the namespaces, since every namespace must agree.
+        When there is none yet, `create` is set and this job may write, a random one is written once
+        (a conditional PUT: of machines racing, one wins) and the winner is read back. Requests go straight to the
+        backend, through the breaker: a refusal here (credentials limited to a namespace) must not
+        stop this run's reads and writes of entries."""
+        key_name = self.backend.location.key(_ENV_KEY_OBJECT)
+        try:
+            for attempt in range(2):
+                raw = self._key_request(self.backend.get_bytes, key_name, 4096)
+                if raw is not None:
+                    key = _parse_env_key(raw)
+                    return (key, "") if key else (None, f"{key_name} in the remote is not a key nxrun wrote")
+                if attempt or self.read_only or not create:
+                    break
+                self._key_request(self.backend.put_if_absent, key_name,
+                                  f"{_ENV_KEY_HEADER}\n{os.urandom(32).hex()}\n".encode("ascii"))
+        except _Skipped:
+            return None, "the remote cache is unavailable, so its env-key could not be read"
+        except (RemoteUnavailable, RemoteRefused) as exc:
+            return None, f"the remote's env-key could not be read or made ({_short(exc)})"
+        except ValueError:                   # larger than any key nxrun writes
+            return None, f"{key_name} in the remote is not a key nxrun wrote"
+        return None, ("the remote has no env-key yet and this job may not write one (read-only)" if create else
+                      "the remote has no env-key yet (the first run that may write makes it)")
+
+    def _key_request(self, operation, *args):
+        """One request for the env key through the breaker, as _request does (any answer of the
+        server closes it, an outage counts against it), except that a refusal is only raised: it
+        must not turn the remote off for entries."""
+        if not self.breaker.allow():
+            raise _Skipped()
+        started = time.monotonic()
+        try:
+            result = operation(*args)
+        except RemoteUnavailable as exc:
+            self._count("errors")
+            if self.breaker.record_failure(time.monotonic() - started):
+                self._warn_outage(exc)
+            raise
+        except (RemoteRefused, FileNotFoundError, ValueError):
+            self.breaker.record_success()
+            raise
+        except BaseException:
+            self.breaker.release()
+            raise
+        self.breaker.record_success()
+        return result
+
     # ------------------------------------------------------------------ reads
     def fetch(self, etag: str, local_store: LocalStore, dry_run: bool = False) -> CacheEntry | None:
         """The entry for `etag` from the remote, verified, with its blobs in `local_store` (unless
@@ -474,6 +526,17 @@ class RemoteCache:
                 pass
         if self._failure is not None:
             raise NxrunError(self._failure)
+
+
+_ENV_KEY_OBJECT = "env-key"
+_ENV_KEY_HEADER = "nxrun-env-key-v1"
+
+
+def _parse_env_key(raw: bytes) -> bytes | None:
+    lines = raw.decode("ascii", "replace").split()
+    if len(lines) != 2 or lines[0] != _ENV_KEY_HEADER or not re.fullmatch(r"[0-9a-f]{64}", lines[1]):
+        return None
+    return bytes.fromhex(lines[1])
 
 
 def _short(exc: BaseException) -> str:
