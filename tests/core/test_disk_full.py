@@ -202,7 +202,7 @@ def test_a_full_index_turns_caching_off_once(tmp_path: Path):
     store.uncached_on_disk_problems(warnings.append)
     pages = store.read("PRAGMA page_count")[0][0]
     store.read(f"PRAGMA max_page_count = {pages}")
-    rows = {f"src/file{i}.txt": (i, i, i, f"{i:032x}") for i in range(2000)}
+    rows = {f"src/file{i}.txt": (i, i, i, i, f"{i:032x}") for i in range(2000)}
     assert store.write(lambda conn: conn.executemany(
         "INSERT INTO runs (started) VALUES (?)", [(float(i),) for i in range(5000)])) is None
     assert len(warnings) == 1 and "full" in warnings[0]
