@@ -24,6 +24,7 @@ WORKSPACE_KEYS = {"cache-dir", "parallel", "include", "projects", "restore", "de
 REMOTE_KEYS = {
     "url", "read-only", "write-namespace", "read-namespaces", "endpoint-url", "region",
     "connect-timeout", "read-timeout", "required", "max-concurrency", "signing-key-env",
+    "outage-budget",
 }
 TOP_KEYS_ROOT = {"workspace", "remote", "named-inputs", "runtime", "projects"}
 TOP_KEYS_INCLUDED = {"projects", "named-inputs", "runtime"}

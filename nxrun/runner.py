@@ -163,6 +163,10 @@ class Runner:
         self.options = options
         self.console = console
         self.argv = argv or []
+        self.warnings: list[str] = []
+        self._lock = threading.Lock()
+        # a cache disk that is full or read-only turns caching off for this run, with one warning
+        store.uncached_on_disk_problems(self._warn)
         self.stat_cache = StatCache(store.load_stat_cache())
         self.runtime = Runtime(graph.workspace.runtime, str(self.root))
         if env_key is None:   # the key of the configured remote, asked for when needed (show, why)
@@ -170,10 +174,8 @@ class Runner:
 
             env_key = EnvKeySource(store, graph.workspace, remote, warn=console.warn)
         self.hasher = TaskHasher(self.root, graph.file_index, self.stat_cache, self.runtime, env_key)
-        self.warnings: list[str] = []
         self.records: dict[str, TaskRecord] = {}
         self.results: dict[str, TaskResult] = {}
-        self._lock = threading.Lock()
         self._resource_cond = threading.Condition()
         self._held_resources: set[str] = set()
         self._etag_claims: dict[str, threading.Event | None] = {}
@@ -359,7 +361,16 @@ class Runner:
                 self._release_claim(pending.etag)
 
     def _hit(self, task: Task, entry: CacheEntry, origin: str, pending: _Pending) -> TaskResult | None:
-        if not self._restore(task, entry, origin):
+        try:
+            restored = self._restore(task, entry, origin)
+        except OSError as exc:   # the workspace's disk (full, read-only): the task fails, saying where
+            from .store.disk import describe
+
+            where = os.path.dirname(exc.filename) if exc.filename else self.root
+            return self._fail(task, pending.record, pending.tick,
+                              f"could not restore its outputs from the cache into {where}: {describe(exc, where)}",
+                              pending.etag)
+        if not restored:
             return None
         record = pending.record
         record.status = "remote-hit" if origin == "remote" else "local-hit"
@@ -511,15 +522,16 @@ class Runner:
 
     def _store(self, task: Task, etag: str, record: TaskRecord, tick: float, duration: float,
                log: LogCapture) -> TaskResult:
-        store_blobs = task.cache != "never"
+        store_blobs = task.cache != "never" and not self.store.writes_off
         note = ""
         try:
             records, missing = scan_outputs(self.root, task.outputs, self.stat_cache,
                                             self.store if store_blobs else None)
         except OSError as exc:
             # cannot read or store the outputs (a full disk, say): the task still succeeded
-            self._warn(f"{task.id}: could not store its outputs in the cache ({exc}); it will run again "
-                       "next time.")
+            if not self.store.writes_off:   # else the store has said once that caching is off
+                self._warn(f"{task.id}: could not store its outputs in the cache ({exc}); it will run again "
+                           "next time.")
             records, missing = scan_outputs(self.root, task.outputs, self.stat_cache, None)
             store_blobs = False
         for path in missing:
@@ -536,7 +548,8 @@ class Runner:
                 if self.remote is not None:
                     self.remote.upload(entry, self.store)
             except (OSError, sqlite3.Error) as exc:
-                self._warn(f"{task.id}: could not write its cache entry ({exc}); it will run again next time.")
+                if not self.store.writes_off:   # else the store has said once that caching is off
+                    self._warn(f"{task.id}: could not write its cache entry ({exc}); it will run again next time.")
                 note = "not cached"
         record.status = "miss"
         record.duration = time.monotonic() - tick

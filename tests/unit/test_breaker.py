@@ -85,3 +85,37 @@ def test_a_failed_probe_reopens_for_a_full_cooldown_and_counts_another_opening()
     assert not breaker.allow()
     clock.now += 1
     assert breaker.allow()
+
+
+def test_a_probe_cut_short_by_a_local_error_lets_the_next_caller_probe():
+    breaker, clock = _opened()
+    clock.now += 30
+    assert breaker.allow()                              # the probe, which a full local disk cuts short
+    breaker.release()
+    assert breaker.state == OPEN and breaker.consecutive_failures == 3
+    assert breaker.allow()                              # the next caller probes at once
+
+
+def test_a_release_by_anyone_but_the_prober_changes_nothing():
+    import threading
+
+    breaker, clock = _opened()
+    clock.now += 30
+    assert breaker.allow()
+    other = threading.Thread(target=breaker.release)    # a request that started before the outage
+    other.start()
+    other.join()
+    assert breaker.state == PROBING and not breaker.allow()
+
+
+def test_the_outage_budget_drops_the_remote_for_the_rest_of_the_run():
+    clock = FakeClock()
+    breaker = OutageBreaker(threshold=3, cooldown=30, budget=10, clock=clock)
+    assert breaker.record_failure(6.0) is False
+    breaker.record_success()                          # a success between outages does not refill it
+    assert breaker.record_failure(4.5) is True        # 10.5 s lost: the budget is spent
+    assert breaker.gave_up and not breaker.allow()
+    clock.now += 3600
+    breaker.record_success()                          # a late answer of a request already in flight
+    assert not breaker.allow()
+    assert breaker.times_opened == 1
