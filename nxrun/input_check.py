@@ -1,0 +1,60 @@
+"""The stat of each input file as it was when a task was hashed, and the check after its command
+exits that none of them changed: an input edited while its task runs must not give an entry keyed
+on the old content and holding outputs made from the new.
+
+The comparison is by stat (size, mtime_ns, ctime_ns, inode), as git and Bazel compare: a write
+that puts the old size and mtime back still moves ctime, and an edit that is later undone still
+counts, since the command may have read the edited file in between.
+"""
+
+from __future__ import annotations
+
+import os
+
+# (absolute path, its stat when hashed)
+InputStats = list[tuple[str, os.stat_result]]
+
+
+def _same(before: os.stat_result, after: os.stat_result) -> bool:
+    return (before.st_size == after.st_size and before.st_mtime_ns == after.st_mtime_ns
+            and before.st_ctime_ns == after.st_ctime_ns and before.st_ino == after.st_ino
+            and before.st_dev == after.st_dev)
+
+
+def first_changed(inputs: InputStats) -> tuple[str, str] | None:
+    """(path, what happened) of the first input whose stat differs from when it was hashed, or
+    None when none does. Files that were not inputs then (created since) do not count."""
+    for path, before in inputs:
+        try:
+            after = os.stat(path)
+        except FileNotFoundError:
+            return path, "was deleted"
+        except OSError as exc:
+            return path, f"can no longer be read ({exc.strerror})"
+        if not _same(before, after):
+            return path, "changed"
+    return None
+
+
+class RecordingStatCache:
+    """The stat cache as the task hasher sees it: it digests files exactly as the cache it wraps
+    does, and remembers the stat of every file digested since the last `take()`. Only the
+    scheduling thread hashes tasks, so one list serves one task at a time."""
+
+    def __init__(self, stat_cache):
+        self._inner = stat_cache
+        self._seen: InputStats = []
+
+    def digest(self, abs_path: str, st: os.stat_result | None = None) -> str:
+        if st is None:
+            st = os.stat(abs_path)
+        self._seen.append((abs_path, st))
+        return self._inner.digest(abs_path, st)
+
+    def take(self) -> InputStats:
+        """The files digested since the last call (and forget them)."""
+        seen, self._seen = self._seen, []
+        return seen
+
+    def __getattr__(self, name: str):
+        return getattr(self._inner, name)

@@ -1,0 +1,139 @@
+"""The watchdog of one nxrun run: when nxrun dies without saying goodbye (kill -9, a crash, the
+second signal of a CI cancel), it stops the run's task processes, which run in sessions of their
+own and so outlive nxrun otherwise.
+
+nxrun starts it (`python -m nxrun.task_watchdog TOKEN GRACE`) at its first cache miss and writes
+lines to its stdin:
+
+    +PGID   a task's process group started
+    -PGID   that task's command has exited and been reaped
+    bye     the run ended cleanly: exit and kill nothing
+
+At the end of its input without `bye`, it sends SIGTERM to every registered group and to every
+process whose environment carries the run's token (NXRUN_RUN_TOKEN: this finds a task's
+processes that left its group, and one that started moments before nxrun could register it),
+waits up to GRACE seconds for them to go, then SIGKILLs whatever is left. It ignores SIGINT,
+SIGTERM and SIGHUP (a Ctrl-C or a cancel aimed at nxrun's process group must not stop it first)
+and runs in a session of its own.
+
+Only the standard library is imported: it starts in the time of a bare interpreter.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+TOKEN_VARIABLE = "NXRUN_RUN_TOKEN"
+
+
+def read_registrations(stream) -> tuple[set[int], bool]:
+    """(process groups still registered, whether `bye` came) from the lines of `stream`, read
+    until its end."""
+    groups: set[int] = set()
+    for raw in stream:
+        line = raw.strip()
+        if line == b"bye":
+            return groups, True
+        if line[:1] in (b"+", b"-") and line[1:].isdigit():
+            pgid = int(line[1:])
+            if pgid > 1:
+                (groups.add if line[:1] == b"+" else groups.discard)(pgid)
+    return groups, False
+
+
+def processes_with_token(token: str) -> set[int]:
+    """Live processes (not zombies) whose environment holds TOKEN_VARIABLE=token (Linux /proc;
+    empty elsewhere)."""
+    wanted = f"{TOKEN_VARIABLE}={token}".encode()
+    found: set[int] = set()
+    if not token:
+        return found
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    me = os.getpid()
+    for name in names:
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as handle:
+                environ = handle.read()
+        except OSError:   # gone, or not ours to read
+            continue
+        if wanted in environ.split(b"\0"):
+            found.add(int(name))
+    return found
+
+
+def _signal_all(groups: set[int], pids: set[int], sig: int) -> set[int]:
+    """Send `sig` to each group and process; the groups that still exist."""
+    alive = set()
+    for pgid in groups:
+        try:
+            os.killpg(pgid, sig)
+            alive.add(pgid)
+        except (ProcessLookupError, PermissionError):
+            pass
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return alive
+
+
+def _group_has_live_member(pgid: int) -> bool:
+    """Whether a process group still has a member that is not a zombie (Linux); elsewhere,
+    whether it exists at all."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return True
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                fields = handle.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        # fields after the command name: state, ppid, pgrp, ...
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
+
+
+def stop_everything(groups: set[int], token: str, grace: float) -> None:
+    """SIGTERM every group and token-carrying process, wait up to `grace` seconds, SIGKILL the
+    rest (looking for token-carrying processes again: a dying shell may have started one)."""
+    groups = _signal_all(groups, processes_with_token(token), signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        groups = {g for g in groups if _group_has_live_member(g)}
+        if not groups and not processes_with_token(token):
+            return
+        time.sleep(0.05)
+    _signal_all(groups, processes_with_token(token), signal.SIGKILL)
+
+
+def main(argv: list[str]) -> int:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    token = argv[1] if len(argv) > 1 else ""
+    grace = float(argv[2]) if len(argv) > 2 else 5.0
+    groups, clean = read_registrations(sys.stdin.buffer)
+    if not clean:
+        stop_everything(groups, token, grace)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

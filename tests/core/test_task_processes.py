@@ -1,0 +1,186 @@
+"""Task processes die with nxrun: a SIGKILL of nxrun leaves none running (the watchdog), a SIGTERM
+stops them also while they are starting, and a CI cancel (SIGTERM, then SIGKILL after a grace
+period) leaves nothing behind, not even a process that ignores SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from cli_workspace import Workspace
+from run_processes import is_alive, kill_leftovers, start_nxrun, task_processes, wait_until
+
+from nxrun.task_process import TaskProcesses
+from nxrun.task_watchdog import read_registrations
+
+GRANDCHILD = """
+[projects.p.targets.t]
+command = "sleep 300 & echo $! > child.pid; wait"
+inputs  = []
+"""
+
+
+def _pid_in(path: Path) -> int | None:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.endswith("\n") else None
+
+
+def test_kill_9_of_nxrun_takes_the_tasks_grandchildren_with_it(ws: Workspace):
+    ws.write("nxrun.toml", GRANDCHILD)
+    run = start_nxrun(ws.root, "run", "p:t")
+    try:
+        child = wait_until(lambda: _pid_in(ws.root / "child.pid"), what="the task's grandchild to start")
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=30)
+        wait_until(lambda: not is_alive(child), timeout=30, what=f"the orphaned grandchild {child} to die")
+        wait_until(lambda: not task_processes(ws.root), timeout=30, what="every task process to die")
+    finally:
+        if run.poll() is None:
+            run.kill()
+        kill_leftovers(ws.root)
+
+
+def test_sigterm_stops_a_task_that_starts_after_the_stop(ws: Workspace):
+    """The second task waits for the resource the first holds; the stop kills the first, which
+    frees the resource, and the second must not then start its command and be waited for."""
+    ws.write("nxrun.toml", """
+        [workspace]
+        parallel = 2
+        [projects.p.targets.a]
+        command   = "touch a.started; sleep 300"
+        inputs    = []
+        resources = ["gpu"]
+        [projects.p.targets.b]
+        command   = "touch b.started; sleep 300"
+        inputs    = []
+        resources = ["gpu"]
+        [projects.p.targets.all]
+        depends-on = ["a", "b"]
+    """)
+    run = start_nxrun(ws.root, "run", "p:all", output=ws.root / "run.log")
+    try:
+        wait_until(lambda: (ws.root / "a.started").exists() or (ws.root / "b.started").exists(),
+                   what="one task to start")
+        stopped = time.monotonic()
+        run.send_signal(signal.SIGTERM)
+        run.wait(timeout=60)
+        assert time.monotonic() - stopped < 15, "nxrun waited for a task that started after the stop"
+        assert run.returncode != 0 and "interrupted" in ws.read("run.log")
+        wait_until(lambda: not task_processes(ws.root), timeout=30, what="every task process to die")
+    finally:
+        if run.poll() is None:
+            run.kill()
+        kill_leftovers(ws.root)
+
+
+def test_sigterm_soon_after_start_leaves_no_task_running(ws: Workspace):
+    ws.write("nxrun.toml", """
+        [workspace]
+        parallel = 4
+        [projects.p.targets.a]
+        command = "sleep 300 & wait"
+        inputs  = []
+        [projects.p.targets.b]
+        command = "sleep 300 & wait"
+        inputs  = []
+        [projects.p.targets.c]
+        command = "sleep 300"
+        inputs  = []
+        [projects.p.targets.all]
+        depends-on = ["a", "b", "c"]
+    """)
+    try:
+        # the signal lands at different moments of start-up: before the handler is installed,
+        # while hashing, while a worker is inside Popen, once the commands run
+        for delay in (0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.6, 1.0):
+            run = start_nxrun(ws.root, "run", "p:all")
+            time.sleep(delay)   # the moment the signal lands is what this test varies
+            stopped = time.monotonic()
+            run.send_signal(signal.SIGTERM)
+            try:
+                run.wait(timeout=20)
+            finally:
+                if run.poll() is None:
+                    run.kill()
+            assert time.monotonic() - stopped < 15, f"nxrun took too long to stop (signal after {delay} s)"
+            wait_until(lambda: not task_processes(ws.root), timeout=30,
+                       what=f"every task process to die (signal after {delay} s)")
+    finally:
+        kill_leftovers(ws.root)
+
+
+def test_a_ci_cancel_leaves_no_task_running_even_one_that_ignores_sigterm(ws: Workspace):
+    ws.write("nxrun.toml", """
+        [projects.p.targets.t]
+        command = "trap '' TERM; sleep 300 & echo $! > child.pid; wait"
+        inputs  = []
+    """)
+    run = start_nxrun(ws.root, "run", "p:t")
+    try:
+        wait_until(lambda: _pid_in(ws.root / "child.pid"), what="the task to start")
+        run.send_signal(signal.SIGTERM)
+        try:   # the CI's grace period, shorter than nxrun's own
+            run.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            run.send_signal(signal.SIGKILL)
+            run.wait(timeout=30)
+        wait_until(lambda: not task_processes(ws.root), timeout=30, what="every task process to die")
+    finally:
+        if run.poll() is None:
+            run.kill()
+        kill_leftovers(ws.root)
+
+
+# ---------------------------------------------------------------------------- the parts alone
+
+def test_watchdog_protocol_keeps_only_groups_not_yet_reaped():
+    import io
+
+    groups, clean = read_registrations(io.BytesIO(b"+100\n+200\n-100\n+junk\n+1\n+300"))
+    assert groups == {200, 300} and not clean
+    groups, clean = read_registrations(io.BytesIO(b"+100\nbye\n+200\n"))
+    assert clean
+
+
+def test_a_process_started_while_the_run_stops_is_killed_at_once(tmp_path: Path):
+    """The stop flag is set (a SIGTERM handled by the main thread) while a worker is in Popen."""
+    stopping = threading.Event()
+    processes = TaskProcesses(stopping, grace=1)
+    stopping.set()
+    started = time.monotonic()
+    process = processes.start("sleep 300", tmp_path, dict(os.environ))
+    assert process.stdout is not None
+    process.stdout.read()
+    assert processes.wait(process) < 0
+    assert time.monotonic() - started < 10
+    processes.close(clean=True)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the token sweep reads /proc")
+def test_watchdog_kills_registered_groups_and_token_carriers_when_its_input_ends(tmp_path: Path):
+    token = os.urandom(8).hex()
+    group = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    # a process that left every group it was registered with, but carries the run's token
+    escaped = subprocess.Popen(["sleep", "300"], start_new_session=True,
+                               env=dict(os.environ, NXRUN_RUN_TOKEN=token))
+    watchdog = subprocess.Popen([sys.executable, "-m", "nxrun.task_watchdog", token, "2"], stdin=subprocess.PIPE)
+    try:
+        watchdog.stdin.write(f"+{group.pid}\n".encode())
+        watchdog.stdin.close()
+        assert watchdog.wait(timeout=30) == 0
+        assert group.wait(timeout=10) == -signal.SIGTERM
+        assert escaped.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        for process in (group, escaped, watchdog):
+            if process.poll() is None:
+                process.kill()
+                process.wait()
