@@ -10,6 +10,7 @@ counts, since the command may have read the edited file in between.
 from __future__ import annotations
 
 import os
+import stat
 
 # (absolute path, its stat when hashed)
 InputStats = list[tuple[str, os.stat_result]]
@@ -26,7 +27,8 @@ def first_changed(inputs: InputStats) -> tuple[str, str] | None:
     None when none does. Files that were not inputs then (created since) do not count."""
     for path, before in inputs:
         try:
-            after = os.stat(path)
+            # the same kind of stat as the hasher took: of the link itself when it took one
+            after = os.lstat(path) if stat.S_ISLNK(before.st_mode) else os.stat(path)
         except FileNotFoundError:
             return path, "was deleted"
         except OSError as exc:

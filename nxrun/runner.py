@@ -672,6 +672,7 @@ class Runner:
             digest = _aggregate_digest(dep_digests)
         else:
             components, _ = self.hasher.components(task, dep_digests)
+            self._input_stats.take()   # only a task about to run needs them
             entry = self.store.get_hit(etag_of(components)) if task.cache != "never" else None
             if entry is not None and (not restore or self._restore_locked(task, entry)):
                 digest = entry.outputs_digest
@@ -697,6 +698,7 @@ class Runner:
         memo = {} if memo is None else memo
         dep_digests = {d: self._dep_digest_from_disk(d, False, memo) for d in task.deps}
         components, warnings = self.hasher.components(task, dep_digests)
+        self._input_stats.take()
         self.warnings.extend(warnings)
         return components, etag_of(components)
 

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 
+from . import task_watchdog
 from .task_watchdog import TOKEN_VARIABLE
 
 # how long a stopped task's processes get between SIGTERM and SIGKILL
@@ -90,7 +91,8 @@ class TaskProcesses:
 
     def close(self, clean: bool) -> None:
         """The run is over. `clean`: every command finished, so the watchdog leaves without
-        killing anything; otherwise it sweeps up whatever of the run's processes remain."""
+        killing anything; otherwise it sweeps up whatever of the run's processes remain. Does not
+        wait for it: it exits on its own, and nxrun's exit is not delayed."""
         with self._lock:
             watchdog, self._watchdog = self._watchdog, None
         if watchdog is None:
@@ -102,19 +104,16 @@ class TaskProcesses:
             watchdog.stdin.close()
         except OSError:   # it died: nothing to tell
             pass
-        if clean:
-            try:
-                watchdog.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
 
     # ------------------------------------------------------------------ the watchdog
     def _start_watchdog(self) -> None:
         if self._watchdog is not None:
             return
         try:
+            # by file, isolated and without site: it needs only the standard library, and no
+            # module of the current folder or of the environment can stand in for it
             self._watchdog = subprocess.Popen(
-                [sys.executable, "-m", "nxrun.task_watchdog", self.token, str(self.grace)],
+                [sys.executable, "-I", "-S", task_watchdog.__file__, self.token, str(self.grace)],
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 start_new_session=True, bufsize=0)
         except OSError:   # no watchdog (no memory for a process, say): tasks still run

@@ -2,8 +2,8 @@
 second signal of a CI cancel), it stops the run's task processes, which run in sessions of their
 own and so outlive nxrun otherwise.
 
-nxrun starts it (`python -m nxrun.task_watchdog TOKEN GRACE`) at its first cache miss and writes
-lines to its stdin:
+nxrun starts it (`python -I -S task_watchdog.py TOKEN GRACE`) at its first cache miss and
+writes lines to its stdin:
 
     +PGID   a task's process group started
     -PGID   that task's command has exited and been reaped
