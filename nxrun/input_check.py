@@ -12,28 +12,33 @@ from __future__ import annotations
 import os
 import stat
 
-# (absolute path, its stat when hashed)
-InputStats = list[tuple[str, os.stat_result]]
+# (absolute path, whether the hasher took the stat of a link itself, the stat's key). A key, not
+# the stat: tasks waiting to run hold one per input, and a stat object is several times larger.
+InputStats = list[tuple[str, bool, int]]
 
 
-def _same(before: os.stat_result, after: os.stat_result) -> bool:
-    return (before.st_size == after.st_size and before.st_mtime_ns == after.st_mtime_ns
-            and before.st_ctime_ns == after.st_ctime_ns and before.st_ino == after.st_ino
-            and before.st_dev == after.st_dev)
+def stat_key(st: os.stat_result) -> int:
+    """What a change of the file moves: size, mtime, ctime, inode, device and type."""
+    return hash((st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev, stat.S_IFMT(st.st_mode)))
+
+
+def compact(seen: list[tuple[str, os.stat_result]]) -> InputStats:
+    """InputStats of what RecordingStatCache.take() returned."""
+    return [(path, stat.S_ISLNK(st.st_mode), stat_key(st)) for path, st in seen]
 
 
 def first_changed(inputs: InputStats) -> tuple[str, str] | None:
     """(path, what happened) of the first input whose stat differs from when it was hashed, or
     None when none does. Files that were not inputs then (created since) do not count."""
-    for path, before in inputs:
+    for path, is_link, key in inputs:
         try:
             # the same kind of stat as the hasher took: of the link itself when it took one
-            after = os.lstat(path) if stat.S_ISLNK(before.st_mode) else os.stat(path)
+            after = os.lstat(path) if is_link else os.stat(path)
         except FileNotFoundError:
             return path, "was deleted"
         except OSError as exc:
             return path, f"can no longer be read ({exc.strerror})"
-        if not _same(before, after):
+        if stat_key(after) != key:
             return path, "changed"
     return None
 
@@ -45,7 +50,7 @@ class RecordingStatCache:
 
     def __init__(self, stat_cache):
         self._inner = stat_cache
-        self._seen: InputStats = []
+        self._seen: list[tuple[str, os.stat_result]] = []
 
     def digest(self, abs_path: str, st: os.stat_result | None = None) -> str:
         if st is None:
@@ -53,8 +58,9 @@ class RecordingStatCache:
         self._seen.append((abs_path, st))
         return self._inner.digest(abs_path, st)
 
-    def take(self) -> InputStats:
-        """The files digested since the last call (and forget them)."""
+    def take(self) -> list[tuple[str, os.stat_result]]:
+        """(path, stat) of the files digested since the last call (and forget them); compact()
+        turns them into InputStats for a task that is going to run."""
         seen, self._seen = self._seen, []
         return seen
 

@@ -28,7 +28,7 @@ from .errors import NxrunError
 from .graph import Task, TaskGraph
 from .hashing import StatCache, TaskHasher, digest_text, etag_of
 from .history import RunRecord, TaskRecord, save_run
-from .input_check import InputStats, RecordingStatCache, first_changed
+from .input_check import InputStats, RecordingStatCache, compact, first_changed
 from .records import default_factory, record
 from .runtime import Runtime, command_environment
 from .store import CacheEntry, CorruptBlob, UnsafeEntry
@@ -184,7 +184,9 @@ class Runner:
         # the hasher's view of the stat cache notes each input's stat, for the check after the run
         self._input_stats = RecordingStatCache(self.stat_cache)
         self.hasher = TaskHasher(self.root, graph.file_index, self._input_stats, self.runtime, env_key)
-        self.task_locks = TaskLocks(store.cache_dir, self.root)
+        self.task_locks = TaskLocks(store.cache_dir, self.root, on_broken=lambda exc: self._warn(
+            f"could not lock tasks in {self.task_locks.path} ({exc}); runs in this workspace at the same time "
+            "are not kept from running the same task."))
         self.warnings: list[str] = []
         self.records: dict[str, TaskRecord] = {}
         self.results: dict[str, TaskResult] = {}
@@ -330,7 +332,7 @@ class Runner:
         try:
             components, warnings = self.hasher.components(task, dep_digests, args)  # type: ignore[arg-type]
         finally:
-            inputs = self._input_stats.take()
+            hashed_inputs = self._input_stats.take()
         for warning in warnings:
             self._warn(warning)
         etag = etag_of(components)
@@ -353,7 +355,7 @@ class Runner:
                 owner_event = self._etag_claims[etag]
                 if owner_event is None:
                     owner_event = self._etag_claims[etag] = threading.Event()
-        pending = _Pending(etag, record, tick, owner_event, inputs)
+        pending = _Pending(etag, record, tick, owner_event, [])
         # the task's lock, taken here only when it is free: when another run holds it, or a twin
         # of this run is on it, a worker waits instead of the scheduling thread
         if owner_event is None and self.task_locks.try_acquire(task.id):
@@ -369,6 +371,7 @@ class Runner:
                     self.task_locks.release(task.id)
                     self._release_claim(etag)
                     return result
+        pending.inputs = compact(hashed_inputs)
         return pending
 
     def _release_claim(self, etag: str) -> None:
@@ -602,7 +605,7 @@ class Runner:
         from .fresh_outputs import clear_outputs
 
         try:
-            spared = clear_outputs(str(self.root), task.outputs, keep=[str(cwd)] + [p for p, _ in inputs])
+            spared = clear_outputs(str(self.root), task.outputs, keep=[str(cwd)] + [p for p, _, _ in inputs])
         except OSError as exc:
             return (f"could not clear its declared outputs before running ({exc}); remove them by hand or fix "
                     "their permissions.")

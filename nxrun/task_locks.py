@@ -25,11 +25,17 @@ _OFFSET_BITS = 62
 
 
 class TaskLocks:
-    """The task locks this process holds in one workspace. Every method is thread-safe."""
+    """The task locks this process holds in one workspace. Every method is thread-safe.
 
-    def __init__(self, cache_dir: Path, root: Path):
+    Where locking is impossible (a read-only or full cache folder, a file system without record
+    locks), `on_broken` is called once with the error and every lock is granted from then on: the
+    run goes on as runs did before there were locks, rather than failing."""
+
+    def __init__(self, cache_dir: Path, root: Path, on_broken=None):
         self.folder = Path(cache_dir) / "locks"
         self.path = self.folder / xxhash.xxh3_128_hexdigest(os.path.realpath(root).encode())
+        self.on_broken = on_broken
+        self.broken: OSError | None = None
         self._fd: int | None = None
         self._open_lock = threading.Lock()
 
@@ -41,19 +47,29 @@ class TaskLocks:
                     self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         return self._fd
 
+    def _break(self, exc: OSError) -> None:
+        with self._open_lock:
+            first = self.broken is None
+            self.broken = exc
+        if first and self.on_broken is not None:
+            self.on_broken(exc)
+
     @staticmethod
     def _offset(task_id: str) -> int:
         return xxhash.xxh3_64_intdigest(task_id.encode()) >> (64 - _OFFSET_BITS)
 
     def try_acquire(self, task_id: str) -> bool:
         """Take the task's lock if no other process holds it; never waits."""
+        if self.broken is not None:
+            return True
         try:
             fcntl.lockf(self._file(), fcntl.LOCK_EX | fcntl.LOCK_NB, 1, self._offset(task_id))
             return True
         except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.EACCES):   # another process holds it
+            if exc.errno in (errno.EAGAIN, errno.EACCES) and self._fd is not None:   # another process holds it
                 return False
-            raise
+            self._break(exc)
+            return True
 
     def acquire(self, task_id: str, stop: threading.Event, on_wait=None, poll: float = 0.05) -> bool:
         """Take the task's lock, waiting for the process that holds it (`on_wait` is called once,
@@ -70,7 +86,9 @@ class TaskLocks:
         return False
 
     def release(self, task_id: str) -> None:
-        fcntl.lockf(self._file(), fcntl.LOCK_UN, 1, self._offset(task_id))
+        if self.broken is not None or self._fd is None:
+            return
+        fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, self._offset(task_id))
 
     def close(self) -> None:
         """Give back every lock this process holds in the workspace."""

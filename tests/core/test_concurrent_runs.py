@@ -151,3 +151,15 @@ def test_waiting_for_a_task_lock_stops_when_the_run_stops(tmp_path: Path):
     finally:
         if holder.poll() is None:
             holder.kill()
+
+
+def test_task_locks_grant_everything_and_say_so_once_where_locking_is_impossible(tmp_path: Path):
+    not_a_folder = tmp_path / "cache"
+    not_a_folder.write_text("a file where the cache folder should be")
+    errors = []
+    locks = TaskLocks(not_a_folder, tmp_path / "ws", on_broken=errors.append)
+    assert locks.try_acquire("p:a") and locks.try_acquire("p:b")
+    assert locks.acquire("p:c", threading.Event())
+    locks.release("p:a")
+    locks.close()
+    assert len(errors) == 1 and isinstance(errors[0], OSError)
