@@ -595,7 +595,8 @@ class Runner:
             if self._task_processes is None:
                 from .task_process import TaskProcesses
 
-                self._task_processes = TaskProcesses(self._interrupted)
+                self._task_processes = TaskProcesses(self._interrupted,
+                                                     watchdog_holds=self.task_locks.inheritable_fd)
             return self._task_processes
 
     def _clear_outputs(self, task: Task, cwd, inputs: InputStats) -> str | None:

@@ -30,9 +30,12 @@ GRACE_SECONDS = 5.0
 class TaskProcesses:
     """The running task commands of one run. `stopping` is the run's stop flag."""
 
-    def __init__(self, stopping: threading.Event, grace: float = GRACE_SECONDS):
+    def __init__(self, stopping: threading.Event, grace: float = GRACE_SECONDS, watchdog_holds=None):
+        """`watchdog_holds`: called when the watchdog starts, a descriptor it should inherit and
+        keep open until it exits (the run's task locks: task_locks.py), or None."""
         self.stopping = stopping
         self.grace = grace
+        self.watchdog_holds = watchdog_holds
         self.token = os.urandom(16).hex()
         self._running: dict[int, subprocess.Popen] = {}   # pid (= process group id) -> process
         self._lock = threading.Lock()
@@ -109,13 +112,14 @@ class TaskProcesses:
     def _start_watchdog(self) -> None:
         if self._watchdog is not None:
             return
+        held = self.watchdog_holds() if self.watchdog_holds is not None else None
         try:
             # by file, isolated and without site: it needs only the standard library, and no
             # module of the current folder or of the environment can stand in for it
             self._watchdog = subprocess.Popen(
                 [sys.executable, "-I", "-S", task_watchdog.__file__, self.token, str(self.grace)],
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True, bufsize=0)
+                start_new_session=True, bufsize=0, pass_fds=() if held is None else (held,))
         except OSError:   # no watchdog (no memory for a process, say): tasks still run
             self._watchdog = None
 

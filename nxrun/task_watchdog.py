@@ -16,6 +16,10 @@ waits up to GRACE seconds for them to go, then SIGKILLs whatever is left. It ign
 SIGTERM and SIGHUP (a Ctrl-C or a cancel aimed at nxrun's process group must not stop it first)
 and runs in a session of its own.
 
+It also holds, without ever using it, the run's task-lock descriptor (task_locks.py): the run's
+task locks stay taken until it exits, so a run started right after nxrun's death waits for the
+sweep instead of running a task beside its orphan.
+
 Only the standard library is imported: it starts in the time of a bare interpreter.
 """
 
@@ -113,7 +117,8 @@ def _group_has_live_member(pgid: int) -> bool:
 
 def stop_everything(groups: set[int], token: str, grace: float) -> None:
     """SIGTERM every group and token-carrying process, wait up to `grace` seconds, SIGKILL the
-    rest (looking for token-carrying processes again: a dying shell may have started one)."""
+    rest (looking for token-carrying processes again: a dying shell may have started one), and
+    wait a moment for those to die."""
     groups = _signal_all(groups, processes_with_token(token), signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
@@ -121,7 +126,12 @@ def stop_everything(groups: set[int], token: str, grace: float) -> None:
         if not groups and not processes_with_token(token):
             return
         time.sleep(0.05)
-    _signal_all(groups, processes_with_token(token), signal.SIGKILL)
+    groups = _signal_all(groups, processes_with_token(token), signal.SIGKILL)
+    # exit (and so give back the run's task locks) once they are really gone
+    deadline = time.monotonic() + 2
+    while groups and time.monotonic() < deadline:
+        groups = {g for g in groups if _group_has_live_member(g)}
+        time.sleep(0.01)
 
 
 def main(argv: list[str]) -> int:

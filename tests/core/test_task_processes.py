@@ -140,6 +140,47 @@ def test_a_ci_cancel_leaves_no_task_running_even_one_that_ignores_sigterm(ws: Wo
         kill_leftovers(ws.root)
 
 
+def test_a_run_started_right_after_a_kill_9_waits_for_the_orphans_to_go(ws: Workspace):
+    """The killed run's task ignores SIGTERM, so it lives on for the watchdog's grace period: the
+    next run must wait for it, not run the task beside it."""
+    ws.write("nxrun.toml", """
+        [projects.p.targets.t]
+        command = "python task.py"
+        inputs  = []
+        outputs = ["out.txt"]
+    """)
+    ws.write("task.py", """
+        import os, subprocess, sys
+        if os.environ["RUN_NAME"] == "second":
+            # the first run's orphan must be gone (a zombie not yet reaped counts as gone)
+            try:
+                with open(f"/proc/{open('child.pid').read().strip()}/stat") as handle:
+                    if handle.read().rsplit(")", 1)[1].split()[0] not in "ZX":
+                        open("overlap.txt", "w").write("the orphan was still running")
+            except FileNotFoundError:
+                pass
+            open("out.txt", "w").write("done")
+            sys.exit(0)
+        subprocess.run("trap '' TERM; sleep 300 & echo $! > child.pid; wait", shell=True)
+    """)
+    first = start_nxrun(ws.root, "run", "p:t", env={"RUN_NAME": "first"})
+    second = None
+    try:
+        child = wait_until(lambda: _pid_in(ws.root / "child.pid"), what="the first run's task to start")
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+        second = start_nxrun(ws.root, "run", "p:t", env={"RUN_NAME": "second"}, output=ws.root / "second.log")
+        assert second.wait(timeout=60) == 0, ws.read("second.log")
+        assert "waiting for another nxrun run in this workspace that holds p:t" in ws.read("second.log")
+        assert not (ws.root / "overlap.txt").exists(), "the task ran beside the killed run's orphan"
+        assert not is_alive(child)
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+        kill_leftovers(ws.root)
+
+
 # ---------------------------------------------------------------------------- the parts alone
 
 def test_watchdog_protocol_keeps_only_groups_not_yet_reaped():
