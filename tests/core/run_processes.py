@@ -1,6 +1,6 @@
-"""Helpers for tests that start `nxrun run` in the background and watch processes: wait on a
-condition with a deadline (never a fixed sleep), and find the live processes a workspace's tasks
-started (by the NXRUN_WORKSPACE variable every task command inherits).
+"""Helpers for tests that start `nxrun run` in the background and watch processes: start it with
+its output in a file, read its JSON summary, and find the live processes a workspace's tasks
+started (by the NXRUN_WORKSPACE variable every task command inherits). Waiting is tests/waiting.py.
 """
 
 from __future__ import annotations
@@ -9,22 +9,7 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
-
-
-def wait_until(condition: Callable[[], object], timeout: float = 60, what: str = "the condition") -> object:
-    """Poll `condition` until it returns something true; that value. Fails after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    delay = 0.005
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
 
 
 def start_nxrun(root: Path, *args: str, env: dict | None = None, output: Path | None = None) -> subprocess.Popen:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from cli_workspace import Workspace
 
-from nxrun.fresh_outputs import clear_outputs
 
 
 def _with_command(command: str) -> str:
@@ -103,22 +102,3 @@ def test_clearing_never_follows_a_link_out_of_the_declared_outputs(ws: Workspace
     assert ws.statuses(ws.run_json("p:t")) == {"p:t": "miss"}
     assert ws.read("keep/precious.txt") == "keep me\n"
     assert os.readlink(ws.root / "link") == "keep"
-
-
-# ---------------------------------------------------------------------------- the function alone
-
-def test_clear_outputs_spares_outputs_that_hold_sources(tmp_path: Path):
-    (tmp_path / "gen").mkdir()
-    (tmp_path / "gen" / "source.txt").write_text("a source")
-    (tmp_path / "gen" / "stale.txt").write_text("stale")
-    (tmp_path / "build" / "sub").mkdir(parents=True)
-    (tmp_path / "build" / "sub" / "x").write_text("x")
-    os.chmod(tmp_path / "build" / "sub", 0o555)
-    (tmp_path / "file.txt").write_text("f")
-    os.symlink("gen", tmp_path / "link")
-    spared = clear_outputs(str(tmp_path), ["gen", "build", "file.txt", "link", "absent"],
-                           keep=[str(tmp_path / "gen" / "source.txt")])
-    assert spared == ["gen"]
-    assert (tmp_path / "gen" / "stale.txt").exists()
-    assert os.listdir(tmp_path / "build") == []
-    assert not (tmp_path / "file.txt").exists() and not os.path.lexists(tmp_path / "link")
