@@ -721,7 +721,10 @@ class Runner:
         with self._lock:
             processes = self._task_processes
         if processes is not None:
-            processes.stop_all()
+            try:
+                processes.stop_all()
+            except KeyboardInterrupt:   # a second Ctrl-C or SIGTERM during the grace period: no more grace
+                processes.kill_all()
 
     def _finish(self, started: float) -> None:
         try:

@@ -21,7 +21,7 @@ import threading
 import time
 
 from . import task_watchdog
-from .task_watchdog import TOKEN_VARIABLE
+from .task_watchdog import TOKEN_VARIABLE, live_groups
 
 # how long a stopped task's processes get between SIGTERM and SIGKILL
 GRACE_SECONDS = 5.0
@@ -76,20 +76,26 @@ class TaskProcesses:
 
     def stop_all(self) -> None:
         """Stop every running command (the caller has set `stopping`): SIGTERM to each process
-        group, SIGKILL to those still there after the grace period."""
+        group, SIGKILL to those with a live member after the grace period. The whole group gets
+        the grace period, not only the shell at its head, which usually exits at once."""
+        with self._lock:
+            groups = {process.pid for process in self._running.values()}
+        for pgid in groups:
+            _signal_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace
+        while groups and time.monotonic() < deadline:
+            groups = live_groups(groups)
+            if groups:
+                time.sleep(0.02)
+        for pgid in groups:
+            # while any member is left, the kernel hands the group's id to no new process
+            _signal_group(pgid, signal.SIGKILL)
+
+    def kill_all(self) -> None:
+        """SIGKILL every running command's process group at once (a second stop signal)."""
         with self._lock:
             processes = list(self._running.values())
         for process in processes:
-            _signal_group(process.pid, signal.SIGTERM)
-        deadline = time.monotonic() + self.grace
-        for process in processes:
-            try:
-                process.wait(timeout=max(0.05, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-        for process in processes:
-            # also when the shell exited: what it started in its group may have ignored SIGTERM.
-            # While any member is left, the kernel hands the group's id to no new process.
             _signal_group(process.pid, signal.SIGKILL)
 
     def close(self, clean: bool) -> None:

@@ -90,29 +90,36 @@ def _signal_all(groups: set[int], pids: set[int], sig: int) -> set[int]:
     return alive
 
 
-def _group_has_live_member(pgid: int) -> bool:
-    """Whether a process group still has a member that is not a zombie (Linux); elsewhere,
-    whether it exists at all."""
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
+def live_groups(groups) -> set[int]:
+    """Those of `groups` that still have a member that is not a zombie (read from /proc in one
+    pass); where there is no /proc, those that exist at all."""
+    existing = set()
+    for pgid in groups:
+        try:
+            os.killpg(pgid, 0)
+            existing.add(pgid)
+        except (ProcessLookupError, PermissionError):
+            pass
+    if not existing:
+        return existing
     try:
         names = os.listdir("/proc")
     except OSError:
-        return True
+        return existing
+    live = set()
     for name in names:
         if not name.isdigit():
             continue
         try:
             with open(f"/proc/{name}/stat", "rb") as handle:
                 fields = handle.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
+            # fields after the command name: state, ppid, pgrp, ...
+            pgid = int(fields[2])
+        except (OSError, IndexError, ValueError):
             continue
-        # fields after the command name: state, ppid, pgrp, ...
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
-    return False
+        if pgid in existing and fields[0] not in (b"Z", b"X"):
+            live.add(pgid)
+    return live
 
 
 def stop_everything(groups: set[int], token: str, grace: float) -> None:
@@ -122,7 +129,7 @@ def stop_everything(groups: set[int], token: str, grace: float) -> None:
     groups = _signal_all(groups, processes_with_token(token), signal.SIGTERM)
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        groups = {g for g in groups if _group_has_live_member(g)}
+        groups = live_groups(groups)
         if not groups and not processes_with_token(token):
             return
         time.sleep(0.05)
@@ -130,7 +137,7 @@ def stop_everything(groups: set[int], token: str, grace: float) -> None:
     # exit (and so give back the run's task locks) once they are really gone
     deadline = time.monotonic() + 2
     while groups and time.monotonic() < deadline:
-        groups = {g for g in groups if _group_has_live_member(g)}
+        groups = live_groups(groups)
         time.sleep(0.01)
 
 

@@ -174,3 +174,63 @@ def test_a_run_started_right_after_a_kill_9_waits_for_the_orphans_to_go(ws: Work
             if process is not None and process.poll() is None:
                 process.kill()
         kill_leftovers(ws.root)
+
+
+def test_a_second_sigterm_during_the_grace_period_kills_at_once(ws: Workspace):
+    ws.write("nxrun.toml", """
+        [projects.p.targets.t]
+        command = "python task.py"
+        inputs  = []
+    """)
+    ws.write("task.py", """
+        import signal, time
+        signal.signal(signal.SIGTERM, lambda *_: open("term.txt", "w").write("asked to stop, staying"))
+        open("started.txt", "w").write("started")
+        while True:
+            time.sleep(1)
+    """)
+    run = start_nxrun(ws.root, "run", "p:t", output=ws.root / "run.log")
+    try:
+        wait_until(lambda: (ws.root / "started.txt").exists(), what="the task to start")
+        run.send_signal(signal.SIGTERM)
+        wait_until(lambda: (ws.root / "term.txt").exists(), what="the task to get SIGTERM")
+        second = time.monotonic()
+        run.send_signal(signal.SIGTERM)
+        run.wait(timeout=30)
+        # nxrun's own grace period is 5 s: a second signal cuts it short
+        assert time.monotonic() - second < 4, ws.read("run.log")
+        wait_until(lambda: not task_processes(ws.root), timeout=30, what="every task process to die")
+    finally:
+        if run.poll() is None:
+            run.kill()
+        kill_leftovers(ws.root)
+
+
+def test_a_stopped_task_gets_its_grace_period_even_when_its_shell_exits_at_once(ws: Workspace):
+    """SIGTERM reaches the whole process group: the shell dies at once, the program it started
+    cleans up first. It must not be SIGKILLed just because the shell is gone."""
+    ws.write("nxrun.toml", """
+        [projects.p.targets.t]
+        command = "python task.py; true"
+        inputs  = []
+    """)
+    ws.write("task.py", """
+        import signal, time
+        stop = []
+        signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+        open("started.txt", "w").write("started")
+        while not stop:
+            time.sleep(0.01)
+        time.sleep(0.3)   # the task's own clean-up takes a while
+        open("cleaned.txt", "w").write("cleaned up")
+    """)
+    run = start_nxrun(ws.root, "run", "p:t", output=ws.root / "run.log")
+    try:
+        wait_until(lambda: (ws.root / "started.txt").exists(), what="the task to start")
+        run.send_signal(signal.SIGTERM)
+        run.wait(timeout=30)
+        assert (ws.root / "cleaned.txt").exists(), ws.read("run.log")
+    finally:
+        if run.poll() is None:
+            run.kill()
+        kill_leftovers(ws.root)
