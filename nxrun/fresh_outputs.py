@@ -29,11 +29,11 @@ def clear_outputs(root: str, declared_outputs: list[str], keep: list[str]) -> li
             st = os.lstat(path)
         except FileNotFoundError:
             continue
-        if not stat.S_ISDIR(st.st_mode):
-            os.unlink(path)
-            continue
         if any(_under(kept, path) for kept in keep):
             spared.append(rel)
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink(path)
             continue
         _remove_tree(path)
         os.mkdir(path)

@@ -18,9 +18,11 @@ def test_clear_outputs_spares_outputs_that_hold_sources(tmp_path: Path):
     os.chmod(tmp_path / "build" / "sub", 0o555)
     (tmp_path / "file.txt").write_text("f")
     os.symlink("gen", tmp_path / "link")
-    spared = clear_outputs(str(tmp_path), ["gen", "build", "file.txt", "link", "absent"],
-                           keep=[str(tmp_path / "gen" / "source.txt")])
-    assert spared == ["gen"]
+    (tmp_path / "formatted.py").write_text("an input the task rewrites in place")
+    spared = clear_outputs(str(tmp_path), ["gen", "build", "file.txt", "link", "absent", "formatted.py"],
+                           keep=[str(tmp_path / "gen" / "source.txt"), str(tmp_path / "formatted.py")])
+    assert spared == ["gen", "formatted.py"]
+    assert (tmp_path / "formatted.py").exists()
     assert (tmp_path / "gen" / "stale.txt").exists()
     assert os.listdir(tmp_path / "build") == []
     assert not (tmp_path / "file.txt").exists() and not os.path.lexists(tmp_path / "link")
