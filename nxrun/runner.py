@@ -611,8 +611,9 @@ class Runner:
             return (f"could not clear its declared outputs before running ({exc}); remove them by hand or fix "
                     "their permissions.")
         for rel in spared:
-            self._warn(f"{task.id}: declared output '{rel}' holds the task's working folder or one of its inputs, "
-                       f"so it is not cleared before the run ({task.source}); declare the files it writes instead.")
+            self._warn(f"{task.id}: declared output '{rel}' is or holds one of the task's inputs or its working "
+                       f"folder, so it is not cleared before the run ({task.source}); keep sources out of declared "
+                       "outputs.")
         return None
 
     def _fail(self, task: Task, record: TaskRecord, tick: float, reason: str, etag: str | None) -> TaskResult:
