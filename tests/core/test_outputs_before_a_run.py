@@ -102,3 +102,19 @@ def test_clearing_never_follows_a_link_out_of_the_declared_outputs(ws: Workspace
     assert ws.statuses(ws.run_json("p:t")) == {"p:t": "miss"}
     assert ws.read("keep/precious.txt") == "keep me\n"
     assert os.readlink(ws.root / "link") == "keep"
+
+
+def test_an_output_folder_holding_an_input_is_not_cleared(ws: Workspace):
+    ws.write("gen/template.txt", "template\n")
+    ws.write("v.txt", "1")
+    ws.write("nxrun.toml", """
+        [projects.p.targets.t]
+        command = "cat gen/template.txt v.txt > gen/made.txt"
+        inputs  = ["gen/template.txt", "v.txt"]
+        outputs = ["gen"]
+    """)
+    summary = ws.run_json("p:t")
+    assert [w for w in summary["warnings"] if "'gen'" in w and "not cleared" in w], summary["warnings"]
+    ws.write("v.txt", "2")
+    ws.run_json("p:t")
+    assert ws.read("gen/template.txt") == "template\n" and ws.read("gen/made.txt") == "template\n2"
