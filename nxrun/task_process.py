@@ -44,9 +44,7 @@ class TaskProcesses:
     def start(self, command: str, cwd, env: dict[str, str]) -> subprocess.Popen:
         """Start `command` through the shell (`env` gains the run's token), output to a pipe. If
         the run is being stopped, the process is killed at once (the caller then reads its output
-        to the end as usual).
-        Raises OSError when it cannot be started."""
-        env = dict(env)
+        to the end as usual). Raises OSError when it cannot be started."""
         env[TOKEN_VARIABLE] = self.token
         with self._lock:
             self._start_watchdog()
