@@ -601,6 +601,10 @@ class LocalStore:
             except (OSError, sqlite3.Error):
                 pass
 
+    def is_deferred(self, etag: str) -> bool:
+        """Whether the entry for `etag` waits in memory for its batch write (put_entry(defer=True))."""
+        return etag in self._deferred
+
     def drop_deferred(self) -> list[str]:
         """Forget deferred entries that could not be written; their ETags."""
         with self.lock:

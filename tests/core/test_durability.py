@@ -70,11 +70,12 @@ def _temp_file_sizes(tmp: Path) -> list[int]:
 def test_full_disk_during_store_warns_and_caches_nothing(ws: Workspace):
     ws.write("nxrun.toml", """
         [projects.p.targets.t]
-        command = "echo produced"
+        command = "ln -f made.bin big.bin && echo produced"
         inputs  = []
         outputs = ["big.bin"]
     """)
-    (ws.root / "big.bin").write_bytes(os.urandom(4 << 20))
+    # made beforehand: the command links it into place, which the file-size limit below allows
+    (ws.root / "made.bin").write_bytes(os.urandom(4 << 20))
     # the file-size limit makes the cache's blob write fail with EFBIG, as a full disk would
     limit = "import resource, sys, runpy; resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20)); " \
             "sys.argv = ['nxrun', 'run', '--json', 'p:t']; runpy.run_module('nxrun', run_name='__main__')"
