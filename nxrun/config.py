@@ -24,6 +24,7 @@ WORKSPACE_KEYS = {"cache-dir", "parallel", "include", "projects", "restore", "de
 REMOTE_KEYS = {
     "url", "read-only", "write-namespace", "read-namespaces", "endpoint-url", "region",
     "connect-timeout", "read-timeout", "required", "max-concurrency", "signing-key-env",
+    "outage-budget",
 }
 TOP_KEYS_ROOT = {"workspace", "remote", "named-inputs", "runtime", "projects"}
 TOP_KEYS_INCLUDED = {"projects", "named-inputs", "runtime"}
@@ -152,11 +153,18 @@ class _Source:
         rescan the file: a workspace of thousands of targets would parse in quadratic time)."""
         if self._headers is None:
             self._headers = {}
+            implicit: dict[tuple[str, ...], int] = {}
             for number, line in enumerate(self.lines, 1):
                 match = _HEADER.match(line)
                 if match:
                     parts = tuple(p.strip().strip('"').strip("'") for p in _split_dotted(match.group(1)))
                     self._headers.setdefault(parts, number)
+                    for end in range(1, len(parts)):
+                        implicit.setdefault(parts[:end], number)
+            # a table with no header of its own ([projects.p] made by [projects.p.targets.t]) is
+            # declared where its first sub-table is
+            for parts, number in implicit.items():
+                self._headers.setdefault(parts, number)
         return self._headers
 
     def line_of(self, table: list[str], key: str | None = None) -> int:

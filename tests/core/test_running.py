@@ -125,6 +125,8 @@ def test_only_runs_the_task_alone_with_dependency_outputs_from_disk(ws: Workspac
 
 
 def test_resources_serialise_tasks(ws: Workspace):
+    # each task holds the resource for 0.3 s on purpose (not a wait): long enough that overlapping
+    # tasks would show in their start/end times
     body = "\n".join(f"""
         [projects.g.targets.t{i}]
         command   = "date +%s.%N > t{i}.start && sleep 0.3 && date +%s.%N > t{i}.end"
