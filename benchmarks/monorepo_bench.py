@@ -255,15 +255,18 @@ def growth(samples: Samples, sizes: list[int]) -> list[str]:
     high = 10_000 if 10_000 in sizes else max(sizes)
     if low == high:
         return ["(one size only: no growth exponent)"]
-    lines = [f"growth between N = {low} and N = {high} (log-log slope of the median wall time; 1.0 is linear), "
-             "and the no-op's cost per added task:"]
+    lines = [f"growth between N = {low} and N = {high} (log-log slope of the median wall time, and of the CPU "
+             "time, steadier on a shared machine; 1.0 is linear), and the no-op's cost per added task:"]
     for label in (ONE_FILE, PACKAGES, DOIT):
         parts = []
         for scenario in ("no-op", "leaf changed"):
             t_low = _median(samples.get((low, scenario, label)), 0)
             t_high = _median(samples.get((high, scenario, label)), 0)
-            if t_low and t_high:
-                parts.append(f"{scenario} exponent {math.log(t_high / t_low) / math.log(high / low):.2f}")
+            c_low = _median(samples.get((low, scenario, label)), 1)
+            c_high = _median(samples.get((high, scenario, label)), 1)
+            if t_low and t_high and c_low and c_high:
+                parts.append(f"{scenario} exponent {math.log(t_high / t_low) / math.log(high / low):.2f} "
+                             f"(CPU {math.log(c_high / c_low) / math.log(high / low):.2f})")
                 if scenario == "no-op":
                     parts.append(f"no-op {1e3 * (t_high - t_low) / (high - low):.3f} ms per added task "
                                  f"({1e3 * t_high / high:.3f} ms per task, start-up included, at N = {high})")
