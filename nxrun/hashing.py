@@ -19,6 +19,7 @@ import re
 import stat
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
@@ -228,6 +229,7 @@ class FileIndex:
         # folders never walked: VCS metadata and the cache itself (workspace-relative)
         self.excluded_dirs = {".git", ".hg", ".svn", *excluded}
         self.excluded_outputs: list[str] = []
+        self._outputs: frozenset[str] = frozenset()
         self._walked: dict[str, list[str]] = {}
         self.unreadable: dict[str, str] = {}   # folders a walk could not list -> why
         self._lock = threading.Lock()
@@ -235,11 +237,22 @@ class FileIndex:
     def set_excluded_outputs(self, outputs: Iterable[str]) -> None:
         """Declared outputs of any task: globs do not pick them up as sources."""
         self.excluded_outputs = sorted(set(outputs))
+        self._outputs = frozenset(self.excluded_outputs)
 
-    def _is_output(self, rel: str) -> bool:
-        for output in self.excluded_outputs:
-            if rel == output or rel.startswith(output + "/"):
+    def is_output(self, rel: str) -> bool:
+        """Whether `rel` is a declared output or lies under one: a set lookup of the path and of
+        each folder above it (`output + "/"` is a prefix of `rel` exactly when `output` is `rel` cut
+        at one of its slashes), so the cost grows with the path's depth, not with the outputs."""
+        outputs = self._outputs
+        if not outputs:
+            return False
+        if rel in outputs:
+            return True
+        cut = rel.find("/")
+        while cut != -1:
+            if rel[:cut] in outputs:
                 return True
+            cut = rel.find("/", cut + 1)
         return False
 
     def files_under(self, folder: str) -> list[str]:
@@ -248,15 +261,31 @@ class FileIndex:
             if cached is not None:
                 return cached
             if self._real_folder(folder):
-                for walked, files in self._walked.items():  # a walk of a parent folder already covers it
-                    if walked == "" or folder.startswith(walked + "/"):
-                        prefix = folder + "/" if folder else ""
-                        result = [f for f in files if f.startswith(prefix)]
-                        self._walked[folder] = result
-                        return result
+                parent = self._walked_parent(folder)
+                if parent is not None:       # a walk of a parent folder already covers it
+                    # the parent's sorted list holds the folder's files in one run: slice it
+                    files = self._walked[parent]
+                    prefix = folder + "/"
+                    start = bisect_left(files, prefix)
+                    end = bisect_left(files, folder + "0", start)    # "0" is the character after "/"
+                    result = files[start:end]
+                    self._walked[folder] = result
+                    return result
             result = self._walk(folder)
             self._walked[folder] = result
             return result
+
+    def _walked_parent(self, folder: str) -> str | None:
+        """The nearest folder above `folder` (the workspace root included) walked already, if any:
+        one dict lookup per level."""
+        if not folder:
+            return None
+        cut = folder.rfind("/")
+        while cut != -1:
+            if folder[:cut] in self._walked:
+                return folder[:cut]
+            cut = folder.rfind("/", 0, cut)
+        return "" if "" in self._walked else None
 
     def _real_folder(self, folder: str) -> bool:
         """Whether every part of `folder` is a folder and none a symlink: a walk of a folder above
@@ -275,6 +304,10 @@ class FileIndex:
         files: list[str] = []
         start = os.path.join(self._root_text, folder) if folder else self._root_text
         stack = [(start, folder)]
+        # Folders that are outputs are not entered, so below the start an entry is an output only by
+        # being one itself; the start is checked once, with the folders above it.
+        outputs = self._outputs
+        inside_output = bool(folder) and self.is_output(folder)
         while stack:
             abs_dir, rel_dir = stack.pop()
             try:
@@ -290,10 +323,10 @@ class FileIndex:
                     if entry.is_dir(follow_symlinks=False):
                         if rel in self.excluded_dirs or entry.name in (".git",):
                             continue
-                        if self._is_output(rel):
+                        if inside_output or rel in outputs:
                             continue
                         stack.append((entry.path, rel))
-                    elif not self._is_output(rel):
+                    elif not inside_output and rel not in outputs:
                         files.append(rel)
         files.sort()
         return files
