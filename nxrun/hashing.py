@@ -15,6 +15,7 @@ to), and a walk never follows one, so link loops and links to folders are harmle
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import stat
 import threading
@@ -451,6 +452,53 @@ class StatCache:
         return digest
 
 
+class InputMemo:
+    """The stat and digest of each regular input file, shared by the tasks of one run while nothing
+    of the run writes to the workspace, so an input that many tasks list (a lockfile, a base config,
+    a shared folder) is looked at once per run, not once per task.
+
+    A task's command may change any file, so the memo is empty and unused from the moment a command
+    is about to start (its outputs are cleared first) until it has ended, and emptied again then. A
+    restore writes only under the task's declared outputs, which the memo never holds (the hasher
+    keeps them out); a restore that wrote anything empties it all the same (a path may reach an
+    output folder through a symlink). A no-op run runs no command, so its memo is never emptied.
+
+    Threads: the scheduling thread hashes while workers run commands or restore remote hits. A
+    digest taken while a worker was writing is not kept: `put` takes the generation read before the
+    stat, and a write that began or ended since then has moved it."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, tuple[os.stat_result, str]] = {}
+        self._writers = 0
+        self.generation = 0
+        self._lock = threading.Lock()
+
+    def get(self, abs_path: str) -> tuple[os.stat_result, str] | None:
+        """(stat, digest) of the file when taken in this run and nothing has written since."""
+        return None if self._writers else self._rows.get(abs_path)
+
+    def put(self, abs_path: str, st: os.stat_result, digest: str, generation: int) -> None:
+        with self._lock:
+            if not self._writers and generation == self.generation:
+                self._rows[abs_path] = (st, digest)
+
+    def writing_started(self, forget: bool = True) -> None:
+        """Something of the run is about to write to the workspace: a command (`forget`), or a
+        restore, which tells at its end whether it changed anything."""
+        with self._lock:
+            self._writers += 1
+            self.generation += 1
+            if forget:
+                self._rows.clear()
+
+    def writing_ended(self, changed: bool = True) -> None:
+        with self._lock:
+            self._writers -= 1
+            self.generation += 1
+            if changed:
+                self._rows.clear()
+
+
 # ---------------------------------------------------------------------------- task ETags
 
 _SPECIAL_KINDS = ((stat.S_ISFIFO, "a fifo (named pipe)"), (stat.S_ISSOCK, "a socket"),
@@ -470,14 +518,18 @@ class TaskHasher:
 
     `task` is a graph.Task; `dep_digests` maps each upstream task id to the digest of its outputs.
     `env_key` returns the secret env values are hashed with (store/keys.py); it is called once, the
-    first time a task needs it. Without one, a random key of this process is used (tests).
+    first time a task needs it. Without one, a random key of this process is used (tests). With a
+    `memo` (InputMemo), a regular input file already digested in this run is not looked at again.
     """
 
     def __init__(self, root: Path, file_index: FileIndex, stat_cache: StatCache, runtime,
-                 env_key: Callable[[], bytes] | None = None):
+                 env_key: Callable[[], bytes] | None = None, memo: InputMemo | None = None):
         self.root_text = str(root)
         self.file_index = file_index
         self.stat_cache = stat_cache
+        self.memo = memo
+        # a recording stat cache (input_check) notes the stat of each input a memo answers for
+        self._note = getattr(stat_cache, "note", None)
         self.runtime = runtime
         self.warned: set[str] = set()
         self._env_key_source = env_key
@@ -526,13 +578,18 @@ class TaskHasher:
             digest = self.stat_cache.digest
             lstat = os.lstat
             is_regular = stat.S_ISREG
+            memo = self.memo
             rel = ""
             try:
-                for rel in files:
-                    path = join(root, rel)
-                    st = lstat(path)
-                    components["file:" + rel] = digest(path, st) if is_regular(st.st_mode) else \
-                        self._other_digest(rel, path, st)
+                if memo is None:
+                    for rel in files:
+                        path = join(root, rel)
+                        st = lstat(path)
+                        components["file:" + rel] = digest(path, st) if is_regular(st.st_mode) else \
+                            self._other_digest(rel, path, st)
+                else:
+                    for rel in files:
+                        components["file:" + rel] = self._memo_digest(rel, join(root, rel))
             except (OSError, UnhashableInput) as exc:
                 raise self._input_error(task, rel, exc) from None
         for entry in task.inputs:
@@ -549,6 +606,30 @@ class TaskHasher:
         if task.cache == "hardware":
             components["hardware"] = digest_text(self.runtime.hardware_fingerprint())
         return components, warnings
+
+    def _memo_digest(self, rel: str, path: str, st: os.stat_result | None = None, generation: int = -1) -> str:
+        """The digest of input `rel` (at `path`) through the run's memo: a regular file digested
+        earlier in this run, with nothing written since, is not looked at again (its stat is noted
+        for the check after the task's command all the same). `st`: its lstat when the caller took
+        it, and `generation`: the memo's generation read before that lstat."""
+        memo = self.memo
+        assert memo is not None
+        known = memo.get(path)
+        if known is not None:
+            if self._note is not None:
+                self._note(path, known[0])
+            return known[1]
+        if st is None:
+            generation = memo.generation
+            st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            return self._other_digest(rel, path, st)
+        value = self.stat_cache.digest(path, st)
+        # never a declared output (a restore rewrites those without emptying the memo), nor a path
+        # spelled so that it could be one without looking like one
+        if rel == posixpath.normpath(rel) and not self.file_index.is_output(rel):
+            memo.put(path, st, value, generation)
+        return value
 
     def _other_digest(self, rel: str, path: str, st: os.stat_result) -> str:
         """The digest of an input that is not a regular file: a symlink is hashed as its target
@@ -595,8 +676,10 @@ class TaskHasher:
         rest: list[str] = []
         unmatched: list[str] = []
         root = self.root_text
+        memo = self.memo
         for pattern in patterns:
             abs_path = os.path.join(root, pattern)
+            generation = memo.generation if memo is not None else -1   # before the stat: see InputMemo
             try:
                 st = os.lstat(abs_path)
             except OSError:
@@ -606,7 +689,8 @@ class TaskHasher:
                 rest.append(pattern)    # a folder to list; a link or special file hashed like a listed one
                 continue
             try:
-                components["file:" + pattern] = self.stat_cache.digest(abs_path, st)
+                components["file:" + pattern] = self.stat_cache.digest(abs_path, st) if memo is None \
+                    else self._memo_digest(pattern, abs_path, st, generation)
             except OSError as exc:
                 raise self._input_error(task, pattern, exc) from None
         if rest:
