@@ -364,9 +364,13 @@ class FileIndex:
                 else:
                     included.add(pattern)
                 continue
-            regex = compile_glob(pattern)
-            walked.append(literal_prefix(pattern))
-            found = [f for f in self.files_under(literal_prefix(pattern)) if regex.match(f)]
+            # every file under the pattern's literal folder starts with it: match only the rest, so
+            # `packages/p1/**/*`, `packages/p2/**/*`, ... share one compiled `**/*`
+            prefix = literal_prefix(pattern)
+            start = len(prefix) + 1 if prefix else 0
+            match = compile_glob(pattern[start:]).match
+            walked.append(prefix)
+            found = [f for f in self.files_under(prefix) if match(f, start)]
             if not found:
                 unmatched.append(pattern)
             included.update(found)

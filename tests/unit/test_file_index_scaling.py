@@ -110,3 +110,34 @@ def test_a_folder_is_sliced_from_a_walked_parent(tmp_path: Path) -> None:
     assert index.files_under("p1/missing") == []
     fresh = FileIndex(tmp_path)
     assert [f for f in everything if f.startswith("p1/")] == fresh.files_under("p1")
+
+
+def test_project_globs_share_one_compiled_pattern(tmp_path: Path) -> None:
+    """A default input `**/*` becomes one pattern per project (`p17/**/*`); compiling each one
+    costs more than the rest of a no-op's work for the task."""
+    from nxrun.hashing import compile_glob
+
+    def compiled(n: int) -> int:
+        root = tmp_path / f"ws{n}"
+        monorepo(root, n)
+        index = FileIndex(root)
+        compile_glob.cache_clear()
+        assert all(every_project(index, n))
+        return compile_glob.cache_info().misses
+
+    assert compiled(40) == compiled(80) <= 2
+
+
+@pytest.mark.parametrize("pattern", ["**/*", "p1/**/*", "p1/src/*.txt", "p1/*/in.txt", "p1*/**/*.txt", "p1?/**",
+                                     "p[12]/src/**/*", "p1/src/in.txt/**", "*/dist/*", "p1/**", "p10/**/out*"])
+def test_a_glob_matches_what_its_whole_regex_matches(tmp_path: Path, pattern: str) -> None:
+    from nxrun.hashing import compile_glob, literal_prefix
+
+    monorepo(tmp_path, 12)
+    (tmp_path / "p1" / "src" / "deep" / "er").mkdir(parents=True)
+    (tmp_path / "p1" / "src" / "deep" / "er" / "x.txt").write_text("")
+    index = FileIndex(tmp_path)
+    whole = compile_glob(pattern)
+    expected = sorted(f for f in index.files_under(literal_prefix(pattern)) if whole.match(f))
+    assert FileIndex(tmp_path).expand([pattern])[0] == expected
+    assert expected or pattern == "p1/src/in.txt/**"
