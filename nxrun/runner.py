@@ -179,7 +179,7 @@ class Runner:
         self._lock = threading.Lock()
         # a cache disk that is full or read-only turns caching off for this run, with one warning
         store.uncached_on_disk_problems(self._warn)
-        self.stat_cache = StatCache(store.load_stat_cache())
+        self.stat_cache = StatCache(store.load_stat_cache(under=str(self.root)))
         self.runtime = Runtime(graph.workspace.runtime, str(self.root))
         if env_key is None:   # the key of the configured remote, asked for when needed (show, why)
             from .store.keys import EnvKeySource
