@@ -257,7 +257,7 @@ class RemoteCache:
             if entry.etag != etag:
                 raise ValueError(f"the manifest is for etag {str(entry.etag)[:12]}, not this one")
             _check_shape(entry)
-            check_entry(entry, self.root, entry.declared_outputs)
+            check_entry(entry, entry.declared_outputs)
         except BadSignature as exc:
             self._count("rejected")
             self._report(f"remote cache entry {etag[:12]} from '{namespace}' counts as a miss: {exc} "
