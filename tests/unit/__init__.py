@@ -1,0 +1,1 @@
+"""Fast unit tests of nxrun's pure parts, one file per module; a failure names the function."""
