@@ -166,12 +166,14 @@ _MODES = st.sampled_from(["auto", "copy", "hardlink"])
 _ORIGINS = st.sampled_from(["local", "remote"])
 
 
+@pytest.mark.slow
 @_SETTINGS
 @given(drawn=LINK_HEAVY, mode=_MODES, origin=_ORIGINS)
 def test_links_that_climb_chain_and_collide_change_nothing_outside_the_outputs(store, drawn, mode, origin):
     _check_one_restore(store, drawn, mode, origin)
 
 
+@pytest.mark.slow
 @_SETTINGS
 @given(drawn=HOSTILE, mode=_MODES, origin=_ORIGINS)
 def test_hostile_paths_targets_and_modes_change_nothing_outside_the_outputs(store, drawn, mode, origin):

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nxrun.store import CacheEntry, OutputRecord, UnsafeEntry
 from nxrun.store.safety import check_entry, output_roots
+from nxrun.store.tiered import _check_shape
 
 DIGEST = "0123456789abcdef0123456789abcdef"
 
@@ -149,3 +154,25 @@ def test_nested_declared_outputs_are_one_root():
     assert output_roots(["out/a", "out", "b", "out/a/c", "out2"]) == ["b", "out", "out2"]
     layout = check_entry(entry(file("out/a/x"), link("out/a/l", "../y")), ["out/a", "out"])
     assert layout.roots == ["out"] and layout.climbing_links == []
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+                     max_leaves=8)
+_FIELD_VALUES = st.one_of(_JSON, st.sampled_from(["out/x", "file", "symlink", "dir", "..", DIGEST, 0o644, 3]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(records=st.lists(st.one_of(_JSON, st.dictionaries(
+           st.sampled_from(["path", "kind", "digest", "size", "mode", "target", "extra"]), _FIELD_VALUES)), max_size=4),
+       declared=st.one_of(_JSON, st.lists(st.sampled_from(["out", "out/x", "..", ""]), max_size=2)),
+       task_id=_FIELD_VALUES)
+def test_any_remote_manifest_fails_only_with_the_errors_a_remote_read_catches(records, declared, task_id):
+    manifest = {"format": 1, "etag": "e" * 32, "task_id": task_id, "outputs": records, "declared_outputs": declared,
+                "outputs_digest": "d" * 32, "log_digest": None}
+    try:
+        parsed = CacheEntry.from_json(json.dumps(manifest))
+        _check_shape(parsed)
+        check_entry(parsed, parsed.declared_outputs)
+    except (ValueError, TypeError, KeyError, UnsafeEntry):   # what RemoteCache._validate turns into a miss
+        pass
