@@ -75,7 +75,7 @@ class _Restore:
         self.follow_links_above = follow_links_above
         self._fds: list[int] = []
         self.root_fd = self._keep(os.open(root_text, _DIR))
-        self.temps = _TempPlaces(store, self.root_fd, layout.roots)
+        self.temps = _TempPlaces(store, self.root_fd, root_text, layout.roots)
         # filled by the sweep: listed files found on disk (their lstat), listed links and folders
         # found as the entry has them
         self.found_files: dict[str, os.stat_result] = {}
@@ -134,21 +134,21 @@ class _Restore:
             bases[root] = root_fd
             self.in_place.add(root)
             self._sweep(root_fd, root)
-        # 3. folders and files, then links
-        pending = [(path, record) for path, record in layout.records.items() if path not in self.in_place]
-        if not pending:
+        # 3. folders and files, then links: only those not already as the entry has them
+        to_write = [(path, record) for path, record in layout.records.items()
+                    if path not in self.in_place and not (
+                        record.kind == "file" and self._unchanged(path, record, self.found_files.get(path)))]
+        if not to_write:
             return 0
         written = 0
-        links = sorted((p, r) for p, r in pending if r.kind == "symlink")
-        others = sorted(((p, r) for p, r in pending if r.kind != "symlink"), key=lambda item: item[0].split("/"))
+        links = sorted((p, r) for p, r in to_write if r.kind == "symlink")
+        others = sorted(((p, r) for p, r in to_write if r.kind != "symlink"), key=lambda item: item[0].split("/"))
         folders = _Folders(bases)
         try:
             for path, record in others:
                 root = root_of(path, layout.roots)
                 if record.kind == "dir":
                     folders.open(path, root)
-                    continue
-                if self._unchanged(path, record, self.found_files.get(path)):
                     continue
                 parent_fd = folders.open_parent(path, root)
                 written += self._write_file(parent_fd, holders[root], path, record)
@@ -295,7 +295,7 @@ class _Restore:
         for _attempt in range(4):
             temp_fd, temp_name = self.temps.place_for(parent_fd, holder)
             try:
-                written = self._fill_temp(temp_fd, temp_name, record, link, wanted_mode)
+                self._fill_temp(temp_fd, temp_name, record, link, wanted_mode)
                 try:
                     os.replace(temp_name, name, src_dir_fd=temp_fd, dst_dir_fd=parent_fd)
                 except OSError as exc:
@@ -310,8 +310,8 @@ class _Restore:
             break
         else:
             raise OSError(errno.EXDEV, f"no temp folder can be renamed into the folder of {destination}")
-        self.stat_cache.remember(destination, written or os.stat(name, dir_fd=parent_fd, follow_symlinks=False),
-                                 record.digest)
+        # the stat after the rename: a rename may change the inode's ctime
+        self.stat_cache.remember(destination, os.stat(name, dir_fd=parent_fd, follow_symlinks=False), record.digest)
         return 1
 
     def _fill_temp(self, temp_fd: int, temp_name: str, record: OutputRecord, link: bool,
@@ -388,9 +388,10 @@ class _TempPlaces:
     folder above it may be a link to another disk); the destination folder itself, only when
     none of those can be renamed from."""
 
-    def __init__(self, store: LocalStore, root_fd: int, roots: list[str]):
+    def __init__(self, store: LocalStore, root_fd: int, root_text: str, roots: list[str]):
         self.store = store
         self.root_fd = root_fd
+        self.root_text = root_text
         self.roots = roots
         self.workspace_allowed = not _near_outputs(WORKSPACE_TEMP, roots)
         self.chosen: dict[tuple[int, int], int] = {}      # (device, holder) -> temp folder
@@ -431,6 +432,9 @@ class _TempPlaces:
     def _cache_candidate(self) -> int | None:
         if "cache" not in self._common:
             self._common["cache"] = None
+            inside = os.path.relpath(self.store.tmp_dir, self.root_text).replace(os.sep, "/")
+            if not inside.startswith("../") and _near_outputs(inside, self.roots):
+                return None                   # a cache kept inside a declared output
             try:
                 self.store.tmp_dir.mkdir(parents=True, exist_ok=True)
                 self._common["cache"] = self._own(os.open(self.store.tmp_dir, _DIR))
