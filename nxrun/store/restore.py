@@ -31,6 +31,7 @@ import errno
 import fcntl
 import os
 import stat
+import threading
 from pathlib import Path
 
 import xxhash
@@ -46,6 +47,8 @@ _DIR_NOFOLLOW = _DIR | os.O_NOFOLLOW
 WORKSPACE_TEMP = ".nxrun-tmp"     # restore's temp folder when the cache is on another file system
 
 _reflink_works: bool | None = None   # learnt from the first attempt, so copies stop paying for it
+_O_TMPFILE = getattr(os, "O_TMPFILE", 0)
+_tmpfile_works = bool(_O_TMPFILE)     # unnamed new files (Linux); off after the first refusal
 _SMALL = 8 << 20
 
 
@@ -57,11 +60,52 @@ def restore_entry(entry: CacheEntry, store: LocalStore, root: Path, declared_out
     docstring). Raises UnsafeEntry before touching anything, or CorruptBlob (the blob is discarded
     and the caller treats the entry as a miss)."""
     layout = check_entry(entry, declared_outputs)
-    restore = _Restore(layout, store, str(root), stat_cache, mode, follow_links_above=origin != "remote")
+    root_text = str(root)
+    if _files_in_place(layout, root_text, stat_cache, mode):
+        return 0
+    restore = _Restore(layout, store, root_text, stat_cache, mode, follow_links_above=origin != "remote")
     try:
         return restore.run()
     finally:
         restore.close()
+
+
+def _files_in_place(layout: EntryLayout, root_text: str, stat_cache: StatCache, mode: str) -> bool:
+    """The no-op hit of the commonest entry, every declared output one file: each is already
+    there as the entry has it. Only reads (an lstat each), so it needs no descriptors: when
+    anything differs the full restore below does the work."""
+    records = layout.records
+    if len(records) != len(layout.roots):
+        return False
+    for root in layout.roots:
+        record = records.get(root)
+        if record is None or record.kind != "file":
+            return False
+        try:
+            st = os.lstat(f"{root_text}/{root}")
+        except OSError:
+            return False
+        if not stat.S_ISREG(st.st_mode) or not _unchanged(root_text, root, record, st, stat_cache, mode):
+            return False
+    return True
+
+
+def _wanted_mode(record: OutputRecord, mode: str) -> int:
+    """Read-only with `restore = "hardlink"`: a link shares its mode with the blob (0o444), and a
+    file that cannot share it (executable, or not readable by all) is a read-only copy."""
+    return record.mode & (0o555 if mode == "hardlink" else 0o777)
+
+
+def _unchanged(root_text: str, path: str, record: OutputRecord, st: os.stat_result | None,
+               stat_cache: StatCache, mode: str) -> bool:
+    """Whether the file on disk (`st`, its lstat) is already what the record says: unchanged since
+    we last saw it (the stat cache, no read), or freshly written and identical when hashed:
+    reading is cheaper than rewriting, and keeps the file's inode."""
+    if st is None or (st.st_mode & 0o777) != _wanted_mode(record, mode) or st.st_size != record.size:
+        return False
+    destination = f"{root_text}/{path}"
+    known = stat_cache.lookup(destination, st)
+    return (known or stat_cache.digest(destination, st)) == record.digest
 
 
 class _Restore:
@@ -75,7 +119,7 @@ class _Restore:
         self.follow_links_above = follow_links_above
         self._fds: list[int] = []
         self.root_fd = self._keep(os.open(root_text, _DIR))
-        self.temps = _TempPlaces(store, self.root_fd, root_text, layout.roots)
+        self.temps: _TempPlaces | None = None          # made on the first write: a no-op never needs it
         # filled by the sweep: listed files found on disk (their lstat), listed links and folders
         # found as the entry has them
         self.found_files: dict[str, os.stat_result] = {}
@@ -89,7 +133,13 @@ class _Restore:
         for fd in reversed(self._fds):
             os.close(fd)
         self._fds.clear()
-        self.temps.close()
+        if self.temps is not None:
+            self.temps.close()
+
+    def _temp_places(self) -> _TempPlaces:
+        if self.temps is None:
+            self.temps = _TempPlaces(self.store, self.root_fd, self.root_text, self.layout.roots)
+        return self.temps
 
     # ------------------------------------------------------------------ the order of work
     def run(self) -> int:
@@ -137,7 +187,8 @@ class _Restore:
         # 3. folders and files, then links: only those not already as the entry has them
         to_write = [(path, record) for path, record in layout.records.items()
                     if path not in self.in_place and not (
-                        record.kind == "file" and self._unchanged(path, record, self.found_files.get(path)))]
+                        record.kind == "file" and _unchanged(self.root_text, path, record, self.found_files.get(path),
+                                                             self.stat_cache, self.mode))]
         if not to_write:
             return 0
         written = 0
@@ -272,77 +323,138 @@ class _Restore:
                 pass
 
     # ------------------------------------------------------------------ one file
-    def _wanted_mode(self, record: OutputRecord) -> int:
-        """Read-only with `restore = "hardlink"`: a link shares its mode with the blob (0o444), and a
-        file that cannot share it (executable, or not readable by all) is a read-only copy."""
-        return record.mode & (0o555 if self.mode == "hardlink" else 0o777)
-
-    def _unchanged(self, path: str, record: OutputRecord, st: os.stat_result | None) -> bool:
-        """Whether the file on disk (`st`, its lstat) is already what the record says: unchanged
-        since we last saw it (the stat cache, no read), or freshly written and identical when
-        hashed: reading is cheaper than rewriting, and keeps the file's inode."""
-        if st is None or (st.st_mode & 0o777) != self._wanted_mode(record) or st.st_size != record.size:
-            return False
-        destination = f"{self.root_text}/{path}"
-        known = self.stat_cache.lookup(destination, st)
-        return (known or self.stat_cache.digest(destination, st)) == record.digest
-
     def _write_file(self, parent_fd: int, holder: tuple[int, str], path: str, record: OutputRecord) -> int:
-        destination = f"{self.root_text}/{path}"
         name = path.rsplit("/", 1)[-1]
-        wanted_mode = self._wanted_mode(record)
+        wanted_mode = _wanted_mode(record, self.mode)
         link = self.mode == "hardlink" and wanted_mode == 0o444
-        for _attempt in range(4):
-            temp_fd, temp_name = self.temps.place_for(parent_fd, holder)
+        st = None
+        if path not in self.found_files:       # nothing there: the file appears under its name, whole
+            st = self._create(parent_fd, name, record, link, wanted_mode)
+        if st is None:
+            st = self._replace(parent_fd, holder, name, record, link, wanted_mode)
+        self.stat_cache.remember(f"{self.root_text}/{path}", st, record.digest)
+        return 1
+
+    def _create(self, parent_fd: int, name: str, record: OutputRecord, link: bool,
+                wanted_mode: int) -> os.stat_result | None:
+        """Make a file that does not exist yet without any temp name: a hardlink to the blob, or
+        an unnamed file (O_TMPFILE) linked in once it is complete. None when that cannot be done
+        here (the name appeared meanwhile, or the file system has no O_TMPFILE)."""
+        global _tmpfile_works
+        verified = False
+        if link:
+            blob = self._verified_blob(record)
+            verified = True
             try:
-                self._fill_temp(temp_fd, temp_name, record, link, wanted_mode)
+                st = _link_read_only(blob, parent_fd, name)
+            except FileExistsError:
+                return None
+            if st is not None:
+                return st
+        if not _tmpfile_works:
+            return None
+        try:
+            fd = os.open(".", _O_TMPFILE | os.O_WRONLY, 0o600, dir_fd=parent_fd)
+        except OSError:
+            _tmpfile_works = False
+            return None
+        try:
+            self._copy_into(fd, record, wanted_mode, verified)
+            try:
+                os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=parent_fd, follow_symlinks=True)
+            except FileExistsError:
+                return None
+            except OSError:                      # no /proc: name temp files from now on
+                _tmpfile_works = False
+                return None
+            return os.fstat(fd)
+        finally:
+            os.close(fd)
+
+    def _replace(self, parent_fd: int, holder: tuple[int, str], name: str, record: OutputRecord, link: bool,
+                 wanted_mode: int) -> os.stat_result:
+        """Write the file to a temp file outside the declared outputs and rename it over `name`."""
+        temps = self._temp_places()
+        for _attempt in range(4):
+            temp_fd, temp_name = temps.place_for(parent_fd, holder)
+            renamed = False
+            try:
+                try:
+                    self._fill_temp(temp_fd, temp_name, record, link, wanted_mode)
+                except FileNotFoundError:
+                    if temp_fd == parent_fd:
+                        raise
+                    temps.forget(temp_fd)            # the temp folder went away: make or pick another
+                    continue
                 try:
                     os.replace(temp_name, name, src_dir_fd=temp_fd, dst_dir_fd=parent_fd)
                 except OSError as exc:
                     if exc.errno != errno.EXDEV:
                         raise
-                    self.temps.not_for(parent_fd, temp_fd)   # one file system, two mounts: next place
+                    temps.not_for(parent_fd, temp_fd)   # one file system, two mounts: next place
                     continue
+                renamed = True
             finally:
-                # gone after the rename; still there when it failed, or when the destination was
-                # already the same inode (a rename between two links of one file does nothing)
-                _unlink_quietly(temp_name, temp_fd)
-            break
-        else:
-            raise OSError(errno.EXDEV, f"no temp folder can be renamed into the folder of {destination}")
-        # the stat after the rename: a rename may change the inode's ctime
-        self.stat_cache.remember(destination, os.stat(name, dir_fd=parent_fd, follow_symlinks=False), record.digest)
-        return 1
+                # a link's temp name stays when the destination was already that inode (a rename
+                # between two links of one file does nothing)
+                if not renamed or link:
+                    _unlink_quietly(temp_name, temp_fd)
+            # the stat after the rename: a rename may change the inode's ctime
+            return os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+        raise OSError(errno.EXDEV, f"no temp folder can be renamed into the folder of {self.root_text}/{name}")
 
-    def _fill_temp(self, temp_fd: int, temp_name: str, record: OutputRecord, link: bool,
-                   wanted_mode: int) -> os.stat_result | None:
-        """Create `temp_name` with the record's contents; its stat when known."""
+    def _fill_temp(self, temp_fd: int, temp_name: str, record: OutputRecord, link: bool, wanted_mode: int) -> None:
+        verified = False
+        if link:
+            blob = self._verified_blob(record)
+            verified = True
+            if _link_read_only(blob, temp_fd, temp_name) is not None:
+                return
+        fd = _create_temp(temp_fd, temp_name)
+        try:
+            self._copy_into(fd, record, wanted_mode, verified)
+        finally:
+            os.close(fd)
+
+    def _verified_blob(self, record: OutputRecord) -> Path:
+        """The record's blob, re-hashed (a link shares its inode, so it must be right now)."""
+        blob = self.store.blob_path(record.digest)
+        try:
+            _verify_blob(blob, record.digest)
+        except CorruptBlob:
+            self.store.discard_blob(record.digest)
+            raise
+        return blob
+
+    def _copy_into(self, fd: int, record: OutputRecord, mode: int, verified: bool) -> None:
+        """Copy the record's blob into the new file `fd`, hashing it unless that was just done."""
         store = self.store
         blob = store.blob_path(record.digest)
-        if link:
-            try:
-                _verify_blob(blob, record.digest)
-            except CorruptBlob:
-                store.discard_blob(record.digest)
-                raise
-            try:
-                os.link(blob, temp_name, dst_dir_fd=temp_fd)
-                linked = os.stat(temp_name, dir_fd=temp_fd, follow_symlinks=False)
-                if linked.st_mode & 0o7777 == 0o444:
-                    return linked
-                os.unlink(temp_name, dir_fd=temp_fd)     # the blob's mode was changed: hand out a copy
-            except OSError as exc:
-                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
-                    raise
-            return _copy_plain(blob, record.digest, temp_fd, temp_name, wanted_mode)
-        if record.digest in store.verified and record.size > _SMALL:
+        if verified or (record.digest in store.verified and record.size > _SMALL):
             # hashed moments ago by this process: a kernel-side copy, no second hash
-            return _copy_plain(blob, record.digest, temp_fd, temp_name, wanted_mode)
+            _copy_plain(blob, record.digest, fd, mode)
+            return
         try:
-            return _copy_verified(blob, temp_fd, temp_name, record.digest, wanted_mode)
+            _copy_verified(blob, fd, record.digest, mode)
         except CorruptBlob:
             store.discard_blob(record.digest)
             raise
+
+
+def _link_read_only(blob: Path, dir_fd: int, name: str) -> os.stat_result | None:
+    """Hardlink a blob as `name`: its stat, or None when it cannot be linked (another file
+    system, a link limit) or its mode is no longer read-only (then nothing is left behind)."""
+    try:
+        os.link(blob, name, dst_dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            return None
+        raise
+    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    if st.st_mode & 0o7777 == 0o444:
+        return st
+    os.unlink(name, dir_fd=dir_fd)      # someone made the blob writable: hand out a copy instead
+    return None
 
 
 class _Folders:
@@ -393,7 +505,6 @@ class _TempPlaces:
         self.root_fd = root_fd
         self.root_text = root_text
         self.roots = roots
-        self.workspace_allowed = not _near_outputs(WORKSPACE_TEMP, roots)
         self.chosen: dict[tuple[int, int], int] = {}      # (device, holder) -> temp folder
         self.refused: set[tuple[int, int]] = set()        # (device, temp folder) a rename failed from
         self._common: dict[str, int | None] = {}
@@ -431,22 +542,26 @@ class _TempPlaces:
 
     def _cache_candidate(self) -> int | None:
         if "cache" not in self._common:
-            self._common["cache"] = None
             inside = os.path.relpath(self.store.tmp_dir, self.root_text).replace(os.sep, "/")
-            if not inside.startswith("../") and _near_outputs(inside, self.roots):
-                return None                   # a cache kept inside a declared output
-            try:
-                self.store.tmp_dir.mkdir(parents=True, exist_ok=True)
-                self._common["cache"] = self._own(os.open(self.store.tmp_dir, _DIR))
-            except OSError:
-                pass
+            if inside != ".." and not inside.startswith("../") and _near_outputs(inside, self.roots):
+                self._common["cache"] = None      # a cache kept inside a declared output
+            else:
+                self._common["cache"] = _cache_temp_folder(self.store)
         return self._common["cache"]
+
+    def forget(self, temp_fd: int) -> None:
+        """The temp folder `temp_fd` is gone (a cache cleared under us): stop using it."""
+        if self._common.get("cache") == temp_fd:
+            _forget_cache_temp_folder(self.store)
+        self._common = {k: v for k, v in self._common.items() if v != temp_fd}
+        self._beside = {k: v for k, v in self._beside.items() if v != temp_fd}
+        self.chosen = {k: v for k, v in self.chosen.items() if v != temp_fd}
 
     def _workspace_candidate(self, device: int) -> int | None:
         if "workspace" not in self._common:
             if os.fstat(self.root_fd).st_dev != device:
                 return None
-            fd = _make_temp_folder(self.root_fd) if self.workspace_allowed else None
+            fd = None if _near_outputs(WORKSPACE_TEMP, self.roots) else _make_temp_folder(self.root_fd)
             self._common["workspace"] = None if fd is None else self._own(fd)
         return self._common["workspace"]
 
@@ -465,6 +580,31 @@ class _TempPlaces:
     def _own(self, fd: int) -> int:
         self._fds.append(fd)
         return fd
+
+
+_cache_temp_lock = threading.Lock()
+_cache_temp_folders: dict[str, int] = {}   # a cache's tmp folder -> a descriptor kept for the process
+
+
+def _cache_temp_folder(store: LocalStore) -> int | None:
+    """A descriptor of the cache's tmp folder, opened once per process (made when missing)."""
+    key = str(store.tmp_dir)
+    with _cache_temp_lock:
+        fd = _cache_temp_folders.get(key)
+        if fd is None:
+            try:
+                store.tmp_dir.mkdir(parents=True, exist_ok=True)
+                fd = os.open(key, _DIR)
+            except OSError:
+                return None
+            _cache_temp_folders[key] = fd
+        return fd
+
+
+def _forget_cache_temp_folder(store: LocalStore) -> None:
+    # not closed: another thread may be using it; a later call opens the folder anew
+    with _cache_temp_lock:
+        _cache_temp_folders.pop(str(store.tmp_dir), None)
 
 
 def _near_outputs(folder: str, roots: list[str]) -> bool:
@@ -543,56 +683,50 @@ def _create_temp(temp_fd: int, temp_name: str) -> int:
     return os.open(temp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=temp_fd)
 
 
-def _copy_verified(blob: Path, temp_fd: int, temp_name: str, digest: str, mode: int) -> os.stat_result:
-    """Copy a blob to a new temp file (given `mode`), hashing what is read; raise CorruptBlob on a
-    mismatch. Small blobs (nearly all outputs) take one read and one write. Returns the new
-    file's stat (a rename keeps what the stat cache keys on)."""
+def _copy_verified(blob: Path, fd: int, digest: str, mode: int) -> None:
+    """Copy a blob into the new file `fd` (then given `mode`), hashing what is read; raise
+    CorruptBlob on a mismatch. Small blobs (nearly all outputs) take one read and one write."""
     global _reflink_works
     hasher = xxhash.xxh3_128()
-    with _open_blob(blob, digest) as src:
+    with _open_blob(blob, digest) as src, open(fd, "wb", buffering=0, closefd=False) as dst:
         size = os.fstat(src.fileno()).st_size
-        with open(_create_temp(temp_fd, temp_name), "wb", buffering=0) as dst:
-            cloned = False
-            if _reflink_works is not False and size > _SMALL:
-                try:
-                    fcntl.ioctl(dst.fileno(), _FICLONE, src.fileno())
-                    cloned = _reflink_works = True
-                except OSError:
-                    _reflink_works = False
-            if size <= _SMALL:
-                data = src.read()
-                hasher.update(data)
-                write_all(dst, memoryview(data))
-            else:
-                hash_rest(src, hasher, None if cloned else lambda chunk: write_all(dst, chunk))
-            os.fchmod(dst.fileno(), mode)
-            written = os.fstat(dst.fileno())
-    if hasher.hexdigest() != digest:
-        os.unlink(temp_name, dir_fd=temp_fd)
-        raise CorruptBlob(digest)
-    return written
-
-
-def _copy_plain(blob: Path, digest: str, temp_fd: int, temp_name: str, mode: int) -> os.stat_result:
-    """Copy a blob already verified by this process to a new temp file, in the kernel."""
-    with _open_blob(blob, digest) as src:
-        size = os.fstat(src.fileno()).st_size
-        with open(_create_temp(temp_fd, temp_name), "wb", buffering=0) as dst:
-            offset = 0
+        cloned = False
+        if _reflink_works is not False and size > _SMALL:
             try:
-                while offset < size:
-                    sent = os.sendfile(dst.fileno(), src.fileno(), offset, size - offset)
-                    if sent == 0:
-                        break
-                    offset += sent
-            except OSError as exc:
-                if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
-                    raise
-            if offset < size:
-                src.seek(offset)
+                fcntl.ioctl(fd, _FICLONE, src.fileno())
+                cloned = _reflink_works = True
+            except OSError:
+                _reflink_works = False
+        if size <= _SMALL:
+            data = src.read()
+            hasher.update(data)
+            write_all(dst, memoryview(data))
+        else:
+            hash_rest(src, hasher, None if cloned else lambda chunk: write_all(dst, chunk))
+    if hasher.hexdigest() != digest:
+        raise CorruptBlob(digest)
+    os.fchmod(fd, mode)
+
+
+def _copy_plain(blob: Path, digest: str, fd: int, mode: int) -> None:
+    """Copy a blob already verified by this process into the new file `fd`, in the kernel."""
+    with _open_blob(blob, digest) as src:
+        size = os.fstat(src.fileno()).st_size
+        offset = 0
+        try:
+            while offset < size:
+                sent = os.sendfile(fd, src.fileno(), offset, size - offset)
+                if sent == 0:
+                    break
+                offset += sent
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                raise
+        if offset < size:
+            src.seek(offset)
+            with open(fd, "wb", buffering=0, closefd=False) as dst:
                 hash_rest(src, xxhash.xxh3_128(), lambda chunk: write_all(dst, chunk))
-            os.fchmod(dst.fileno(), mode)
-            return os.fstat(dst.fileno())
+    os.fchmod(fd, mode)
 
 
 def _verify_blob(blob: Path, digest: str) -> None:

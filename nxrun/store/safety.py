@@ -26,6 +26,7 @@ from . import CacheEntry, OutputRecord, UnsafeEntry
 
 _DIGEST = re.compile("[0-9a-f]{32}")
 _KINDS = ("file", "symlink", "dir")
+_SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
 _MAX_LINK_HOPS = 40          # as the kernel's limit on links followed in one path lookup
 
 
@@ -42,8 +43,10 @@ class EntryLayout:
 
 def is_plain_relative(path: object) -> bool:
     """A workspace-relative posix path without '.', '..' or empty parts (no '\\' or NUL either)."""
-    return (isinstance(path, str) and bool(path) and not path.startswith("/") and "\\" not in path
-            and "\0" not in path and all(part not in ("", ".", "..") for part in path.split("/")))
+    if type(path) is not str or not path or "\\" in path or "\0" in path:
+        return False
+    wrapped = f"/{path}/"
+    return path[0] != "/" and "//" not in wrapped and "/./" not in wrapped and "/../" not in wrapped
 
 
 def output_roots(declared_outputs: list[str]) -> list[str]:
@@ -115,31 +118,33 @@ def check_entry(entry: CacheEntry, declared_outputs: list[str]) -> EntryLayout:
 
 
 def _check_record(task: str, record: object) -> str:
-    if not isinstance(record, OutputRecord):
+    if type(record) is not OutputRecord:
         raise UnsafeEntry(f"{task}: an output record is malformed")
     path = record.path
-    if not isinstance(path, str) or not path or path.startswith("/") or "\\" in path or "\0" in path:
+    if type(path) is not str or not path or path[0] == "/" or "\\" in path or "\0" in path:
         raise UnsafeEntry(f"{task}: entry path {path!r} is absolute or malformed")
-    if any(part in ("", ".", "..") for part in path.split("/")):
+    wrapped = f"/{path}/"
+    if "//" in wrapped or "/./" in wrapped or "/../" in wrapped:
         raise UnsafeEntry(f"{task}: entry path {path!r} contains '..', '.' or an empty part")
     kind = record.kind
-    if not isinstance(kind, str) or kind not in _KINDS:
+    if type(kind) is not str or kind not in _KINDS:
         raise UnsafeEntry(f"{task}: entry path {path!r} has unknown kind {kind!r}")
     mode = record.mode
-    if isinstance(mode, bool) or not isinstance(mode, int) or mode < 0 or mode & ~0o7777:
+    if type(mode) is not int or not 0 <= mode <= 0o7777:
         raise UnsafeEntry(f"{task}: entry path {path!r} has a malformed mode {mode!r}")
-    if mode & (stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX):
+    if mode & _SPECIAL_BITS:
         raise UnsafeEntry(f"{task}: entry path {path!r} has mode {oct(mode)} "
                           "(setuid/setgid/sticky bits are never restored)")
     if kind == "file":
-        if not (isinstance(record.digest, str) and _DIGEST.fullmatch(record.digest)):
+        digest = record.digest
+        if type(digest) is not str or len(digest) != 32 or not _DIGEST.fullmatch(digest):
             raise UnsafeEntry(f"{task}: entry path {path!r} has a malformed blob digest")
         size = record.size
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        if type(size) is not int or size < 0:
             raise UnsafeEntry(f"{task}: entry path {path!r} has a malformed size {size!r}")
     elif kind == "symlink":
         target = record.target
-        if not isinstance(target, str) or not target or target.startswith("/") or "\0" in target:
+        if type(target) is not str or not target or target[0] == "/" or "\0" in target:
             raise UnsafeEntry(f"{task}: link {path!r} -> {target!r} is absolute, empty or malformed")
     return path
 

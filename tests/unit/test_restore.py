@@ -169,7 +169,8 @@ def test_refused_entry_writes_nothing(place):
     assert listing(ws.parent) == before
 
 
-def test_temp_files_are_never_inside_the_declared_outputs(place, monkeypatch):
+@pytest.mark.parametrize("tmpfile", [True, False], ids=["unnamed new files", "no O_TMPFILE"])
+def test_temp_files_are_never_inside_the_declared_outputs(place, monkeypatch, tmpfile):
     ws, _, store = place
     folders = []
     fill = restore_module._Restore._fill_temp
@@ -179,12 +180,16 @@ def test_temp_files_are_never_inside_the_declared_outputs(place, monkeypatch):
         return fill(self, temp_fd, temp_name, *args)
 
     monkeypatch.setattr(restore_module._Restore, "_fill_temp", watch)
-    for mode in ("auto", "copy", "hardlink"):
+    monkeypatch.setattr(restore_module, "_tmpfile_works", tmpfile and restore_module._tmpfile_works)
+    for mode in ("auto", "copy", "hardlink"):      # new files, then each time over changed ones
         restore(ws, store, file(store, "out/data/a.txt", mode.encode()), file(store, "out/data/sub/b", mode.encode() * 2, 0o755),
                 mode=mode)
-    assert len(folders) == 6
+    # with O_TMPFILE a new file never has a temp name; a file written over an old one always does
+    assert len(folders) == (4 if restore_module._tmpfile_works else 6)
     data = str((ws / "out/data").resolve())
     assert not [f for f in folders if f == data or f.startswith(data + "/")]
+    assert (ws / "out/data/a.txt").read_bytes() == b"hardlink"
+    assert os.listdir(store.tmp_dir) == [] and sorted(os.listdir(ws / "out/data")) == ["a.txt", "sub"]
 
 
 def test_an_existing_file_is_replaced_never_written_in_place(place):

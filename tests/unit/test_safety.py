@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from nxrun.store import CacheEntry, OutputRecord, UnsafeEntry
@@ -159,14 +159,23 @@ def test_nested_declared_outputs_are_one_root():
 _JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
                      lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
                      max_leaves=8)
-_FIELD_VALUES = st.one_of(_JSON, st.sampled_from(["out/x", "file", "symlink", "dir", "..", DIGEST, 0o644, 3]))
 
 
-@settings(max_examples=150, deadline=None)
-@given(records=st.lists(st.one_of(_JSON, st.dictionaries(
-           st.sampled_from(["path", "kind", "digest", "size", "mode", "target", "extra"]), _FIELD_VALUES)), max_size=4),
-       declared=st.one_of(_JSON, st.lists(st.sampled_from(["out", "out/x", "..", ""]), max_size=2)),
-       task_id=_FIELD_VALUES)
+def _mostly(*values):
+    return st.one_of(st.sampled_from(values), st.sampled_from(values), _JSON)
+
+
+_RECORD = st.fixed_dictionaries(
+    {"path": _mostly("out/x", "out/y/z", "out"), "kind": _mostly("file", "symlink", "dir")},
+    optional={"digest": _mostly(DIGEST), "size": _mostly(3, 0), "mode": _mostly(0o644, 0o755, 0o777),
+              "target": _mostly("x", "../x", "y/z"), "extra": _JSON})
+
+
+@settings(max_examples=300, deadline=None)
+@example(records=[{"path": "out/x", "kind": "symlink", "target": 5}], declared=["out"], task_id="p:t")
+@example(records=[{"path": "out/x", "kind": ["file"]}], declared=["out"], task_id="p:t")
+@given(records=st.one_of(_JSON, st.lists(st.one_of(_RECORD, _RECORD, _JSON), max_size=4)),
+       declared=_mostly(["out"], ["out", "out/x"], [".."]), task_id=_mostly("p:t"))
 def test_any_remote_manifest_fails_only_with_the_errors_a_remote_read_catches(records, declared, task_id):
     manifest = {"format": 1, "etag": "e" * 32, "task_id": task_id, "outputs": records, "declared_outputs": declared,
                 "outputs_digest": "d" * 32, "log_digest": None}
