@@ -16,12 +16,14 @@ and remote entries alike:
   one of its links climbs above a declared output on the way back into one (it might then land
   elsewhere on that disk). A remote entry is refused when one of them is a link.
 - The entry's own links are created last.
-- Files are written to a temp file outside every declared output and renamed into place: in the
-  cache's tmp folder when it is on the destination's file system, else in a `.nxrun-tmp` folder
-  at the workspace root or beside the declared output (globs never see it), and only where none
-  of those shares the destination's file system, beside the file. So a reader never sees a
-  half-written file, a kill leaves no temp file among the outputs, and an existing file is never
-  written in place: with `restore = "hardlink"` a blob is never written through its link.
+- A file that does not exist yet appears whole under its name and nowhere else: a hardlink to
+  its blob, or an unnamed file (O_TMPFILE) linked in once complete. A file written over an
+  existing one goes to a temp file outside every declared output first (the cache's tmp folder
+  when it is on the destination's file system, else a `.nxrun-tmp` folder at the workspace root
+  or beside the declared output, which globs never see; beside the file only where none of those
+  shares its file system) and is renamed into place. So a reader never sees a half-written file,
+  a kill leaves no temp file among the outputs, and an existing file is never written in place:
+  with `restore = "hardlink"` a blob is never written through its link.
 - A file already identical is left alone (size, mode and the stat cache: no read on a no-op run).
 """
 
