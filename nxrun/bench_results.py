@@ -6,6 +6,9 @@ extraction is tolerant: a result file is any JSON document, and a figure is any 
 a known metric key (`tflops`, `tb_per_s`, `ratio_to_cublas`, ...) in any dict of it. The dict's
 `kernel` / `name` / `variant` (or its key in the parent) names the series, its `shape` / `size` /
 `M,N,K` / `batch,...` names the case. Keys such as `cublas_tflops` are baselines of the same case.
+A `<metric>_ci` key holding [low, high] (e.g. `tflops_ci`, `ratio_to_baseline_ci`) is the figure's
+confidence interval: it is recorded as two more figures, metric `<metric>:lo` and `<metric>:hi`, which the
+report uses to judge a regression from the measured noise instead of a fixed threshold.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ METRICS = {
     "ratio_to_cublas": "ratio_to_cublas", "ratio_to_baseline": "ratio_to_baseline",
     "ratio_to_contiguous": "ratio_to_contiguous", "ratio_to_sdpa": "ratio_to_contiguous",
     "fraction_of_peak": "fraction_of_peak", "median_ms": "median_ms", "time_ms": "median_ms",
+    "ratio_to_read": "ratio_to_read",
 }
+INTERVAL_SUFFIXES = (":lo", ":hi")   # interval bounds of a figure, stored as metrics "<metric>:lo" / ":hi"
 # the figure a bench task is judged by, in order of preference
 HEADLINE_METRICS = ("tflops", "tb_per_s", "gb_per_s", "ratio_to_cublas", "ratio_to_contiguous", "median_ms")
 _SUFFIX_METRICS = ("tflops", "tb_per_s", "gb_per_s")       # cublas_tflops, contiguous_tb_per_s, ...
@@ -104,6 +109,12 @@ def extract_figures(document) -> list[Figure]:
         for key, value in node.items():
             number = _number(value)
             lowered = str(key).lower()
+            interval = _interval(lowered, value)
+            if interval is not None:
+                series_name, metric, low, high = interval
+                add(series_name or own_series or "result", own_case, metric + ":lo", low)
+                add(series_name or own_series or "result", own_case, metric + ":hi", high)
+                continue
             if number is not None:
                 if lowered in METRICS:
                     add(own_series or "result", own_case, METRICS[lowered], number)
@@ -126,6 +137,31 @@ def extract_figures(document) -> list[Figure]:
     else:
         walk(document, "", "", 0)
     return list(figures.values())
+
+
+def _interval(key: str, value) -> tuple[str | None, str, float, float] | None:
+    """(series or None for the dict's own, metric, low, high) when `key` is `<metric>_ci` with [low, high]."""
+    if not key.endswith("_ci") or not isinstance(value, (list, tuple)) or len(value) != 2:
+        return None
+    low, high = (_number(v) for v in value)
+    if low is None or high is None:
+        return None
+    base = key[:-3]
+    if base in METRICS:
+        return None, METRICS[base], low, high
+    for suffix in _SUFFIX_METRICS:
+        if base.endswith("_" + suffix) and base[: -len(suffix) - 1] not in ("", "effective"):
+            return base[: -len(suffix) - 1], suffix, low, high
+    return None
+
+
+def interval_of(figures: list[dict], series: str, metric: str, case: str) -> tuple[float, float] | None:
+    """The recorded [low, high] of one figure, if its result file gave one."""
+    bounds = {f["metric"]: f["value"] for f in figures
+              if f["series"] == series and f["case"] == case and f["metric"] in (metric + ":lo", metric + ":hi")}
+    if len(bounds) != 2:
+        return None
+    return bounds[metric + ":lo"], bounds[metric + ":hi"]
 
 
 def _looks_like_series(value: dict) -> bool:
@@ -233,7 +269,9 @@ def headline(figures: list[dict]) -> dict | None:
     series report (the largest such case), and each series' value there, baselines marked."""
     if not figures:
         return None
-    metrics = {f["metric"] for f in figures}
+    metrics = {f["metric"] for f in figures if not f["metric"].endswith(INTERVAL_SUFFIXES)}
+    if not metrics:
+        return None
     metric = next((m for m in HEADLINE_METRICS if m in metrics), sorted(metrics)[0])
     rows = [f for f in figures if f["metric"] == metric]
     counts: dict[str, int] = {}

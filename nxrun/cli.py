@@ -218,6 +218,13 @@ def _exclusive(obj: Context):
         f"waiting for the nxrun runs using {obj.store.cache_dir} to finish...", err=True))
 
 
+def _in_use(obj: Context):
+    """The cache shared, as a run holds it: a prune, clear or verify waits (and is waited for), so
+    none deletes the blobs a pull is writing, and a starting run leaves its temp files alone."""
+    return obj.store.in_use(on_wait=lambda: click.echo(
+        f"waiting for a `nxrun cache prune`, `clear` or `verify` of {obj.store.cache_dir} to finish...", err=True))
+
+
 @cache.command()
 @click.option("--max-size", required=True, help="Keep at most this much (e.g. 20G); evicts least recently used.")
 @click.option("--keep-runs", type=click.IntRange(min=1), default=1000, show_default=True,
@@ -249,16 +256,22 @@ def clear(obj: Context, yes: bool) -> None:
 @cache.command()
 @click.pass_obj
 def verify(obj: Context) -> None:
-    """Re-hash every blob; report and drop corrupt blobs and the entries that need them."""
+    """Check the index and re-hash every blob; report and drop corrupt blobs and the entries that need
+    them; move a damaged index aside and rebuild it with what can be read."""
+    notices: list[str] = []
+    obj.store.report_to(notices.append)   # part of the report: on stdout, not as warnings
     with _exclusive(obj):
         result = obj.store.verify(repair=True)
+    for notice in notices:
+        click.echo(notice)
     for digest in result["corrupt_blobs"]:
         click.echo(f"corrupt blob {digest} (removed)")
     for etag, task_id, reason in result["broken_entries"]:
         click.echo(f"entry {etag[:16]} of {task_id}: {reason} (removed; the task will run again)")
-    if result["corrupt_blobs"] or result["broken_entries"]:
+    if notices or result["corrupt_blobs"] or result["broken_entries"] or result["index_problems"]:
         sys.exit(1)
-    click.echo("cache verified: every blob matches its digest")
+    click.echo("cache verified: the index is sound, every entry's blobs are present and every blob matches its "
+               "digest")
 
 
 @cache.command()
@@ -269,7 +282,8 @@ def push(obj: Context, tasks, namespace) -> None:
     """Upload the cached entries of TASKS (their current ETags) to the remote cache."""
     from .inspect import sync_tasks
 
-    click.echo(sync_tasks(obj, tasks, "push", namespace))
+    with _in_use(obj):
+        click.echo(sync_tasks(obj, tasks, "push", namespace))
 
 
 @cache.command()
@@ -280,7 +294,8 @@ def pull(obj: Context, tasks, namespace) -> None:
     """Download the entries of TASKS (their current ETags) from the remote cache."""
     from .inspect import sync_tasks
 
-    click.echo(sync_tasks(obj, tasks, "pull", namespace))
+    with _in_use(obj):
+        click.echo(sync_tasks(obj, tasks, "pull", namespace))
 
 
 @cli.command()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob as _glob
 import os
 import re
+import string
 from pathlib import Path
 
 from .errors import ConfigError, did_you_mean
@@ -23,6 +24,7 @@ WORKSPACE_KEYS = {"cache-dir", "parallel", "include", "projects", "restore", "de
 REMOTE_KEYS = {
     "url", "read-only", "write-namespace", "read-namespaces", "endpoint-url", "region",
     "connect-timeout", "read-timeout", "required", "max-concurrency", "signing-key-env",
+    "outage-budget",
 }
 TOP_KEYS_ROOT = {"workspace", "remote", "named-inputs", "runtime", "projects"}
 TOP_KEYS_INCLUDED = {"projects", "named-inputs", "runtime"}
@@ -32,6 +34,33 @@ TARGET_KEYS = {
     "command", "inputs", "outputs", "depends-on", "env", "resources", "cache", "matrix",
     "description", "cwd",
 }
+
+# A matrix value is pasted verbatim into the command (run by a shell), into paths and input globs,
+# and into task ids and depends-on selectors. It is data, so it may hold only characters that mean
+# nothing to a shell in any quoting context (bare, inside "..." or '...', or handed on to `sh -c`),
+# nothing to a glob, and nothing to a task id: no $ ` \ " ' ! ; & | < > ( ) { } [ ] * ? ~ # , space
+# or control character. Refusing the rest, rather than quoting it, never changes what a working
+# command means (a quote added inside the author's own quotes would).
+MATRIX_VALUE_CHARS = frozenset(string.ascii_letters + string.digits + "_.+-@%=:/")
+MATRIX_VALUE_RULE = "letters, digits and _ . + - @ % = : / (ASCII)"
+_CHAR_NAMES = {" ": "a space", "\t": "a tab", "\n": "a newline", "\r": "a carriage return"}
+
+
+def matrix_value_problem(value: str, *, from_file_name: bool = False) -> str | None:
+    """Why `value` cannot be a matrix value (a phrase), or None when it can.
+
+    A value taken from a file name (a `glob:` axis) may not start with '-' either: a command would
+    read it as an option. A value written in a list may ('-O2'): its author writes the command too.
+    """
+    if not value:
+        return "is empty"
+    for char in value:
+        if char not in MATRIX_VALUE_CHARS:
+            shown = _CHAR_NAMES.get(char, repr(char))
+            return f"holds {shown} (a matrix value may hold only {MATRIX_VALUE_RULE})"
+    if from_file_name and value.startswith("-"):
+        return "starts with '-', which a command would read as an option"
+    return None
 
 
 @record
@@ -124,11 +153,18 @@ class _Source:
         rescan the file: a workspace of thousands of targets would parse in quadratic time)."""
         if self._headers is None:
             self._headers = {}
+            implicit: dict[tuple[str, ...], int] = {}
             for number, line in enumerate(self.lines, 1):
                 match = _HEADER.match(line)
                 if match:
                     parts = tuple(p.strip().strip('"').strip("'") for p in _split_dotted(match.group(1)))
                     self._headers.setdefault(parts, number)
+                    for end in range(1, len(parts)):
+                        implicit.setdefault(parts[:end], number)
+            # a table with no header of its own ([projects.p] made by [projects.p.targets.t]) is
+            # declared where its first sub-table is
+            for parts, number in implicit.items():
+                self._headers.setdefault(parts, number)
         return self._headers
 
     def line_of(self, table: list[str], key: str | None = None) -> int:
@@ -262,6 +298,7 @@ def _parse_target(project: str, name: str, table: dict, source: _Source, path: l
                 raise ConfigError(f"{source.where(path, 'matrix')}: matrix axis '{axis}' of {what} must "
                                   "list plain values (strings or numbers).")
             matrix[axis] = [str(v).lower() if isinstance(v, bool) else str(v) for v in values]
+            _check_matrix_list(matrix[axis], axis, what, source.where(path, "matrix"))
         else:
             raise ConfigError(f"{source.where(path, 'matrix')}: matrix axis '{axis}' of {what} must be a "
                               "non-empty list or \"glob:PATTERN\".")
@@ -284,6 +321,22 @@ def _parse_target(project: str, name: str, table: dict, source: _Source, path: l
         cwd=cwd,
         source=source.where(path),
     )
+
+
+def _check_matrix_list(values: list[str], axis: str, what: str, where: str) -> None:
+    seen: set[str] = set()
+    for value in values:
+        problem = matrix_value_problem(value)
+        if problem:
+            raise ConfigError(
+                f"{where}: matrix value {value!r} of axis '{axis}' of {what} {problem}. Matrix values are "
+                "pasted into the command, paths and task ids as they are, so they must be plain names. "
+                "Use a plain name and let the command or a script map it to what it stands for."
+            )
+        if value in seen:
+            raise ConfigError(f"{where}: matrix axis '{axis}' of {what} lists {value!r} twice; list each "
+                              "value once.")
+        seen.add(value)
 
 
 _PROJECT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")

@@ -11,9 +11,10 @@ from __future__ import annotations
 import itertools
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
-from .config import ProjectSpec, TargetSpec, Workspace
+from .config import ProjectSpec, TargetSpec, Workspace, matrix_value_problem
 from .errors import ConfigError, GraphError, did_you_mean
 from .hashing import FileIndex, compile_glob, has_magic, literal_prefix
 from .records import default_factory, record
@@ -87,6 +88,90 @@ def _workspace_path(project: ProjectSpec, path: str, spec: TargetSpec, what: str
         raise ConfigError(f"{spec.source}: {what} {path!r} of task '{spec.project}:{spec.name}' leads outside "
                           "the workspace; outputs and inputs must stay inside it.")
     return "" if normal == "." else normal
+
+
+def _inside(outer: str, inner: str) -> bool:
+    """Whether the workspace-relative path `inner` is `outer` or lies below it."""
+    return inner == outer or inner.startswith(outer + "/")
+
+
+def _path_order(path: str) -> str:
+    # component order, so that a folder sorts right before everything below it: "out" < "out/a" <
+    # "out-x", where string order would put "out-x" between "out" and "out/a". With "/" as "\0",
+    # which sorts before every character a path holds, string order is component order.
+    return path.replace("/", "\0")
+
+
+def own_outputs(paths: list[str]) -> list[str]:
+    """A task's normalised outputs in declared order, without repeats and without paths inside
+    another of its outputs ("out" already covers "out/a"), so each output file is recorded once."""
+    outermost: set[str] = set()
+    last: str | None = None
+    for path in sorted(set(paths), key=_path_order):
+        if last is None or not _inside(last, path):
+            outermost.add(path)
+            last = path
+    return [path for path in dict.fromkeys(paths) if path in outermost]
+
+
+def first_output_overlap(owned: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], tuple[str, str]] | None:
+    """The first two (path, owner) pairs of different owners whose paths are equal or nested, the
+    outer one first; None when every path has a single owner.
+
+    O(n log n): in component order the paths enclosing a path come before it, and everything
+    between an enclosing path and it lies inside the enclosing path too; so a stack of the chain of
+    enclosing paths seen so far (one owner, or a clash was already returned) finds every clash."""
+    enclosing: list[tuple[str, str]] = []
+    for item in sorted(owned, key=lambda pair: (_path_order(pair[0]), pair[1])):
+        while enclosing and not _inside(enclosing[-1][0], item[0]):
+            enclosing.pop()
+        if enclosing and enclosing[-1][1] != item[1]:
+            return enclosing[-1], item
+        enclosing.append(item)
+    return None
+
+
+def _check_output_owners(workspace: Workspace, tasks: dict[str, Task]) -> None:
+    """One owner per output path: two tasks whose outputs are equal or nested would delete or
+    overwrite each other's files on every restore, while both report hits (Bazel and Nx refuse it
+    too). Config files count as owned, so no output can swallow an nxrun.toml."""
+    owned = [(path, task.id) for task in tasks.values() for path in task.outputs]
+    config_owner = {}
+    for config_file in workspace.config_files:
+        try:
+            rel = workspace.rel(config_file)
+        except ValueError:
+            continue
+        config_owner[f"the config file {rel!r}"] = rel
+        owned.append((rel, f"the config file {rel!r}"))
+    clash = first_output_overlap(owned)
+    if clash is None:
+        return
+    (outer_path, outer_owner), (inner_path, inner_owner) = clash
+    if outer_owner in config_owner or inner_owner in config_owner:
+        task_owner, config = (inner_owner, outer_owner) if outer_owner in config_owner else (outer_owner, inner_owner)
+        task = tasks[task_owner]
+        raise ConfigError(
+            f"{task.source}: output {outer_path!r} of '{task.id}' is or holds {config}; a restore of the task "
+            "would rewrite it. Choose an output path that holds no nxrun.toml."
+        )
+    outer, inner = tasks[outer_owner], tasks[inner_owner]
+    if outer_path == inner_path:
+        what = f"both declare the output {inner_path!r}"
+    else:
+        what = f"'{inner.id}' declares the output {inner_path!r}, inside the output {outer_path!r} of '{outer.id}'"
+    if (outer.project, outer.target) == (inner.project, inner.target):
+        fix = ("Their matrix values name the same or nested paths: list each value once, in one spelling, "
+               "and put every matrix axis into the output path.")
+    else:
+        fix = ("Give each task its own output path, or let one task write both; a task that reads another's "
+               "output names it in depends-on and declares only what it writes itself.")
+    raise ConfigError(
+        f"{inner.source}: tasks '{outer.id}' ({outer.source}) and '{inner.id}' ({inner.source}) claim the same "
+        f"files: {what} (paths compared after resolving '.', '..' and repeated '/'). A path has one owner: "
+        "otherwise restoring or cleaning one task's outputs deletes or overwrites the other's, while both "
+        f"report hits. {fix}"
+    )
 
 
 class TaskGraph:
@@ -166,12 +251,19 @@ class TaskGraph:
         return graph
 
 
+def _matrix_glob_files(pattern: str, file_index: FileIndex) -> list[str]:
+    regex = compile_glob(pattern)
+    return [f for f in file_index.files_under(literal_prefix(pattern)) if regex.match(f)] \
+        if has_magic(pattern) else ([pattern] if (file_index.root / pattern).is_file() else [])
+
+
+def _stem(path: str) -> str:
+    return path.rpartition("/")[2].split(".")[0]
+
+
 def matrix_glob_stems(pattern: str, file_index: FileIndex) -> list[str]:
     """Stems of the files a workspace-relative `glob:` matrix pattern matches."""
-    regex = compile_glob(pattern)
-    files = [f for f in file_index.files_under(literal_prefix(pattern)) if regex.match(f)] \
-        if has_magic(pattern) else ([pattern] if (file_index.root / pattern).is_file() else [])
-    return sorted({Path(f).name.split(".")[0] for f in files})
+    return sorted({_stem(f) for f in _matrix_glob_files(pattern, file_index)})
 
 
 def _matrix_values(spec: TargetSpec, project: ProjectSpec, file_index: FileIndex,
@@ -180,7 +272,18 @@ def _matrix_values(spec: TargetSpec, project: ProjectSpec, file_index: FileIndex
     for axis, values in spec.matrix.items():
         if isinstance(values, str):
             pattern = _workspace_path(project, values[len("glob:"):], spec, "matrix glob")
-            stems = matrix_glob_stems(pattern, file_index)
+            files = _matrix_glob_files(pattern, file_index)
+            for path in files:
+                problem = matrix_value_problem(_stem(path), from_file_name=True)
+                if problem:
+                    raise ConfigError(
+                        f"{spec.source}: matrix axis '{axis}' of '{spec.project}:{spec.name}' is {values!r}, which "
+                        f"matches the file {path!r}; its stem {_stem(path)!r} cannot be a matrix value: it "
+                        f"{problem}. A matrix value is pasted into the command, paths and task ids as it is. "
+                        "Rename the file, narrow the pattern so that it does not match, or list the values "
+                        f"(matrix = {{ {axis} = [\"a\", \"b\"] }}) instead of the glob."
+                    )
+            stems = sorted({_stem(path) for path in files})
             matrix_globs[pattern] = stems
             if not stems:
                 raise ConfigError(f"{spec.source}: matrix axis '{axis}' of '{spec.project}:{spec.name}' is "
@@ -272,6 +375,7 @@ def build_graph(workspace: Workspace) -> TaskGraph:
                             raise ConfigError(f"{spec.source}: output {output!r} of '{spec.project}:{spec.name}' "
                                               "overlaps the nxrun cache folder; choose another path.")
                     outputs.append(path)
+                outputs = own_outputs(outputs)
                 cwd = project.root if spec.cwd is None else _workspace_path(
                     project, _interpolate(spec.cwd, values, spec), spec, "cwd")
                 task = Task(
@@ -295,6 +399,7 @@ def build_graph(workspace: Workspace) -> TaskGraph:
                 by_target.setdefault((project.name, spec.name), []).append(task)
                 pending_deps.append((task, spec, values, [_interpolate(d, values, spec) for d in spec.depends_on]))
 
+    _check_output_owners(workspace, tasks)
     all_targets = {f"{p}:{t}" for p, t in by_target}
     for task, spec, _values, deps in pending_deps:
         project = workspace.projects[task.project]

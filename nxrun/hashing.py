@@ -3,7 +3,13 @@
 Everything that decides whether a task's result can be reused is computed here, in one canonical
 encoding: sorted components, each a (name, digest) pair, length-prefixed, with workspace-relative
 paths and never an mtime or an absolute path. File contents are hashed with xxh3-128; a stat cache
-keyed by (path, size, mtime_ns, inode) means an unchanged file is never read twice.
+keyed by (path, size, mtime_ns, inode, ctime_ns) means an unchanged file is never read twice.
+
+Env values, the values a target sets and args after `--` are hashed with a secret key (keyed
+BLAKE2b; store/keys.py says where the key comes from), so a digest `show` prints, the index keeps
+or a remote manifest carries cannot be matched by hashing guessed values. A symlink among the
+inputs is hashed as a link (its target string, plus the contents of the regular file it points
+to), and a walk never follows one, so link loops and links to folders are harmless.
 """
 
 from __future__ import annotations
@@ -13,18 +19,24 @@ import re
 import stat
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
 
 import xxhash
 
+from .errors import NxrunError
+
 FORMAT_VERSION = "nxrun-etag-1"
 _READ_CHUNK = 8 << 20
 _SMALL_FILE = 1 << 20
-# A file modified this recently may change again within the file system's timestamp granularity
+# A file changed this recently may change again within the file system's timestamp granularity
 # without its stat changing ("racy" entries, as git calls them): hash it, but do not remember it.
+# Linux stamps files from a clock that ticks every few milliseconds; a stamp of whole seconds says
+# the file system keeps no more than that (FAT keeps two seconds), so such a file is unsure longer.
 _RACY_WINDOW_NS = 50_000_000
+_COARSE_RACY_WINDOW_NS = 2_000_000_000
+_ENV_PERSON = b"nxrun-env-v1"
 
 
 def digest_bytes(data: bytes) -> str:
@@ -61,9 +73,38 @@ def hash_rest(handle, hasher, write=None) -> int:
     return total
 
 
+_blake2b = None
+
+
+def blake2b(*args, **kwargs):
+    """hashlib.blake2b, loaded on first use and from CPython's own `_blake2` where it can be: importing
+    hashlib loads OpenSSL's bindings too, 3 ms that a no-op run without env inputs would pay."""
+    global _blake2b
+    if _blake2b is None:
+        try:
+            from _blake2 import blake2b as loaded
+        except ImportError:      # another Python: the public name
+            from hashlib import blake2b as loaded
+        _blake2b = loaded
+    return _blake2b(*args, **kwargs)
+
+
+def keyed_digest(key: bytes, name: str, value: str) -> str:
+    """A 128-bit keyed BLAKE2b of `value` under the component `name`: without `key`, nothing about
+    the value can be learnt from it, however few values it could take."""
+    name_bytes = name.encode("utf-8", "surrogateescape")
+    data = len(name_bytes).to_bytes(4, "big") + name_bytes + value.encode("utf-8", "surrogateescape")
+    return blake2b(data, key=key, digest_size=16, person=_ENV_PERSON).hexdigest()
+
+
 def digest_file(path: str | os.PathLike) -> str:
-    """xxh3-128 of a file's contents."""
-    with open(path, "rb", buffering=0) as handle:
+    """xxh3-128 of a file's contents. Opened without blocking, so a fifo put in a regular file's
+    place cannot hang the read (OSError: not a regular file)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{os.fspath(path)} is not a regular file")
+    with open(fd, "rb", buffering=0) as handle:
         head, whole = read_head(handle)
         if whole:
             return xxhash.xxh3_128_hexdigest(head)
@@ -160,8 +201,26 @@ def literal_prefix(pattern: str) -> str:
     return "/".join(prefix)
 
 
+class UnhashableInput(Exception):
+    """An input nxrun cannot hash: a folder it may not list, a fifo, a socket, a device. The task
+    hasher turns it into an error naming the task."""
+
+    def __init__(self, rel_path: str, reason: str, folder: bool = False):
+        super().__init__(f"{rel_path}: {reason}")
+        self.rel_path = rel_path
+        self.reason = reason
+        self.folder = folder
+
+
 class FileIndex:
-    """Lists workspace files (relative posix paths), walking each folder at most once per run."""
+    """Lists workspace files (relative posix paths), walking each folder at most once per run.
+
+    A walk never follows a symlink: a link to a folder, a dangling link and a link loop are all
+    listed as entries of their own. The folder a pattern names (`data`, or the `data/raw` of
+    `data/raw/**/*.csv`) is the one place a link is followed, since the pattern asks for what is
+    behind it: such a folder is always walked on its own, never taken from a walk of a folder
+    above it (which lists the link, not its contents), so what a pattern matches does not depend
+    on which folder was walked first, and a loop can only be entered once."""
 
     def __init__(self, root: Path, excluded: Iterable[str] = ()):
         self.root = root
@@ -170,6 +229,7 @@ class FileIndex:
         self.excluded_dirs = {".git", ".hg", ".svn", *excluded}
         self.excluded_outputs: list[str] = []
         self._walked: dict[str, list[str]] = {}
+        self.unreadable: dict[str, str] = {}   # folders a walk could not list -> why
         self._lock = threading.Lock()
 
     def set_excluded_outputs(self, outputs: Iterable[str]) -> None:
@@ -187,15 +247,29 @@ class FileIndex:
             cached = self._walked.get(folder)
             if cached is not None:
                 return cached
-            for walked, files in self._walked.items():  # a walk of a parent folder already covers it
-                if walked == "" or folder.startswith(walked + "/"):
-                    prefix = folder + "/" if folder else ""
-                    result = [f for f in files if f.startswith(prefix)]
-                    self._walked[folder] = result
-                    return result
+            if self._real_folder(folder):
+                for walked, files in self._walked.items():  # a walk of a parent folder already covers it
+                    if walked == "" or folder.startswith(walked + "/"):
+                        prefix = folder + "/" if folder else ""
+                        result = [f for f in files if f.startswith(prefix)]
+                        self._walked[folder] = result
+                        return result
             result = self._walk(folder)
             self._walked[folder] = result
             return result
+
+    def _real_folder(self, folder: str) -> bool:
+        """Whether every part of `folder` is a folder and none a symlink: a walk of a folder above
+        it lists exactly what a walk of it would."""
+        path = self._root_text
+        for part in folder.split("/") if folder else ():
+            path = os.path.join(path, part)
+            try:
+                if not stat.S_ISDIR(os.lstat(path).st_mode):
+                    return False
+            except OSError:
+                return False
+        return True
 
     def _walk(self, folder: str) -> list[str]:
         files: list[str] = []
@@ -205,7 +279,10 @@ class FileIndex:
             abs_dir, rel_dir = stack.pop()
             try:
                 entries = os.scandir(abs_dir)
-            except (FileNotFoundError, NotADirectoryError, PermissionError):
+            except (FileNotFoundError, NotADirectoryError):
+                continue          # gone since it was listed: nothing of it is there to hash
+            except OSError as exc:
+                self.unreadable[rel_dir] = exc.strerror or str(exc)
                 continue
             with entries:
                 for entry in entries:
@@ -222,11 +299,14 @@ class FileIndex:
         return files
 
     def expand(self, patterns: list[str]) -> tuple[list[str], list[str]]:
-        """Resolve include patterns (and `!` exclusions) into sorted file paths.
+        """Resolve include patterns (and `!` exclusions) into sorted file paths (files, symlinks
+        and whatever else a folder holds; the hasher decides what it can hash).
 
-        Returns (files, patterns that matched nothing)."""
+        Returns (files, patterns that matched nothing). UnhashableInput when a folder a pattern
+        covers could not be listed and no `!` pattern excludes it."""
         included: set[str] = set()
         unmatched: list[str] = []
+        walked: list[str] = []
         excludes = [compile_glob(p[1:]) for p in patterns if p.startswith("!")]
         for pattern in patterns:
             if pattern.startswith("!"):
@@ -234,12 +314,16 @@ class FileIndex:
             if not has_magic(pattern):
                 abs_path = os.path.join(self._root_text, pattern)
                 try:
-                    mode = os.stat(abs_path).st_mode
+                    mode = os.lstat(abs_path).st_mode
+                    if stat.S_ISLNK(mode) and os.path.isdir(abs_path):
+                        mode = stat.S_IFDIR         # a link to a folder the pattern names: what is behind it
                 except OSError:
                     unmatched.append(pattern)
                     continue
                 if stat.S_ISDIR(mode):
-                    found = self.files_under(pattern.rstrip("/"))
+                    folder = pattern.rstrip("/")
+                    walked.append(folder)
+                    found = self.files_under(folder)
                     if not found:
                         unmatched.append(pattern)
                     included.update(found)
@@ -247,38 +331,72 @@ class FileIndex:
                     included.add(pattern)
                 continue
             regex = compile_glob(pattern)
+            walked.append(literal_prefix(pattern))
             found = [f for f in self.files_under(literal_prefix(pattern)) if regex.match(f)]
             if not found:
                 unmatched.append(pattern)
             included.update(found)
         if excludes:
             included = {f for f in included if not any(rx.match(f) for rx in excludes)}
+        if self.unreadable:
+            self._check_unreadable(walked, excludes)
         return sorted(included), unmatched
+
+    def _check_unreadable(self, walked: list[str], excludes: list[re.Pattern]) -> None:
+        for folder, reason in sorted(self.unreadable.items()):
+            if not any(w == "" or folder == w or folder.startswith(w + "/") for w in walked):
+                continue
+            if any(rx.match(folder) or rx.match(folder + "/-") for rx in excludes):
+                continue
+            raise UnhashableInput(folder, reason, folder=True)
 
 
 # ---------------------------------------------------------------------------- stat cache
 
+def _unsure(st, now_ns: int) -> bool:
+    """Whether a file's stat was taken so soon after its last change that another change, within
+    the file system's timestamp granularity, could leave size, mtime and ctime as they are. The
+    ctime counts too: it moves with every write and cannot be set back (`touch -d` sets mtime)."""
+    for stamp in (st.st_mtime_ns, st.st_ctime_ns):
+        window = _COARSE_RACY_WINDOW_NS if stamp % 1_000_000_000 == 0 else _RACY_WINDOW_NS
+        if now_ns - stamp < window:
+            return True
+    return False
+
+
+StatRow = tuple[int, int, int, int, str]    # size, mtime_ns, inode, ctime_ns, digest
+
+
 class StatCache:
-    """(path, size, mtime_ns, inode) -> digest, so a no-op run reads no file contents.
+    """(path, size, mtime_ns, inode, ctime_ns) -> digest, so a no-op run reads no file contents.
+
+    The ctime catches what the others miss: an in-place edit of the same size whose mtime was put
+    back (`dd conv=notrunc`, then `touch -d`), since nothing can set a ctime back (git and Bazel
+    key on it too). A file whose mtime or ctime is within the file system's timestamp granularity
+    of its hashing is hashed but not remembered, so the next run hashes it again.
 
     Loaded from and saved to the local store's sqlite index by the caller; keys are absolute
     paths because the cache describes this machine's files, never enters an ETag.
     """
 
-    def __init__(self, rows: dict[str, tuple[int, int, int, str]] | None = None):
-        self.rows: dict[str, tuple[int, int, int, str]] = rows or {}
-        self.dirty: dict[str, tuple[int, int, int, str]] = {}
+    def __init__(self, rows: dict[str, StatRow] | None = None):
+        self.rows: dict[str, StatRow] = rows or {}
+        self.dirty: dict[str, StatRow] = {}
 
     def lookup(self, abs_path: str, st: os.stat_result) -> str | None:
         row = self.rows.get(abs_path)
-        if row and row[0] == st.st_size and row[1] == st.st_mtime_ns and row[2] == st.st_ino:
-            return row[3]
+        if row and row[0] == st.st_size and row[1] == st.st_mtime_ns and row[2] == st.st_ino \
+                and row[3] == st.st_ctime_ns:
+            return row[4]
         return None
 
-    def remember(self, abs_path: str, st: os.stat_result, digest: str) -> None:
-        if time.time_ns() - st.st_mtime_ns < _RACY_WINDOW_NS:
+    def remember(self, abs_path: str, st: os.stat_result, digest: str, hashed_at: int | None = None) -> None:
+        """Keep `digest` for the file whose stat is `st`, unless the file changed within the file
+        system's timestamp granularity of `hashed_at` (time_ns when its hashing began; now if not
+        given)."""
+        if _unsure(st, time.time_ns() if hashed_at is None else hashed_at):
             return
-        row = (st.st_size, st.st_mtime_ns, st.st_ino, digest)
+        row = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, digest)
         if self.rows.get(abs_path) != row:
             self.rows[abs_path] = row
             self.dirty[abs_path] = row
@@ -291,31 +409,58 @@ class StatCache:
         cached = self.lookup(abs_path, st)
         if cached is not None:
             return cached
+        hashed_at = time.time_ns()    # the moment that counts: a write just after it, in the same tick, hides
         digest = digest_file(abs_path)
         after = os.stat(abs_path)
-        if (after.st_size, after.st_mtime_ns, after.st_ino) == (st.st_size, st.st_mtime_ns, st.st_ino):
-            self.remember(abs_path, st, digest)
+        if (after.st_size, after.st_mtime_ns, after.st_ino, after.st_ctime_ns) == \
+                (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns):
+            self.remember(abs_path, st, digest, hashed_at)
         return digest
 
 
 # ---------------------------------------------------------------------------- task ETags
 
+_SPECIAL_KINDS = ((stat.S_ISFIFO, "a fifo (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                  (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                  (stat.S_ISDIR, "a folder"))
+
+
+def _kind_of(mode: int) -> str:
+    for test, kind in _SPECIAL_KINDS:
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
 class TaskHasher:
     """Computes a task's ETag components (the explain manifest) and its ETag.
 
     `task` is a graph.Task; `dep_digests` maps each upstream task id to the digest of its outputs.
+    `env_key` returns the secret env values are hashed with (store/keys.py); it is called once, the
+    first time a task needs it. Without one, a random key of this process is used (tests).
     """
 
-    def __init__(self, root: Path, file_index: FileIndex, stat_cache: StatCache, runtime):
+    def __init__(self, root: Path, file_index: FileIndex, stat_cache: StatCache, runtime,
+                 env_key: Callable[[], bytes] | None = None):
         self.root_text = str(root)
         self.file_index = file_index
         self.stat_cache = stat_cache
         self.runtime = runtime
         self.warned: set[str] = set()
+        self._env_key_source = env_key
+        self._env_key: bytes | None = None
+
+    def keyed(self, name: str, value: str) -> str:
+        """The keyed digest of a value that must not be recoverable from what is stored."""
+        key = self._env_key
+        if key is None:
+            key = self._env_key = self._env_key_source() if self._env_key_source else os.urandom(32)
+        return keyed_digest(key, name, value)
 
     def components(self, task, dep_digests: dict[str, str], args: list[str] | None = None,
                    environ: dict[str, str] | None = None) -> tuple[dict[str, str], list[str]]:
-        """(explain manifest, warnings). Raises FileNotFoundError only for races with deletion."""
+        """(explain manifest, warnings). An NxrunError naming the task and the path when an input
+        cannot be hashed (unreadable, a fifo or socket, gone while it was being hashed)."""
         environ = os.environ if environ is None else environ
         warnings: list[str] = []
         components = {
@@ -328,12 +473,15 @@ class TaskHasher:
             "cache": task.cache,
         }
         if args:
-            components["args"] = digest_text("\0".join(args))
+            components["args"] = self.keyed("args", "\0".join(args))
         for name, value in task.env.items():
-            components[f"env-set:{name}"] = digest_text(value)
+            components[f"env-set:{name}"] = self.keyed(f"env-set:{name}", value)
         file_patterns = [p for p in task.inputs if not p.startswith(("runtime:", "pkg:", "env:"))]
         if file_patterns:
-            files, unmatched = self._plain_files(file_patterns, components)
+            try:
+                files, unmatched = self._plain_files(task, file_patterns, components)
+            except UnhashableInput as exc:
+                raise self._input_error(task, exc.rel_path, exc) from None
             for pattern in unmatched:
                 key = f"{task.id}\0{pattern}"
                 if key not in self.warned:
@@ -343,8 +491,17 @@ class TaskHasher:
             join = os.path.join
             root = self.root_text
             digest = self.stat_cache.digest
-            for rel in files:
-                components["file:" + rel] = digest(join(root, rel))
+            lstat = os.lstat
+            is_regular = stat.S_ISREG
+            rel = ""
+            try:
+                for rel in files:
+                    path = join(root, rel)
+                    st = lstat(path)
+                    components["file:" + rel] = digest(path, st) if is_regular(st.st_mode) else \
+                        self._other_digest(rel, path, st)
+            except (OSError, UnhashableInput) as exc:
+                raise self._input_error(task, rel, exc) from None
         for entry in task.inputs:
             kind, _, name = entry.partition(":")
             if kind == "runtime":
@@ -353,14 +510,50 @@ class TaskHasher:
                 components[entry] = digest_text(self.runtime.package_version(name))
             elif kind == "env":
                 value = environ.get(name)
-                components[entry] = digest_text("\0unset" if value is None else "=" + value)
+                components[entry] = self.keyed(entry, "\0unset" if value is None else "=" + value)
         for dep_id, dep_digest in dep_digests.items():
             components["dep:" + dep_id] = dep_digest
         if task.cache == "hardware":
             components["hardware"] = digest_text(self.runtime.hardware_fingerprint())
         return components, warnings
 
-    def _plain_files(self, patterns: list[str], components: dict[str, str]) -> tuple[list[str], list[str]]:
+    def _other_digest(self, rel: str, path: str, st: os.stat_result) -> str:
+        """The digest of an input that is not a regular file: a symlink is hashed as its target
+        string, plus the contents when it leads to a regular file (so an edit of a linked file
+        outside the inputs is seen); it is never walked into. Anything else is UnhashableInput."""
+        if not stat.S_ISLNK(st.st_mode):
+            raise UnhashableInput(rel, _kind_of(st.st_mode))
+        target = os.fsencode(os.readlink(path))
+        try:
+            target_st = os.stat(path)
+        except OSError:            # dangling, a loop, a target it may not look at: the link alone
+            target_st = None
+        contents = b""
+        if target_st is not None and stat.S_ISREG(target_st.st_mode):
+            contents = self.stat_cache.digest(path, target_st).encode("ascii")
+        return xxhash.xxh3_128_hexdigest(b"symlink\0" + target + b"\0" + contents)
+
+    @staticmethod
+    def _input_error(task, rel: str, exc: BaseException) -> NxrunError:
+        where = f"({task.source})"
+        leave_out = (f"leave it out of the task's inputs: add \"!{rel}\" to `inputs` (or to [workspace] "
+                     "default-inputs when the task has no `inputs`)")
+        if isinstance(exc, UnhashableInput) and exc.folder:
+            return NxrunError(f"{task.id}: cannot list input folder '{rel}': {exc.reason} {where}. Make it "
+                              f"readable, or {leave_out.replace(f'!{rel}', f'!{rel}/**')}.")
+        if isinstance(exc, UnhashableInput):
+            return NxrunError(f"{task.id}: input '{rel}' is {exc.reason}; nxrun hashes files and symlinks only "
+                              f"{where}. To run without it, {leave_out}.")
+        if isinstance(exc, FileNotFoundError):
+            return NxrunError(f"{task.id}: input '{rel}' disappeared while nxrun was hashing it {where}: "
+                              "something is changing the workspace during the run. Run again once it is done.")
+        if isinstance(exc, PermissionError):
+            return NxrunError(f"{task.id}: cannot read input '{rel}': permission denied {where}. Make it "
+                              f"readable, or {leave_out}.")
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return NxrunError(f"{task.id}: cannot hash input '{rel}': {reason} {where}. Fix the file, or {leave_out}.")
+
+    def _plain_files(self, task, patterns: list[str], components: dict[str, str]) -> tuple[list[str], list[str]]:
         """Digest inputs that name one file each straight into `components` (one stat per file,
         shared with the stat cache); the rest (globs, folders, `!` exclusions) go through the file
         index. Returns (files still to digest, patterns that matched nothing)."""
@@ -372,14 +565,17 @@ class TaskHasher:
         for pattern in patterns:
             abs_path = os.path.join(root, pattern)
             try:
-                st = os.stat(abs_path)
+                st = os.lstat(abs_path)
             except OSError:
                 unmatched.append(pattern)
                 continue
-            if stat.S_ISDIR(st.st_mode):
-                rest.append(pattern)
-            else:
+            if not stat.S_ISREG(st.st_mode):
+                rest.append(pattern)    # a folder to list; a link or special file hashed like a listed one
+                continue
+            try:
                 components["file:" + pattern] = self.stat_cache.digest(abs_path, st)
+            except OSError as exc:
+                raise self._input_error(task, pattern, exc) from None
         if rest:
             files, more_unmatched = self.file_index.expand(rest)
             return [f for f in files if "file:" + f not in components], unmatched + more_unmatched

@@ -1,7 +1,9 @@
 """Run records: every invocation and every task in it (ETag, status, origin, durations, the
 explain manifest), kept in the local store's sqlite index. `why` and `history` read them.
 
-Explain manifests hold digests only, so env values and other secrets never appear in clear.
+Explain manifests hold digests only (env values, set env values and args after `--` keyed with a
+secret, see hashing.py), and a run's command line is kept without its args after `--`: they go to
+the task's command and may be secrets, so `history` shows how many there were, never what.
 """
 
 from __future__ import annotations
@@ -45,13 +47,24 @@ class RunRecord:
         return sum(1 for t in self.tasks if t.status == status)
 
 
+def redact_argv(argv: list[str]) -> list[str]:
+    """A command line as the history keeps it: what follows `--` is replaced by how many args
+    there were."""
+    if "--" not in argv:
+        return list(argv)
+    cut = argv.index("--") + 1
+    count = len(argv) - cut
+    return argv[:cut] + ([f"<{count} arg{'s' if count != 1 else ''} not recorded>"] if count else [])
+
+
 def save_run(store: LocalStore, run: RunRecord) -> int:
     """Write the run and its task rows in one transaction; returns the run id."""
     def write(conn):
         cursor = conn.execute(
             "INSERT INTO runs (started, finished, argv, cwd, status, tasks, local_hits, remote_hits, misses, "
             "failed, skipped, time_saved, remote_skipped) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (run.started, run.finished or time.time(), json.dumps(run.argv), run.cwd, run.status, len(run.tasks),
+            (run.started, run.finished or time.time(), json.dumps(redact_argv(run.argv)), run.cwd, run.status,
+             len(run.tasks),
              run.count("local-hit"), run.count("remote-hit"), run.count("miss"), run.count("failed"),
              run.count("skipped"), sum(t.saved for t in run.tasks if t.status.endswith("hit")),
              run.remote_skipped))

@@ -13,12 +13,14 @@ import re
 import time
 from pathlib import Path
 
-from .bench_results import bench_rows, headline
+from .bench_results import bench_rows, headline, interval_of
 from .errors import NxrunError
 from .history import runs
 
 RUN_LIMIT = 200
-REGRESSION = 0.05          # a headline figure this much worse than the previous result is flagged
+# A headline figure regresses when its interval lies wholly below the previous result's (above, for a
+# time): the measured noise of both decides. A result file without intervals falls back to this change.
+REGRESSION = 0.05
 LOWER_IS_BETTER = {"median_ms"}
 UNITS = {"tflops": "TFLOP/s", "tb_per_s": "TB/s", "gb_per_s": "GB/s", "median_ms": "ms"}
 
@@ -72,8 +74,10 @@ def bench_trends(store) -> dict[str, dict]:
         for figures in ordered:
             values = {f["series"]: f["value"] for f in figures if f["metric"] == metric and f["case"] == case}
             if values:
+                intervals = {series: interval_of(figures, series, metric, case) for series in values}
                 points.append({"time": figures[0]["time"], "run": figures[0]["run_id"], "device": figures[0]["device"],
-                               "backend": figures[0]["backend"], "etag": figures[0]["etag"], "values": values})
+                               "backend": figures[0]["backend"], "etag": figures[0]["etag"], "values": values,
+                               "intervals": {s: list(i) for s, i in intervals.items() if i is not None}})
         baselines = sorted({f["series"] for f in rows if f["baseline"] and f["metric"] == metric})
         trends[task_id] = {"metric": metric, "unit": UNITS.get(metric, metric), "case": case,
                            "baselines": baselines, "points": points}
@@ -94,11 +98,24 @@ def _compare(trend: dict) -> list[dict]:
                                                                             -item[1])):
         before = previous["values"].get(series) if previous else None
         change = (value - before) / before if before else None
-        regressed = change is not None and ((change > REGRESSION) if lower else (change < -REGRESSION))
+        now_ci = latest.get("intervals", {}).get(series)
+        before_ci = previous.get("intervals", {}).get(series) if previous else None
+        regressed, rule = _regressed(change, now_ci, before_ci, lower)
         rows.append({"series": series, "value": value, "baseline": series in trend["baselines"],
                      "vs_baseline": value / baseline if baseline and series not in trend["baselines"] else None,
-                     "previous": before, "change": change, "regressed": regressed})
+                     "previous": before, "change": change, "regressed": regressed, "rule": rule,
+                     "interval": now_ci, "previous_interval": before_ci})
     return rows
+
+
+def _regressed(change, now_ci, before_ci, lower: bool) -> tuple[bool, str | None]:
+    """(regressed, how it was judged): disjoint intervals when both results carry one, else the fixed change."""
+    if change is None:
+        return False, None
+    if now_ci and before_ci:
+        worse = now_ci[0] > before_ci[1] if lower else now_ci[1] < before_ci[0]
+        return worse, "intervals"
+    return ((change > REGRESSION) if lower else (change < -REGRESSION)), f"{REGRESSION:.0%} (no interval recorded)"
 
 
 def _slug(text: str) -> str:
@@ -192,17 +209,24 @@ def _bench_section(task_id: str, trend: dict, image: str | None) -> list[str]:
              f"{' (backend ' + latest['backend'] + ')' if latest['backend'] else ''}, "
              f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(latest['time']))}; "
              f"{len(trend['points'])} result set(s) in the history.", ""]
-    regressed = [r["series"] for r in rows if r["regressed"]]
-    if regressed:
-        lines += [f"**Regression:** {', '.join(regressed)} fell more than {REGRESSION:.0%} against the previous "
-                  "result on this device.", ""]
-    lines += [f"| series | {trend['unit']} | vs baseline | previous | change |", "| --- | ---: | ---: | ---: | ---: |"]
+    by_interval = [r["series"] for r in rows if r["regressed"] and r["rule"] == "intervals"]
+    by_threshold = [r["series"] for r in rows if r["regressed"] and r["rule"] != "intervals"]
+    if by_interval:
+        lines += [f"**Regression:** {', '.join(by_interval)}: the interval of the latest result lies wholly "
+                  "beyond the previous one on this device (outside the measured noise).", ""]
+    if by_threshold:
+        lines += [f"**Regression:** {', '.join(by_threshold)} fell more than {REGRESSION:.0%} against the previous "
+                  "result on this device (no interval recorded to judge the noise).", ""]
+    lines += [f"| series | {trend['unit']} | vs baseline | previous | change | interval (latest / previous) |",
+              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         flag = " ⚠" if r["regressed"] else ""
         change = "–" if r["change"] is None else f"{100 * r['change']:+.1f}%"
+        intervals = " / ".join(f"{_fmt(i[0])}–{_fmt(i[1])}" if i else "–"
+                               for i in (r.get("interval"), r.get("previous_interval")))
         lines.append(f"| {r['series']}{' (baseline)' if r['baseline'] else ''} | {_fmt(r['value'])} | "
                      f"{_percent(r['vs_baseline']) if r['vs_baseline'] is not None else '–'} | {_fmt(r['previous'])} | "
-                     f"{change}{flag} |")
+                     f"{change}{flag} | {intervals} |")
     if image:
         lines += ["", f"![{task_id}]({image})"]
     return lines + [""]

@@ -95,7 +95,11 @@ def execute(obj: Context, task_ids: list[str], args: list[str], args_for: set[st
     for warning in graph.warnings:
         console.warn(warning)
     remote = obj.remote(remote_mode, namespace, console)
-    runner = Runner(graph, obj.store, options, console, remote=remote, argv=sys.argv[1:])
+    from .store.keys import EnvKeySource
+
+    env_key = EnvKeySource(obj.store, obj.workspace, remote, contact=remote_mode != "off", create=not dry_run,
+                           warn=console.warn)
+    runner = Runner(graph, obj.store, options, console, remote=remote, argv=sys.argv[1:], env_key=env_key)
     result = runner.run(task_ids)
     if remote is not None:
         remote.close()

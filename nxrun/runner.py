@@ -5,6 +5,14 @@ Tasks become ready when their dependencies have finished; each ready task is has
 keyed on its upstream tasks' output digests, for early cutoff), looked up, and either restored or
 run in a worker thread. `resources` serialise tasks that need exclusive hardware; tasks with the
 same ETag in one run execute once.
+
+Runs in one workspace never race on a task's outputs: a task's lock (task_locks.py) is held from
+before its cache lookup until its outputs are restored, or run and recorded in the index, so a
+second run waits and then hits. Locks are never held while waiting for dependencies, a twin or
+another lock; the scheduling thread only tries them, and a worker waits when one is taken. A
+command's input files are re-checked when it exits (input_check.py): a result made while an input
+changed is not cached. A command starts from clean declared outputs (fresh_outputs.py), and its
+processes die with nxrun (task_process.py).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from .errors import NxrunError
 from .graph import Task, TaskGraph
 from .hashing import StatCache, TaskHasher, digest_text, etag_of
 from .history import RunRecord, TaskRecord, save_run
+from .input_check import InputStats, RecordingStatCache, compact, first_changed
 from .records import default_factory, record
 from .runtime import Runtime, command_environment
 from .store import CacheEntry, CorruptBlob, UnsafeEntry
@@ -27,6 +36,7 @@ from .store.capture import LogCapture, digest_of_records, scan_outputs
 from .store.local import LocalStore
 from .store.restore import restore_entry
 from .store.safety import check_entry
+from .task_locks import TaskLocks
 
 AGGREGATE = "aggregate"
 
@@ -117,6 +127,8 @@ class _Pending:
     record: TaskRecord
     tick: float
     owner_event: threading.Event | None   # set when an identical task of this run is done
+    inputs: InputStats                    # its input files as they were hashed
+    locked: bool = False                  # whether this run holds the task's lock already
 
 
 # An ETag's claim in one run: absent until a task with it is prepared; None while its first task
@@ -155,7 +167,7 @@ class _TerminateAsInterrupt:
 
 class Runner:
     def __init__(self, graph: TaskGraph, store: LocalStore, options: RunOptions, console: Console,
-                 remote=None, argv: list[str] | None = None):
+                 remote=None, argv: list[str] | None = None, env_key=None):
         self.graph = graph
         self.workspace = graph.workspace
         self.root = graph.workspace.root
@@ -164,18 +176,31 @@ class Runner:
         self.options = options
         self.console = console
         self.argv = argv or []
+        self.warnings: list[str] = []
+        self._lock = threading.Lock()
+        # a cache disk that is full or read-only turns caching off for this run, with one warning
+        store.uncached_on_disk_problems(self._warn)
         self.stat_cache = StatCache(store.load_stat_cache())
         self.runtime = Runtime(graph.workspace.runtime, str(self.root))
-        self.hasher = TaskHasher(self.root, graph.file_index, self.stat_cache, self.runtime)
-        self.warnings: list[str] = []
+        if env_key is None:   # the key of the configured remote, asked for when needed (show, why)
+            from .store.keys import EnvKeySource
+
+            env_key = EnvKeySource(store, graph.workspace, remote, warn=console.warn)
+        # the hasher's view of the stat cache notes each input's stat, for the check after the run
+        self._input_stats = RecordingStatCache(self.stat_cache)
+        self.hasher = TaskHasher(self.root, graph.file_index, self._input_stats, self.runtime, env_key)
+        self.task_locks = TaskLocks(store.cache_dir, self.root, on_broken=lambda exc: self._warn(
+            f"could not lock tasks in {self.task_locks.path} ({exc}); runs in this workspace at the same time "
+            "are not kept from running the same task."))
         self.records: dict[str, TaskRecord] = {}
         self.results: dict[str, TaskResult] = {}
-        self._lock = threading.Lock()
         self._resource_cond = threading.Condition()
         self._held_resources: set[str] = set()
         self._etag_claims: dict[str, threading.Event | None] = {}
-        self._processes: dict = {}   # task id -> subprocess.Popen
         self._interrupted = threading.Event()
+        self._task_processes = None   # a task_process.TaskProcesses from the first command on
+        # task locks kept until the index holds their tasks' entries (a waiting run must find them)
+        self._locks_until_flushed: list[tuple[str, str]] = []   # (task id, etag)
         self._touched: list[str] = []
         self._now = time.time()
 
@@ -190,15 +215,22 @@ class Runner:
             if len(selected) > _PREFETCH_FROM and not self.options.skip_cache:
                 self.store.prefetch_hits(selected)
             self.console.start(sum(1 for t in selected if not self.graph.tasks[t].is_aggregate))
+            clean = False
             try:
                 self._schedule(selected, digests)
+                clean = True
             except KeyboardInterrupt:
                 self._interrupt()
                 raise NxrunError("interrupted; running tasks were stopped and nothing of theirs was cached") \
                     from None
             finally:
-                self.console.stop()
-                self._finish(started)
+                try:
+                    self.console.stop()
+                    self._finish(started)
+                finally:
+                    self.task_locks.close()   # after _finish: the index holds every entry by now
+                    if self._task_processes is not None:
+                        self._task_processes.close(clean)
         ordered = {t: self.results[t] for t in selected if t in self.results}
         summary = self.remote.summary() if self.remote is not None else {}
         return RunResult(ordered, time.monotonic() - wall, self.warnings, summary)
@@ -269,6 +301,7 @@ class Runner:
 
                     done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
                     self.store.flush_due()
+                    self._release_flushed_locks()
                     for future in done:
                         task_id = running.pop(future)
                         try:
@@ -298,7 +331,11 @@ class Runner:
             # dry run: an upstream task would run, so this ETag cannot be known yet
             return TaskResult(task.id, "unknown", note="an upstream task would run first")
         args = self.options.args if task.id in self.options.args_for else None
-        components, warnings = self.hasher.components(task, dep_digests, args)  # type: ignore[arg-type]
+        self._input_stats.take()
+        try:
+            components, warnings = self.hasher.components(task, dep_digests, args)  # type: ignore[arg-type]
+        finally:
+            hashed_inputs = self._input_stats.take()
         for warning in warnings:
             self._warn(warning)
         etag = etag_of(components)
@@ -321,14 +358,23 @@ class Runner:
                 owner_event = self._etag_claims[etag]
                 if owner_event is None:
                     owner_event = self._etag_claims[etag] = threading.Event()
-        pending = _Pending(etag, record, tick, owner_event)
-        if owner_event is None and task.cache != "never" and not self.options.skip_cache:
-            entry, origin = self._lookup(etag, task, remote=False)
-            if entry is not None:
-                result = self._hit(task, entry, origin, pending)
+        pending = _Pending(etag, record, tick, owner_event, [])
+        # the task's lock, taken here only when it is free: when another run holds it, or a twin
+        # of this run is on it, a worker waits instead of the scheduling thread
+        if owner_event is None and self.task_locks.try_acquire(task.id):
+            pending.locked = True
+            if task.cache != "never" and not self.options.skip_cache:
+                try:
+                    entry, origin = self._lookup(etag, task, remote=False)
+                    result = self._hit(task, entry, origin, pending) if entry is not None else None
+                except BaseException:
+                    self.task_locks.release(task.id)
+                    raise
                 if result is not None:
+                    self.task_locks.release(task.id)
                     self._release_claim(etag)
                     return result
+        pending.inputs = compact(hashed_inputs)
         return pending
 
     def _release_claim(self, etag: str) -> None:
@@ -339,24 +385,69 @@ class Runner:
             waiting.set()
 
     def _complete(self, task: Task, pending: _Pending) -> TaskResult:
-        """In a worker: wait for an identical task, try the remote cache, else run the command."""
+        """In a worker: wait for an identical task and for the task's lock, try the caches, else
+        run the command."""
         owner_event = pending.owner_event
         if owner_event is not None:
             owner_event.wait()
+        waited = not pending.locked
+        keep_lock = False
         try:
+            if waited:
+                if not self._wait_for_lock(task):
+                    pending.record.status = "skipped"
+                    return TaskResult(task.id, "skipped", pending.etag, note="interrupted")
+                pending.locked = True
             if task.cache != "never" and not self.options.skip_cache:
-                entry, origin = self._lookup(pending.etag, task, local=owner_event is not None)
+                # the local cache again when the task's twin or another run may have stored it meanwhile
+                entry, origin = self._lookup(pending.etag, task, local=waited)
                 if entry is not None:
                     result = self._hit(task, entry, "dedup" if owner_event is not None else origin, pending)
                     if result is not None:
                         return result
-            return self._execute(task, pending.etag, pending.record, pending.tick)
+            result = self._execute(task, pending)
+            # an entry still waiting for its batch write: keep the lock until the index has it
+            keep_lock = result.status == "miss" and self.store.is_deferred(pending.etag)
+            return result
         finally:
+            if pending.locked:
+                if keep_lock:
+                    with self._lock:
+                        self._locks_until_flushed.append((task.id, pending.etag))
+                else:
+                    self.task_locks.release(task.id)
             if owner_event is None:
                 self._release_claim(pending.etag)
 
+    def _wait_for_lock(self, task: Task) -> bool:
+        """Take the task's lock, waiting (and saying so) while another run holds it; False when
+        this run is stopped first."""
+        def say_so() -> None:
+            self.console.warn(f"waiting for another nxrun run in this workspace that holds {task.id}...")
+
+        return self.task_locks.acquire(task.id, self._interrupted, on_wait=say_so)
+
+    def _release_flushed_locks(self) -> None:
+        """Give back the locks of tasks whose entries the index now holds."""
+        if not self._locks_until_flushed:
+            return
+        with self._lock:
+            flushed = [(t, e) for t, e in self._locks_until_flushed if not self.store.is_deferred(e)]
+            self._locks_until_flushed = [held for held in self._locks_until_flushed if held not in flushed]
+        for task_id, _etag in flushed:
+            self.task_locks.release(task_id)
+
     def _hit(self, task: Task, entry: CacheEntry, origin: str, pending: _Pending) -> TaskResult | None:
-        if not self._restore(task, entry, origin):
+        try:
+            restored = self._restore(task, entry, origin)
+        except OSError as exc:   # the workspace's disk (full, read-only): the task fails, saying where
+            from .store.disk import describe
+
+            where = os.path.dirname(exc.filename) if exc.filename else self.root
+            return self._fail(task, pending.record, pending.tick,
+                              f"could not restore its outputs from the cache into {where}: {describe(exc, where)}",
+                              pending.etag)
+        if not restored:
             return None
         record = pending.record
         record.status = "remote-hit" if origin == "remote" else "local-hit"
@@ -414,13 +505,17 @@ class Runner:
         except UnsafeEntry as exc:
             return f"rejected unsafe cache entry from {origin} cache: {exc}"
 
-    def _acquire(self, resources: list[str]) -> None:
+    def _acquire(self, resources: list[str]) -> bool:
+        """Wait for the resources; False (and none held) when the run is stopped meanwhile."""
         if not resources:
-            return
+            return True
         with self._resource_cond:
             while any(r in self._held_resources for r in resources):
+                if self._interrupted.is_set():
+                    return False
                 self._resource_cond.wait()
             self._held_resources.update(resources)
+        return True
 
     def _release(self, resources: list[str]) -> None:
         if not resources:
@@ -429,7 +524,8 @@ class Runner:
             self._held_resources.difference_update(resources)
             self._resource_cond.notify_all()
 
-    def _execute(self, task: Task, etag: str, record: TaskRecord, tick: float) -> TaskResult:
+    def _execute(self, task: Task, pending: _Pending) -> TaskResult:
+        etag, record, tick = pending.etag, pending.record, pending.tick
         if self._interrupted.is_set():
             record.status = "skipped"
             return TaskResult(task.id, "skipped", etag, note="interrupted")
@@ -448,22 +544,23 @@ class Runner:
         env["NXRUN_TASK"] = task.id
         env["NXRUN_WORKSPACE"] = str(self.root)
         env.setdefault("PYTHONUNBUFFERED", "1")
-        self._acquire(task.resources)
+        if not self._acquire(task.resources):
+            record.status = "skipped"
+            return TaskResult(task.id, "skipped", etag, note="interrupted")
+        log = None
         try:
+            problem = self._clear_outputs(task, cwd, pending.inputs)
+            if problem is not None:
+                return self._fail(task, record, tick, problem, etag)
             run_tick = time.monotonic()
             self.console.task_started(task.id, command)
-            log = LogCapture(self.store)
-            import subprocess  # here: a run where every task is cached starts no process
-
+            processes = self._processes()
             try:
-                try:
-                    process = subprocess.Popen(command, shell=True, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                               start_new_session=True)
-                except OSError as exc:
-                    return self._fail(task, record, tick, f"could not start the command: {exc}", etag)
-                with self._lock:
-                    self._processes[task.id] = process
+                process = processes.start(command, cwd, env)
+            except OSError as exc:
+                return self._fail(task, record, tick, f"could not start the command: {exc}", etag)
+            log = LogCapture(self.store)
+            try:
                 tail: list[bytes] = []
                 assert process.stdout is not None
                 for line in iter(process.stdout.readline, b""):
@@ -472,13 +569,12 @@ class Runner:
                     tail.append(line)
                     if len(tail) > 5:
                         tail.pop(0)
-                exit_code = process.wait()
-                with self._lock:
-                    self._processes.pop(task.id, None)
+                exit_code = processes.wait(process)
             except BaseException:
                 log.discard()
                 raise
             finally:
+                process.stdout.close()
                 log.close()
             duration = time.monotonic() - run_tick
         finally:
@@ -496,9 +592,42 @@ class Runner:
                     reason += (f": the command was not found. Check `command` of {task.id} ({task.source}) "
                                "and that the program is installed and on PATH")
                 return self._fail(task, record, tick, reason, etag)
-            return self._store(task, etag, record, tick, duration, log)
+            changed = first_changed(pending.inputs)
+            if changed is not None:
+                path, what = changed
+                rel = os.path.relpath(path, self.root).replace(os.sep, "/")
+                self._warn(f"{task.id}: input '{rel}' {what} while the task ran, so its result is not cached "
+                           "(the next run runs it again).")
+            return self._store(task, etag, record, tick, duration, log, cache_result=changed is None)
         finally:
             log.discard()
+
+    def _processes(self):
+        """The run's task processes (and their watchdog), from the first command on."""
+        with self._lock:
+            if self._task_processes is None:
+                from .task_process import TaskProcesses
+
+                self._task_processes = TaskProcesses(self._interrupted,
+                                                     watchdog_holds=self.task_locks.inheritable_fd)
+            return self._task_processes
+
+    def _clear_outputs(self, task: Task, cwd, inputs: InputStats) -> str | None:
+        """Remove the task's declared outputs before its command runs; why not, when that failed."""
+        if not task.outputs:
+            return None
+        from .fresh_outputs import clear_outputs
+
+        try:
+            spared = clear_outputs(str(self.root), task.outputs, keep=[str(cwd)] + [p for p, _, _ in inputs])
+        except OSError as exc:
+            return (f"could not clear its declared outputs before running ({exc}); remove them by hand or fix "
+                    "their permissions.")
+        for rel in spared:
+            self._warn(f"{task.id}: declared output '{rel}' is or holds one of the task's inputs or its working "
+                       f"folder, so it is not cleared before the run ({task.source}); keep sources out of declared "
+                       "outputs.")
+        return None
 
     def _fail(self, task: Task, record: TaskRecord, tick: float, reason: str, etag: str | None) -> TaskResult:
         record.status = "failed"
@@ -508,16 +637,17 @@ class Runner:
         return TaskResult(task.id, "failed", etag, record.duration, note=reason)
 
     def _store(self, task: Task, etag: str, record: TaskRecord, tick: float, duration: float,
-               log: LogCapture) -> TaskResult:
-        store_blobs = task.cache != "never"
-        note = ""
+               log: LogCapture, cache_result: bool = True) -> TaskResult:
+        store_blobs = task.cache != "never" and cache_result and not self.store.writes_off
+        note = "" if cache_result else "not cached"
         try:
             records, missing = scan_outputs(self.root, task.outputs, self.stat_cache,
                                             self.store if store_blobs else None)
         except OSError as exc:
             # cannot read or store the outputs (a full disk, say): the task still succeeded
-            self._warn(f"{task.id}: could not store its outputs in the cache ({exc}); it will run again "
-                       "next time.")
+            if not self.store.writes_off:   # else the store has said once that caching is off
+                self._warn(f"{task.id}: could not store its outputs in the cache ({exc}); it will run again "
+                           "next time.")
             records, missing = scan_outputs(self.root, task.outputs, self.stat_cache, None)
             store_blobs = False
         for path in missing:
@@ -535,7 +665,8 @@ class Runner:
                 if self.remote is not None:
                     self.remote.upload(entry, self.store)
             except (OSError, sqlite3.Error) as exc:
-                self._warn(f"{task.id}: could not write its cache entry ({exc}); it will run again next time.")
+                if not self.store.writes_off:   # else the store has said once that caching is off
+                    self._warn(f"{task.id}: could not write its cache entry ({exc}); it will run again next time.")
                 note = "not cached"
             except UnsafeEntry as exc:
                 self._warn(f"{exc}: a cache hit would refuse to restore it, so it is not cached ({task.source}). "
@@ -566,14 +697,24 @@ class Runner:
             digest = _aggregate_digest(dep_digests)
         else:
             components, _ = self.hasher.components(task, dep_digests)
+            self._input_stats.take()   # only a task about to run needs them
             entry = self.store.get_hit(etag_of(components)) if task.cache != "never" else None
-            if entry is not None and (not restore or self._restore_files(task, entry) is None):
+            if entry is not None and (not restore or self._restore_locked(task, entry)):
                 digest = entry.outputs_digest
             else:
                 records, _missing = scan_outputs(self.root, task.outputs, self.stat_cache, None)
                 digest = digest_of_records(records)
         memo[task_id] = digest
         return digest
+
+    def _restore_locked(self, task: Task, entry: CacheEntry) -> bool:
+        """Restore an upstream task's entry for --only, under the task's lock; whether it worked."""
+        if not self._wait_for_lock(task):
+            return False
+        try:
+            return self._restore_files(task, entry) is None
+        finally:
+            self.task_locks.release(task.id)
 
     def explain(self, task_id: str, memo: dict | None = None) -> tuple[dict[str, str], str]:
         """The task's current explain manifest and ETag, upstream outputs taken as they are on disk.
@@ -582,6 +723,7 @@ class Runner:
         memo = {} if memo is None else memo
         dep_digests = {d: self._dep_digest_from_disk(d, False, memo) for d in task.deps}
         components, warnings = self.hasher.components(task, dep_digests)
+        self._input_stats.take()
         self.warnings.extend(warnings)
         return components, etag_of(components)
 
@@ -592,26 +734,18 @@ class Runner:
         self.console.warn(message)
 
     def _interrupt(self) -> None:
-        import signal
-        import subprocess
-
+        """Stop the run: no command starts from now on (one starting right now is killed by the
+        worker that starts it), and running ones are stopped, SIGKILLed after a grace period."""
         self._interrupted.set()
+        with self._resource_cond:
+            self._resource_cond.notify_all()   # tasks waiting for a resource give up
         with self._lock:
-            processes = list(self._processes.values())
-        for process in processes:
+            processes = self._task_processes
+        if processes is not None:
             try:
-                os.killpg(process.pid, signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                pass
-        deadline = time.monotonic() + 5
-        for process in processes:
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
+                processes.stop_all()
+            except KeyboardInterrupt:   # a second Ctrl-C or SIGTERM during the grace period: no more grace
+                processes.kill_all()
 
     def _finish(self, started: float) -> None:
         try:

@@ -16,8 +16,10 @@ from .errors import ProbeError
 def command_environment() -> dict[str, str]:
     """The environment task commands and probes run in: ours, with the folder of the Python running
     nxrun first on PATH, so `python` in a command is the interpreter (and virtual environment) that
-    nxrun was installed into, activated or not."""
+    nxrun was installed into, activated or not. NXRUN_ENV_KEY is left out: a command that prints
+    its environment would otherwise put the secret that keys env digests in a stored log."""
     env = dict(os.environ)
+    env.pop("NXRUN_ENV_KEY", None)
     bin_dir = os.path.dirname(sys.executable)
     path = env.get("PATH", "")
     if bin_dir and path.split(os.pathsep)[0] != bin_dir:

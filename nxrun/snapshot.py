@@ -111,11 +111,14 @@ def load_graph(root: Path) -> TaskGraph:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     graph = build_graph(load_workspace(root))
+    temp = snapshot.with_name(f"{snapshot.name}.{os.getpid()}.tmp")
     try:
         snapshot.parent.mkdir(parents=True, exist_ok=True)
-        temp = snapshot.with_name(f"{snapshot.name}.{os.getpid()}.tmp")
         temp.write_text(_encode(graph, key), encoding="utf-8")
         os.replace(temp, snapshot)
-    except OSError:
-        pass
+    except OSError:   # a full or read-only disk: the snapshot is only a shortcut
+        try:
+            temp.unlink()
+        except OSError:
+            pass
     return graph

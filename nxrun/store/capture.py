@@ -96,6 +96,10 @@ class LogCapture:
                 self._file.write(data)
             except OSError as exc:   # the disk filled up: the log (and so the entry) is lost
                 self._error = exc
+                try:
+                    self.store.disk_problem(exc)   # in a run: caching goes off, with one warning
+                except Exception:  # noqa: BLE001 - never stop the task's output
+                    pass
             return
         self.parts.append(data)
         if self.size > self.spill_at and not self._stay_in_memory:

@@ -10,12 +10,19 @@ never restore wrong bytes. Several nxrun processes may share one cache folder at
 
 The schema is created through sqlite-utils; the hot path (a no-op run) talks to sqlite3 directly,
 because importing sqlite-utils costs more than a whole no-op run is allowed to take.
+
+A damaged index is moved aside and rebuilt with what can still be read (index_repair.py). A disk
+that cannot take more (full, read-only, over quota) fails maintenance commands with a clear error,
+and turns a run's caching off with one warning (uncached_on_disk_problems). Each process holds
+`index.lock` shared while its connection is open; a rebuild takes it exclusively, so no process
+still has the damaged file open when it is moved aside.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import sqlite3
@@ -26,10 +33,11 @@ from pathlib import Path
 
 import xxhash
 
+from ..errors import NxrunError
 from ..hashing import digest_file, hash_rest, read_head
 from . import CacheEntry, CorruptBlob, OutputRecord, encode_explain
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 _DEFER_MAX = 200          # deferred entries written together at most this many ...
 _DEFER_SECONDS = 1.0      # ... or this long after the first
 
@@ -46,6 +54,14 @@ def _retry_locked(operation: Callable, attempts: int = 200):
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
+
+
+class CacheUnavailable(NxrunError):
+    """The cache cannot be opened or written: a full, read-only or failing disk, or a damaged index."""
+
+
+class CachingOff(OSError):
+    """A write after a disk problem turned this run's caching off (reported once already)."""
 
 
 def write_all(handle, data: memoryview) -> None:
@@ -75,24 +91,230 @@ class LocalStore:
         self._deferred: dict[str, tuple[CacheEntry, str]] = {}   # put_entry(defer=True), not yet written
         self._deferred_since = 0.0
         self._prefetched: dict[str, tuple] = {}   # etag -> (task_id, hit, last_used), see prefetch_hits
+        self._index_lock: int | None = None       # fd of index.lock, held shared while _conn is open
+        self._index_id: tuple[int, int] | None = None   # (st_dev, st_ino) of the index _conn opened
+        self._warn: Callable[[str], None] | None = None  # where warnings go (stderr when None)
+        self._degrade = False                # a run: see uncached_on_disk_problems
+        self.unusable: str | None = None     # why this run cannot use the cache at all (runs only)
+        # why this run stores no more blobs or entries (runs only); the index is still written, as
+        # far as it goes: entries whose blobs are in place, the stat cache, the run's history
+        self.writes_off: str | None = None
+        self.repairs: list[str] = []         # rebuilds of a damaged index this process made
 
     # ------------------------------------------------------------------ database
+    def uncached_on_disk_problems(self, warn: Callable[[str], None]) -> None:
+        """For a run: a disk that cannot take more (full, read-only, over quota, failing), or a
+        damaged index that other processes still have open, turns caching off for the rest of the
+        process with one warning through `warn`, instead of failing. Without this, such problems
+        raise CacheUnavailable (a clear error for maintenance commands)."""
+        self._warn = warn
+        self._degrade = True
+
+    def report_to(self, notice: Callable[[str], None]) -> None:
+        """Send the store's warnings (a rebuilt index, say) to `notice` instead of stderr."""
+        self._warn = notice
+
+    def _notify(self, message: str) -> None:
+        if self._warn is not None:
+            self._warn(message)
+        else:
+            import sys
+
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+
     @property
     def conn(self) -> sqlite3.Connection:
-        if self._conn is None:
-            with self.lock:
-                if self._conn is None:
-                    self.cache_dir.mkdir(parents=True, exist_ok=True)
-                    self.tmp_dir.mkdir(exist_ok=True)
-                    conn = sqlite3.connect(self.db_path, timeout=60, check_same_thread=False,
-                                           isolation_level=None)
-                    conn.execute("PRAGMA busy_timeout = 60000")
-                    version = _retry_locked(lambda: conn.execute("PRAGMA user_version").fetchone()[0])
-                    if version != SCHEMA_VERSION:
-                        _retry_locked(lambda: self._create_schema(conn))
-                    conn.execute("PRAGMA synchronous = NORMAL")
-                    self._conn = conn
+        """The open index (a damaged one is rebuilt first)."""
+        conn = self._with_index(lambda conn: conn, None, writing=False)
+        if conn is None:
+            raise CacheUnavailable(f"the cache {self.cache_dir} is not usable in this run: {self.unusable}")
+        return conn
+
+    def _connection(self) -> sqlite3.Connection | None:
+        """The open index (opened on first use), None once this run has turned the cache off.
+        Call with self.lock held."""
+        if self._conn is None and self.unusable is None:
+            self._conn = self._open()
         return self._conn
+
+    def _open(self, locked: bool = False) -> sqlite3.Connection:
+        """Connect to the index (creating or upgrading its schema). `locked`: index.lock is held."""
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(exist_ok=True)
+        if not locked:
+            self._lock_index(fcntl.LOCK_SH)
+        try:
+            conn = sqlite3.connect(self.db_path, timeout=60, check_same_thread=False, isolation_level=None)
+            try:
+                st = os.stat(self.db_path)
+                self._index_id = (st.st_dev, st.st_ino)
+                conn.execute("PRAGMA busy_timeout = 60000")
+                version = _retry_locked(lambda: conn.execute("PRAGMA user_version").fetchone()[0])
+                if version != SCHEMA_VERSION:
+                    _retry_locked(lambda: self._create_schema(conn))
+                conn.execute("PRAGMA synchronous = NORMAL")
+            except BaseException:
+                conn.close()
+                raise
+        except BaseException:
+            self._unlock_index()
+            raise
+        return conn
+
+    def _lock_index(self, kind: int, blocking: bool = True) -> None:
+        """Take index.lock (shared while a connection is open; exclusive to replace the index)."""
+        if self._index_lock is None:
+            self._index_lock = os.open(self.cache_dir / "index.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self._index_lock, kind if blocking else kind | fcntl.LOCK_NB)
+
+    def _unlock_index(self) -> None:
+        if self._index_lock is not None:
+            os.close(self._index_lock)   # closing releases the lock
+            self._index_lock = None
+
+    def _close_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
+            self._conn = None
+        self._unlock_index()
+
+    def _with_index(self, operation: Callable[[sqlite3.Connection], object], default, writing: bool):
+        """operation(conn), retried while another process holds the write lock. A damaged index is
+        rebuilt and the operation tried once more; a disk problem gives `default` in a run (see
+        uncached_on_disk_problems), a CacheUnavailable error elsewhere."""
+        with self.lock:
+            damage = None
+            for attempt in (1, 2):
+                opening = self._conn is None
+                try:
+                    if damage is not None:
+                        self._rebuild(damage)
+                    conn = self._connection()
+                    if conn is None:
+                        return default
+                    return _retry_locked(functools.partial(operation, conn))
+                except sqlite3.DatabaseError as exc:
+                    from .index_repair import is_damage
+
+                    if is_damage(exc):
+                        if attempt == 1:
+                            damage = _first_line(exc)
+                            continue
+                        self._give_up("open", f"its index {self.db_path} is still damaged after a rebuild "
+                                              f"({_first_line(exc)})", exc)
+                        return default
+                    problem = exc
+                except OSError as exc:
+                    problem = exc
+                from .disk import describe, is_disk_problem
+
+                if not is_disk_problem(problem):
+                    raise problem
+                self._give_up("open" if opening or not writing else "write",
+                              describe(problem, self.cache_dir), problem)
+                return default
+        return default
+
+    def _give_up(self, action: str, reason: str, exc: BaseException | None = None) -> None:
+        """The cache cannot be opened (action "open") or written ("write"): in a run, stop using
+        it (or stop writing it) with one warning; elsewhere raise CacheUnavailable."""
+        if not self._degrade:
+            from .disk import is_disk_problem
+
+            verb = "open" if action == "open" else "write to"
+            hint = (" Free some space there, or point [workspace] cache-dir (or NXRUN_CACHE_DIR) at another disk."
+                    if exc is not None and is_disk_problem(exc) else "")
+            raise CacheUnavailable(f"cannot {verb} the cache {self.cache_dir}: {reason}.{hint}") from exc
+        with self.lock:    # blob writes fail in worker threads: one of them warns
+            first = self.writes_off is None and self.unusable is None
+            self.writes_off = self.writes_off or reason
+            if action == "open":
+                self.unusable = self.unusable or reason
+                self._close_connection()
+                self._prefetched.clear()
+        if first:
+            if action == "open":
+                self._notify(f"cannot use the cache {self.cache_dir}: {reason}; this run goes on without it "
+                             "(nothing is looked up or stored).")
+            else:
+                self._notify(f"could not write to the cache {self.cache_dir}: {reason}; the rest of this run "
+                             "stores no outputs in it.")
+
+    def disk_problem(self, exc: OSError) -> None:
+        """A write of the cache failed: when the disk is to blame, turn caching off for this run
+        (one warning), or raise CacheUnavailable outside a run. Other errors are left to the caller."""
+        from .disk import describe, is_disk_problem
+
+        if isinstance(exc, CachingOff) or not is_disk_problem(exc):
+            return
+        self._give_up("write", describe(exc, self.cache_dir), exc)
+
+    def _check_writable(self) -> None:
+        if self.writes_off is not None:
+            raise CachingOff(f"caching is off in this run: {self.writes_off}")
+
+    def _rebuild(self, damage: str) -> None:
+        """The index is damaged: move it aside and start a new one holding what can still be read
+        of it. Waits for (or, in a run, does not wait for) other processes to close the index."""
+        from .index_repair import move_aside, salvage
+
+        self._close_connection()
+        self._prefetched.clear()
+        try:
+            self._lock_index(fcntl.LOCK_EX, blocking=False)
+        except BlockingIOError:
+            if self._degrade:
+                self._unlock_index()
+                self._give_up("open", f"its index {self.db_path} is damaged ({damage}) and other nxrun processes "
+                                      "have it open (a run on its own will rebuild it)")
+                return
+            self._notify(f"the cache index {self.db_path} is damaged ({damage}); waiting for the other nxrun "
+                         "processes using it to finish, to rebuild it...")
+            self._lock_index(fcntl.LOCK_EX)
+        try:
+            try:
+                st = os.stat(self.db_path)
+                current = (st.st_dev, st.st_ino)
+            except FileNotFoundError:
+                current = None
+            if current is None or current != self._index_id:
+                self._conn = self._open(locked=True)   # another process rebuilt it already
+                return
+            moved = move_aside(self.db_path)
+            self._conn = self._open(locked=True)
+            copied = salvage(moved, self._conn, self._keep_row)
+        except BaseException:
+            self._close_connection()
+            raise
+        finally:
+            if self._index_lock is not None:
+                fcntl.flock(self._index_lock, fcntl.LOCK_SH)
+        entries = copied.get("entries", 0)
+        message = (f"the cache index {self.db_path} was damaged ({damage}); moved it to {moved.name} and started a "
+                   f"new one with what could be read ({entries} entr{'y' if entries == 1 else 'ies'} kept; "
+                   "blobs are kept, tasks whose entries were lost run again).")
+        self.repairs.append(message)
+        self._notify(message)
+
+    def _keep_row(self, table: str, row: dict) -> bool:
+        """Whether a row read from a damaged index may go into the new one: an entry only when its
+        manifest parses, agrees with its key and its compact hit row, and its blobs are present."""
+        if table == "entries":
+            try:
+                entry = CacheEntry.from_json(row["manifest"])
+            except (ValueError, TypeError, KeyError):
+                return False
+            return (entry.etag == row.get("etag") and row.get("hit") == _hit_row(entry)
+                    and all(self.has_blob(d) for d in entry.blob_digests()))
+        if table == "explains":
+            try:
+                return isinstance(json.loads(row["explain"]), dict)
+            except (TypeError, ValueError, KeyError):
+                return False
+        return True
 
     def _create_schema(self, conn: sqlite3.Connection) -> None:
         db = _sqlite_utils().Database(conn)
@@ -102,8 +324,10 @@ class LocalStore:
             if version == SCHEMA_VERSION:
                 conn.execute("COMMIT")
                 return
-            if version == 4:
-                _migrate_from_4(db, conn)
+            if version in (4, 7):
+                if version == 4:
+                    _migrate_from_4(db, conn)
+                _migrate_from_7(db, conn)
             else:   # a new cache, or one of a layout never released: start again
                 for stale in _TABLES:
                     if db[stale].exists():
@@ -113,35 +337,34 @@ class LocalStore:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         _retry_locked(lambda: db.enable_wal())
 
     def write(self, operation: Callable[[sqlite3.Connection], object]):
-        """Run `operation` in one IMMEDIATE transaction, retrying while the database is locked."""
-        def attempt():
-            with self.lock:
-                conn = self.conn
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    result = operation(conn)
-                    conn.execute("COMMIT")
-                    return result
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-        return _retry_locked(attempt)
+        """Run `operation` in one IMMEDIATE transaction, retrying while the database is locked.
+        Returns its result; None in a run whose cache disk cannot take it (see uncached_on_disk_problems)."""
+        def attempt(conn):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = operation(conn)
+                conn.execute("COMMIT")
+                return result
+            except BaseException:
+                _rollback(conn)
+                raise
+        return self._with_index(attempt, None, writing=True)
 
     def read(self, sql: str, params=()) -> list[tuple]:
-        with self.lock:
-            return _retry_locked(lambda: self.conn.execute(sql, params).fetchall())
+        """The rows of one query; none when this run has turned the cache off."""
+        return self._with_index(lambda conn: conn.execute(sql, params).fetchall(), [], writing=False)
 
     def close(self) -> None:
         with self.lock:
-            self.flush_entries()
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            try:
+                self.flush_entries()
+            finally:
+                self._close_connection()
 
     # ------------------------------------------------------------------ blobs
     def blob_path(self, digest: str) -> Path:
@@ -159,18 +382,32 @@ class LocalStore:
 
     def open_temp(self) -> tuple[Path, object]:
         """A new temp file in the cache, open for writing: (path, unbuffered file)."""
-        temp = self.temp_path()
+        self._check_writable()
         try:
-            return temp, open(temp, "wb", buffering=0)
-        except FileNotFoundError:   # the folder was removed under us: make it again
-            self._tmp_ready = False
             temp = self.temp_path()
-            return temp, open(temp, "wb", buffering=0)
+            try:
+                return temp, open(temp, "wb", buffering=0)
+            except FileNotFoundError:   # the folder was removed under us: make it again
+                self._tmp_ready = False
+                temp = self.temp_path()
+                return temp, open(temp, "wb", buffering=0)
+        except OSError as exc:
+            self.disk_problem(exc)
+            raise
+
+    def _write(self, handle, data: memoryview) -> None:
+        """write_all into a temp file of the cache; a disk problem is reported (disk_problem)."""
+        try:
+            write_all(handle, data)
+        except OSError as exc:
+            self.disk_problem(exc)
+            raise
 
     def put_file(self, source: str | os.PathLike, known_digest: str | None = None) -> tuple[str, int]:
         """Copy a file into the blob store; returns (digest, size). Hashes while copying."""
         if known_digest and self.has_blob(known_digest):
             return known_digest, os.path.getsize(source)
+        self._check_writable()
         with open(source, "rb", buffering=0) as src:
             head, whole = read_head(src)
             if whole:
@@ -179,8 +416,8 @@ class LocalStore:
             try:
                 with dst:
                     hasher = xxhash.xxh3_128(head)
-                    write_all(dst, memoryview(head))
-                    size = len(head) + hash_rest(src, hasher, lambda chunk: write_all(dst, chunk))
+                    self._write(dst, memoryview(head))
+                    size = len(head) + hash_rest(src, hasher, lambda chunk: self._write(dst, chunk))
                 return self._adopt(temp, hasher.hexdigest()), size
             finally:
                 if temp.exists():
@@ -196,14 +433,18 @@ class LocalStore:
         temp, dst = self.open_temp()
         try:
             with dst:
-                write_all(dst, memoryview(data))
+                self._write(dst, memoryview(data))
             return self._adopt(temp, digest), len(data)
         finally:
             if temp.exists():
                 temp.unlink()
 
     def _adopt(self, temp: Path, digest: str) -> str:
-        self._commit_blob(temp, digest)
+        try:
+            self._commit_blob(temp, digest)
+        except OSError as exc:
+            self.disk_problem(exc)
+            raise
         self.verified.add(digest)
         return digest
 
@@ -325,6 +566,7 @@ class LocalStore:
         latest when the run ends): one write transaction per task was the largest cost of a cold
         run after the commands themselves. Until then get_entry sees it in memory; a crash before
         the flush loses only entries, never leaves one without its blobs."""
+        self._check_writable()
         missing = [d for d in entry.blob_digests() if d not in self.verified and not self.has_blob(d)]
         if missing:
             raise FileNotFoundError(f"entry {entry.etag} needs blobs that are not stored: {missing[:3]}")
@@ -359,6 +601,10 @@ class LocalStore:
             except (OSError, sqlite3.Error):
                 pass
 
+    def is_deferred(self, etag: str) -> bool:
+        """Whether the entry for `etag` waits in memory for its batch write (put_entry(defer=True))."""
+        return etag in self._deferred
+
     def drop_deferred(self) -> list[str]:
         """Forget deferred entries that could not be written; their ETags."""
         with self.lock:
@@ -371,31 +617,73 @@ class LocalStore:
     def in_use(self, on_wait=None):
         """Held (shared) by a run for its whole length: prune, clear and verify take the lock
         exclusively, so they never delete blobs a running process has written but not yet
-        recorded in an entry. `on_wait` is called once if the run has to wait for one of them."""
-        with self._cache_lock(fcntl.LOCK_SH, on_wait):
+        recorded in an entry. `on_wait` is called once if the run has to wait for one of them.
+
+        A run that finds the lock free removes the temp files that killed runs left in tmp/."""
+        try:
+            fd = self._open_cache_lock()
+        except OSError as exc:
+            from .disk import describe, is_disk_problem
+
+            if not self._degrade or not is_disk_problem(exc):
+                raise
+            self._give_up("open", describe(exc, self.cache_dir), exc)
+            fd = None          # nothing of the cache is used in this run: no lock needed
+        try:
+            if fd is not None:
+                stale = self._stale_temp_files(fd)
+                self._take_lock(fd, fcntl.LOCK_SH, on_wait)
+                for name in stale:
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(self.tmp_dir, name))
             yield
+        finally:
+            if fd is not None:
+                os.close(fd)   # closing releases the lock
+
+    def _stale_temp_files(self, fd: int) -> list[str]:
+        """The temp files in tmp/ when no other process holds the cache lock (so none of them is
+        being written: every writer holds it): what runs killed mid-write left behind. Takes the
+        lock exclusively to find out, but only when tmp/ is not empty (nearly always it is, and
+        listing an empty folder costs a few microseconds)."""
+        try:
+            with os.scandir(self.tmp_dir) as entries:
+                if next(entries, None) is None:
+                    return []
+        except OSError:
+            return []
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return []          # another process uses the cache: its temp files may be in flight
+        try:
+            return os.listdir(self.tmp_dir)
+        except OSError:
+            return []
 
     @contextlib.contextmanager
     def exclusive(self, on_wait=None):
         """Held by commands that delete blobs or entries; waits for running processes (calling
         `on_wait` once, when it has to)."""
-        with self._cache_lock(fcntl.LOCK_EX, on_wait):
-            yield
-
-    @contextlib.contextmanager
-    def _cache_lock(self, kind: int, on_wait=None):
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.cache_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = self._open_cache_lock()
         try:
-            try:
-                fcntl.flock(fd, kind | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if on_wait is not None:
-                    on_wait()
-                fcntl.flock(fd, kind)
+            self._take_lock(fd, fcntl.LOCK_EX, on_wait)
             yield
         finally:
             os.close(fd)   # closing releases the lock
+
+    def _open_cache_lock(self) -> int:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        return os.open(self.cache_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+
+    @staticmethod
+    def _take_lock(fd: int, kind: int, on_wait=None) -> None:
+        try:
+            fcntl.flock(fd, kind | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fd, kind)
 
     @staticmethod
     def _insert_entries(conn, batch: list[tuple[CacheEntry, str]]) -> None:
@@ -421,15 +709,93 @@ class LocalStore:
         self.write(lambda conn: conn.execute("DELETE FROM entries WHERE etag = ?", (etag,)))
 
     # ------------------------------------------------------------------ stat cache
-    def load_stat_cache(self) -> dict[str, tuple[int, int, int, str]]:
+    def load_stat_cache(self) -> dict[str, tuple[int, int, int, int, str]]:
+        """path -> (size, mtime_ns, inode, ctime_ns, digest), as hashing.StatCache keeps them."""
         return {row[0]: tuple(row[1:]) for row in
-                self.read("SELECT path, size, mtime_ns, inode, digest FROM stat_cache")}
+                self.read("SELECT path, size, mtime_ns, inode, ctime_ns, digest FROM stat_cache")}
 
-    def save_stat_cache(self, rows: dict[str, tuple[int, int, int, str]]) -> None:
+    def save_stat_cache(self, rows: dict[str, tuple[int, int, int, int, str]]) -> None:
         if rows:
             self.write(lambda conn: conn.executemany(
-                "INSERT OR REPLACE INTO stat_cache (path, size, mtime_ns, inode, digest) VALUES (?, ?, ?, ?, ?)",
-                [(path, *row) for path, row in rows.items()]))
+                "INSERT OR REPLACE INTO stat_cache (path, size, mtime_ns, inode, ctime_ns, digest) "
+                "VALUES (?, ?, ?, ?, ?, ?)", [(path, *row) for path, row in rows.items()]))
+
+    # ------------------------------------------------------------------ secret keys
+    @property
+    def keys_dir(self) -> Path:
+        return self.cache_dir / "keys"
+
+    def own_key(self) -> bytes:
+        """This cache's own secret (32 random bytes in `keys/cache`, mode 0600), made by the first
+        run that needs it. Concurrent first runs agree: the file appears whole or not at all (a
+        hard link of a finished temp file, which fails when the name exists), and the loser reads
+        the winner's."""
+        key = self.read_key("cache")
+        if key is not None:
+            return key
+        fresh = os.urandom(32)
+        self._publish_key("cache", fresh, replace=False)
+        deadline = time.monotonic() + 5
+        while (key := self.read_key("cache")) is None and time.monotonic() < deadline:
+            time.sleep(0.01)        # a file system without hard links: the winner is still writing it
+        if key is None:             # left empty by a process that died writing it: start again
+            self._publish_key("cache", fresh, replace=True)
+            key = fresh
+        return key
+
+    def read_key(self, name: str) -> bytes | None:
+        """A key kept in `keys/<name>`, or None (missing or malformed). NxrunError when this user
+        may not read it (a cache several users share needs NXRUN_ENV_KEY instead)."""
+        path = self.keys_dir / name
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except PermissionError:
+            raise NxrunError(f"cannot read {path} (permission denied): it is the secret env values are hashed "
+                             "with, readable by the cache's owner only. Users who share a cache set "
+                             "NXRUN_ENV_KEY to one secret instead.") from None
+        except OSError:             # a symlink put in its place, say: not a key of ours
+            return None
+        with open(fd, "rb") as handle:
+            text = handle.read(200).strip()
+        try:
+            key = bytes.fromhex(text.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            return None
+        return key if len(key) == 32 else None
+
+    def write_key(self, name: str, key: bytes) -> None:
+        """Keep `key` in `keys/<name>` (mode 0600), replacing what is there."""
+        self._publish_key(name, key, replace=True)
+
+    def _publish_key(self, name: str, key: bytes, replace: bool) -> None:
+        folder = self.keys_dir
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        temp = folder / f".{name}.{os.getpid()}-{os.urandom(6).hex()}"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            with open(fd, "wb") as handle:
+                handle.write(key.hex().encode("ascii") + b"\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            if replace:
+                os.replace(temp, folder / name)
+                return
+            try:
+                os.link(temp, folder / name)
+            except FileExistsError:
+                pass
+            except OSError:          # no hard links here: create it exclusively, then write it
+                try:
+                    fd = os.open(folder / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                except FileExistsError:
+                    return
+                with open(fd, "wb") as handle:
+                    handle.write(key.hex().encode("ascii") + b"\n")
+        finally:
+            if temp.exists():
+                temp.unlink()
 
     # ------------------------------------------------------------------ maintenance
     def iter_blobs(self):
@@ -536,8 +902,22 @@ class LocalStore:
                 shutil.rmtree(folder)
 
     def verify(self, repair: bool = True) -> dict:
-        """Re-hash every blob; report (and with repair, drop) corrupt blobs and the entries that
-        need them or need blobs that are gone."""
+        """Check the index (`PRAGMA integrity_check`; a damaged one is rebuilt with what can be
+        read), re-hash every blob, and report (and with repair, drop) corrupt blobs and the
+        entries that need them or need blobs that are gone. `index_repairs` lists the rebuilds
+        this process made, including one when the index could not even be opened."""
+        from .index_repair import check
+
+        index_problems = self._with_index(lambda conn: check(conn, thorough=True), [], writing=False)
+        if index_problems and repair:
+            try:
+                with self.lock:
+                    self._rebuild(index_problems[0])
+            except (OSError, sqlite3.Error) as exc:
+                from .disk import describe
+
+                raise CacheUnavailable(f"cannot rebuild the damaged cache index {self.db_path}: "
+                                       f"{describe(exc, self.cache_dir)}") from exc
         corrupt = []
         for digest, path in self.iter_blobs():
             if digest_file(path) != digest:
@@ -557,7 +937,20 @@ class LocalStore:
         if repair and broken:
             self.write(lambda conn: conn.executemany("DELETE FROM entries WHERE etag = ?",
                                                      [(b[0],) for b in broken]))
-        return {"corrupt_blobs": corrupt, "broken_entries": broken}
+        return {"corrupt_blobs": corrupt, "broken_entries": broken, "index_problems": index_problems,
+                "index_repairs": list(self.repairs)}
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back what is open, keeping the error that got us here (a failed COMMIT, a full disk, may
+    have ended the transaction already)."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _hit_row(entry: CacheEntry) -> str:
@@ -600,8 +993,8 @@ def _create_table(db, name: str) -> None:
         # many input files its task has, and a run's history rows point here instead of copying
         db["explains"].create({"etag": str, "explain": str}, pk="etag")
     elif name == "stat_cache":
-        db["stat_cache"].create({"path": str, "size": int, "mtime_ns": int, "inode": int, "digest": str},
-                                pk="path")
+        db["stat_cache"].create({"path": str, "size": int, "mtime_ns": int, "inode": int, "ctime_ns": int,
+                                 "digest": str}, pk="path")
     elif name == "runs":
         db["runs"].create({"id": int, "started": float, "finished": float, "argv": str, "cwd": str,
                            "status": str, "tasks": int, "local_hits": int, "remote_hits": int,
@@ -659,3 +1052,43 @@ def _migrate_from_4(db, conn: sqlite3.Connection) -> None:
         conn.execute('ALTER TABLE run_tasks DROP COLUMN "explain"')
     except sqlite3.OperationalError:
         pass   # SQLite before 3.35: the column stays, unused (rows are written with named columns)
+
+
+def _migrate_from_7(db, conn: sqlite3.Connection) -> None:
+    """Layout 7 keyed the stat cache without the ctime, hashed env values unkeyed and kept args
+    after `--` in the history in clear. The stat cache is only a cache: start it again. History
+    and bench figures stay, but the args are dropped from each run's command line, and every trace
+    of an ETag with an unkeyed env, set-env or args digest goes: its explain manifest, its entry
+    (no ETag computed now can match it) and the ETag in history rows. With the workspace's sources
+    at hand, a value of a few digits could be found from such an ETag alone."""
+    from ..history import redact_argv
+
+    db["stat_cache"].drop()
+    _create_table(db, "stat_cache")
+    argvs = []
+    for run_id, argv_text in conn.execute("SELECT id, argv FROM runs WHERE argv LIKE '%\"--\"%'").fetchall():
+        try:
+            argvs.append((json.dumps(redact_argv(json.loads(argv_text))), run_id))
+        except (ValueError, TypeError):
+            argvs.append(("[]", run_id))
+    conn.executemany("UPDATE runs SET argv = ? WHERE id = ?", argvs)
+    unkeyed = []
+    for etag, text in conn.execute("SELECT etag, explain FROM explains WHERE explain LIKE '%\"env:%' OR "
+                                   "explain LIKE '%\"env-set:%' OR explain LIKE '%\"args\"%'").fetchall():
+        try:
+            names = json.loads(text)
+        except ValueError:
+            names = {"args": ""}
+        if not isinstance(names, dict) or any(n == "args" or n.startswith(("env:", "env-set:")) for n in names):
+            unkeyed.append((etag,))
+    if not unkeyed:
+        return
+    conn.execute("CREATE TEMP TABLE unkeyed_etags (etag TEXT PRIMARY KEY)")
+    conn.executemany("INSERT OR IGNORE INTO unkeyed_etags (etag) VALUES (?)", unkeyed)
+    for sql in ("DELETE FROM explains WHERE etag IN (SELECT etag FROM unkeyed_etags)",
+                "DELETE FROM entries WHERE etag IN (SELECT etag FROM unkeyed_etags)",
+                "DELETE FROM task_latest WHERE etag IN (SELECT etag FROM unkeyed_etags)",
+                "UPDATE run_tasks SET etag = NULL WHERE etag IN (SELECT etag FROM unkeyed_etags)",
+                "UPDATE bench_results SET etag = NULL WHERE etag IN (SELECT etag FROM unkeyed_etags)"):
+        conn.execute(sql)
+    conn.execute("DROP TABLE unkeyed_etags")

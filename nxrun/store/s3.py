@@ -3,6 +3,14 @@ into one of three kinds the cache layer acts on: not there (None/False), an outa
 (RemoteUnavailable: connection errors, timeouts, 5xx, throttling; it feeds the outage breaker),
 or a refusal (RemoteRefused: no credentials, access denied, no such bucket; a setup problem).
 
+A local disk that cannot take a download (full, read-only) is none of these: its OSError goes
+to the caller as it is, so the local store handles it and the breaker never sees it.
+
+Time per request is bounded: connect and read timeouts, and no retry after a timeout (a server
+that did not answer in read-timeout seconds is not helped by being asked again); an error that
+came back quickly (a reset connection, a 503) is retried once. So a request takes at most about
+connect-timeout + read-timeout + 1 s, however the server fails.
+
 boto3 is imported here and only when the first request is made, so `nxrun --version` and runs
 without a remote never pay for it. Any S3-compatible server works: `endpoint-url` (or
 AWS_ENDPOINT_URL) switches to path-style addressing.
@@ -10,8 +18,10 @@ AWS_ENDPOINT_URL) switches to path-style addressing.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
+import time
 from dataclasses import dataclass
 
 MULTIPART_THRESHOLD = 16 << 20
@@ -19,6 +29,28 @@ MULTIPART_CHUNK = 8 << 20
 _OUTAGE_CODES = {"SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError", "Throttling",
                  "ThrottlingException", "RequestTimeTooSkewed", "BadGateway", "GatewayTimeout"}
 _MISSING_CODES = {"404", "NoSuchKey", "NotFound"}
+_RETRY_WITHIN = 1.0        # an outage error that came back this quickly is retried once
+_RETRY_PAUSE = 0.1
+# a file that could not be written here: the local disk's problem, not the remote's
+_LOCAL_WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+
+
+def _local_write_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in _LOCAL_WRITE_ERRNOS
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    from botocore import exceptions as bx
+
+    return isinstance(exc, (bx.ReadTimeoutError, bx.ConnectTimeoutError, TimeoutError))
+
+
+class _LocalWriteFailed(Exception):
+    """Carries an OSError of the local file being written past the remote error mapping."""
+
+    def __init__(self, error: OSError):
+        super().__init__(str(error))
+        self.error = error
 
 
 class RemoteUnavailable(Exception):
@@ -131,7 +163,9 @@ class S3Backend:
 
                     config = Config(
                         connect_timeout=self.connect_timeout, read_timeout=self.read_timeout,
-                        retries={"total_max_attempts": 2, "mode": "standard"},
+                        # no retry inside botocore, which would retry timeouts too: _call retries
+                        # quick failures only
+                        retries={"total_max_attempts": 1, "mode": "standard"},
                         max_pool_connections=self.max_concurrency * 2 + 4,
                         s3={"addressing_style": "path"} if self.endpoint_url else None,
                         request_checksum_calculation="when_required",
@@ -140,7 +174,8 @@ class S3Backend:
                     session = boto3.session.Session()
                     self._transfer_config = TransferConfig(
                         multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_CHUNK,
-                        max_concurrency=min(self.max_concurrency, 10), use_threads=True)
+                        max_concurrency=min(self.max_concurrency, 10), use_threads=True,
+                        num_download_attempts=1)   # its retries would wait out the read timeout again
                     self._client = session.client("s3", endpoint_url=self.endpoint_url,
                                                   region_name=self.region or session.region_name or "us-east-1",
                                                   config=config)
@@ -157,13 +192,20 @@ class S3Backend:
                 self._client = None
 
     def _call(self, operation, **kwargs):
-        try:
-            return getattr(self.client, operation)(Bucket=self.location.bucket, **kwargs)
-        except Exception as exc:
-            mapped = classify(exc)
-            if mapped is None:
-                raise FileNotFoundError(kwargs.get("Key", "")) from exc
-            raise mapped from exc
+        started = time.monotonic()
+        for attempt in (1, 2):
+            try:
+                return getattr(self.client, operation)(Bucket=self.location.bucket, **kwargs)
+            except Exception as exc:
+                mapped = classify(exc)
+                if mapped is None:
+                    raise FileNotFoundError(kwargs.get("Key", "")) from exc
+                if attempt == 1 and isinstance(mapped, RemoteUnavailable) and not _is_timeout(exc) \
+                        and time.monotonic() - started < _RETRY_WITHIN:
+                    time.sleep(_RETRY_PAUSE)
+                    continue
+                raise mapped from exc
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ requests
     def check_bucket(self) -> None:
@@ -180,7 +222,7 @@ class S3Backend:
             return False
 
     def get_bytes(self, key: str, limit: int) -> bytes | None:
-        """The object's bytes, or None when it does not exist; RemoteRefused when it is larger
+        """The object's bytes, or None when it does not exist; ValueError when it is larger
         than `limit`."""
         try:
             response = self._call("get_object", Key=key)
@@ -194,7 +236,7 @@ class S3Backend:
         finally:
             body.close()
         if len(data) > limit:
-            raise RemoteRefused(f"{key} is larger than {limit} bytes")
+            raise ValueError(f"{key} is larger than {limit} bytes")
         return data
 
     def stream_to(self, key: str, handle, limit: int, on_chunk) -> int | None:
@@ -213,9 +255,14 @@ class S3Backend:
                 if size > limit:
                     raise ValueError(f"{key} is larger than its entry says ({limit} bytes)")
                 on_chunk(chunk)
-                handle.write(chunk)
+                try:
+                    handle.write(chunk)
+                except OSError as exc:
+                    raise _LocalWriteFailed(exc) from exc
         except ValueError:
             raise
+        except _LocalWriteFailed as exc:
+            raise exc.error from None
         except Exception as exc:
             raise (classify(exc) or RemoteUnavailable(str(exc))) from exc
         finally:
@@ -238,6 +285,8 @@ class S3Backend:
         try:
             self.client.download_file(self.location.bucket, key, str(path), Config=self._transfer_config)
         except Exception as exc:
+            if _local_write_error(exc):
+                raise
             mapped = classify(exc)
             if mapped is None:
                 raise FileNotFoundError(key) from exc

@@ -7,6 +7,9 @@ and paths are checked before any blob is fetched, every blob is re-hashed, and o
 rejects the whole entry. Reads look in the job's own write namespace, then in the read
 namespaces (`trusted` by default). An outage never fails a run unless the remote is required:
 errors feed the outage breaker, skipped reads and writes are counted, and one warning is printed.
+What a run can lose to a remote that hangs is bounded: connect and read timeouts per request,
+the breaker, and a budget of seconds per run (docs/remote-cache.md gives the figure). A local
+disk that cannot take a downloaded blob is the local store's problem, never an outage.
 
 Layout under the bucket prefix: `<namespace>/entries/<etag>.json` and `<namespace>/blobs/<digest>`.
 Blobs are per namespace so that no writer can plant bytes under a name a more trusted namespace
@@ -37,6 +40,9 @@ from .safety import check_entry
 from .signing import BadSignature, sign_manifest, signing_key, verify_manifest
 
 DEFAULT_NAMESPACE = "trusted"
+CONNECT_TIMEOUT = 3.0      # seconds; [remote] connect-timeout
+READ_TIMEOUT = 5.0         # seconds without a byte from the server; [remote] read-timeout
+OUTAGE_BUDGET = 10.0       # seconds of failed requests per run before the remote is dropped; [remote] outage-budget
 MANIFEST_LIMIT = 64 << 20
 LOG_LIMIT = 1 << 30
 _HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -92,14 +98,15 @@ def open_remote(url: str, workspace, required: bool, namespace: str | None, cons
     endpoint = (config.get("endpoint-url") or os.environ.get("AWS_ENDPOINT_URL_S3")
                 or os.environ.get("AWS_ENDPOINT_URL") or None)
     backend = S3Backend(location, endpoint_url=endpoint, region=config.get("region"),
-                        connect_timeout=_number(config, "connect-timeout", 3.0),
-                        read_timeout=_number(config, "read-timeout", 10.0),
+                        connect_timeout=_number(config, "connect-timeout", CONNECT_TIMEOUT),
+                        read_timeout=_number(config, "read-timeout", READ_TIMEOUT),
                         max_concurrency=int(_number(config, "max-concurrency", 16, int)))
+    breaker = OutageBreaker(budget=_number(config, "outage-budget", OUTAGE_BUDGET))
     key_env = config.get("signing-key-env")
     remote = RemoteCache(backend, workspace_root=Path(workspace.root), write_namespace=write_ns,
                          read_namespaces=read_namespaces, read_only=read_only,
                          required=required or bool(config.get("required", False)),
-                         signing_key=signing_key(key_env), console=console, url=url)
+                         signing_key=signing_key(key_env), console=console, url=url, breaker=breaker)
     if remote.required:
         remote.check_reachable()
     return remote
@@ -157,22 +164,28 @@ class RemoteCache:
             print(f"warning: {message}", file=sys.stderr)
 
     def _request(self, operation, *args, writing: bool = False):
-        """Run one backend request through the breaker; _Skipped when it was not attempted."""
+        """Run one backend request through the breaker; _Skipped when it was not attempted.
+
+        Any answer of the server, even a refusal or a 404, counts as the remote being up; only
+        connection errors, timeouts and 5xx (RemoteUnavailable) count as an outage. A request cut
+        short by a local error says nothing about the remote either way."""
         if (self._reads_refused and not writing) or (writing and self._writes_refused):
             raise _Skipped()
         if not self.breaker.allow():
             raise _Skipped()
+        started = time.monotonic()
         try:
             result = operation(*args)
         except RemoteUnavailable as exc:
             self._count("errors")
             if self.required:
+                self.breaker.release()
                 self._fail(f"remote cache {self.url} is unavailable ({exc}) and --remote=required is set.")
-            if self.breaker.record_failure():
-                self._warn("outage", f"remote cache {self.url} is unavailable ({_short(exc)}); skipping it for "
-                                     f"{self.breaker.cooldown:.0f}s at a time for the rest of this run.")
+            if self.breaker.record_failure(time.monotonic() - started):
+                self._warn_outage(exc)
             raise _Skipped() from exc
         except RemoteRefused as exc:
+            self.breaker.record_success()
             self._count("errors")
             if self.required:
                 self._fail(f"remote cache {self.url} refused the request ({exc}) and --remote=required is set.")
@@ -191,8 +204,27 @@ class RemoteCache:
                 self._warn("refused", f"remote cache {self.url} refused a read ({_short(exc)}); not using "
                                       "it in this run. Check the read permissions of these credentials.")
             raise _Skipped() from exc
+        except (FileNotFoundError, ValueError):
+            self.breaker.record_success()   # the server answered: not there, or larger than it should be
+            raise
+        except BaseException:
+            self.breaker.release()
+            raise
         self.breaker.record_success()
         return result
+
+    def _warn_outage(self, exc: BaseException) -> None:
+        breaker = self.breaker
+        if not breaker.gave_up:
+            self._warn("outage", f"remote cache {self.url} is unavailable ({_short(exc)}); skipping it for "
+                                 f"{breaker.cooldown:.0f}s at a time for the rest of this run.")
+            return
+        with self._count_lock:
+            cause = "" if "outage" in self._warned else f" is unavailable ({_short(exc)}) and"
+            self._warned.add("outage")
+        self._warn("gave-up", f"remote cache {self.url}{cause} has cost this run {breaker.lost:.1f}s of timeouts "
+                              f"and errors (the limit is {breaker.budget:.0f}s, [remote] outage-budget); not using "
+                              "it for the rest of this run.")
 
     def _fail(self, message: str):
         if self._failure is None:
@@ -208,6 +240,58 @@ class RemoteCache:
     def _key(self, namespace: str, *parts: str) -> str:
         return self.backend.location.key(namespace, *parts)
 
+    # ------------------------------------------------------------------ the env key (store/keys.py)
+    def shared_env_key(self, create: bool = True) -> tuple[bytes | None, str]:
+        """(the key every machine sharing this remote hashes env values with, ''), or (None, why).
+
+        It lives at `<prefix>/env-key`, outside the namespaces, since every namespace must agree.
+        When there is none yet, `create` is set and this job may write, a random one is written once
+        (a conditional PUT: of machines racing, one wins) and the winner is read back. Requests go straight to the
+        backend, through the breaker: a refusal here (credentials limited to a namespace) must not
+        stop this run's reads and writes of entries."""
+        key_name = self.backend.location.key(_ENV_KEY_OBJECT)
+        try:
+            for attempt in range(2):
+                raw = self._key_request(self.backend.get_bytes, key_name, 4096)
+                if raw is not None:
+                    key = _parse_env_key(raw)
+                    return (key, "") if key else (None, f"{key_name} in the remote is not a key nxrun wrote")
+                if attempt or self.read_only or not create:
+                    break
+                self._key_request(self.backend.put_if_absent, key_name,
+                                  f"{_ENV_KEY_HEADER}\n{os.urandom(32).hex()}\n".encode("ascii"))
+        except _Skipped:
+            return None, "the remote cache is unavailable, so its env-key could not be read"
+        except (RemoteUnavailable, RemoteRefused) as exc:
+            return None, f"the remote's env-key could not be read or made ({_short(exc)})"
+        except ValueError:                   # larger than any key nxrun writes
+            return None, f"{key_name} in the remote is not a key nxrun wrote"
+        return None, ("the remote has no env-key yet and this job may not write one (read-only)" if create else
+                      "the remote has no env-key yet (the first run that may write makes it)")
+
+    def _key_request(self, operation, *args):
+        """One request for the env key through the breaker, as _request does (any answer of the
+        server closes it, an outage counts against it), except that a refusal is only raised: it
+        must not turn the remote off for entries."""
+        if not self.breaker.allow():
+            raise _Skipped()
+        started = time.monotonic()
+        try:
+            result = operation(*args)
+        except RemoteUnavailable as exc:
+            self._count("errors")
+            if self.breaker.record_failure(time.monotonic() - started):
+                self._warn_outage(exc)
+            raise
+        except (RemoteRefused, FileNotFoundError, ValueError):
+            self.breaker.record_success()
+            raise
+        except BaseException:
+            self.breaker.release()
+            raise
+        self.breaker.record_success()
+        return result
+
     # ------------------------------------------------------------------ reads
     def fetch(self, etag: str, local_store: LocalStore, dry_run: bool = False) -> CacheEntry | None:
         """The entry for `etag` from the remote, verified, with its blobs in `local_store` (unless
@@ -215,6 +299,8 @@ class RemoteCache:
         self._store = local_store
         if not _HEX32.fullmatch(etag or ""):
             return None
+        if local_store.writes_off and not dry_run:
+            return None          # a remote hit is restored through the local store, which takes nothing now
         for namespace in self.read_namespaces:
             try:
                 raw = self._request(self.backend.get_bytes, self._key(namespace, "entries", f"{etag}.json"),
@@ -222,6 +308,11 @@ class RemoteCache:
             except _Skipped:
                 self._count("skipped")
                 return None
+            except ValueError as exc:
+                self._count("rejected")
+                self._report(f"remote cache entry {etag[:12]} from '{namespace}' rejected: {exc}; "
+                             "the task will run instead.")
+                continue
             if raw is None:
                 continue
             self._count("bytes_down", len(raw))
@@ -240,7 +331,18 @@ class RemoteCache:
                 self._report(f"remote cache entry {etag[:12]} of {entry.task_id} from '{namespace}' rejected: "
                              f"{exc}; the task will run instead.")
                 continue
-            local_store.put_entry(entry, origin="remote")
+            except OSError as exc:
+                # the local disk (full, read-only): not the remote's fault, and no outage. In a run the
+                # local store turns caching off with one warning; elsewhere it raises a clear error
+                local_store.disk_problem(exc)
+                if not local_store.writes_off:
+                    self._report(f"remote cache entry {etag[:12]} of {entry.task_id} could not be stored "
+                                 f"locally: {exc}; the task will run instead.")
+                return None
+            try:
+                local_store.put_entry(entry, origin="remote")
+            except OSError:          # caching went off in this run (a full local disk), said once already
+                return None
             self._count("hits")
             return entry
         self._count("misses")
@@ -424,6 +526,17 @@ class RemoteCache:
                 pass
         if self._failure is not None:
             raise NxrunError(self._failure)
+
+
+_ENV_KEY_OBJECT = "env-key"
+_ENV_KEY_HEADER = "nxrun-env-key-v1"
+
+
+def _parse_env_key(raw: bytes) -> bytes | None:
+    lines = raw.decode("ascii", "replace").split()
+    if len(lines) != 2 or lines[0] != _ENV_KEY_HEADER or not re.fullmatch(r"[0-9a-f]{64}", lines[1]):
+        return None
+    return bytes.fromhex(lines[1])
 
 
 def _short(exc: BaseException) -> str:

@@ -84,3 +84,15 @@ def test_cuda_time_measures_device_work_with_rotation():
     assert len(summary["samples"]) == 6
     assert 0 < summary["min_ms"] <= summary["median_ms"] <= summary["p90_ms"]
     assert seen == [0, 1, 0, 1, 0, 1, 0, 1]
+
+
+def test_stacked_bar_and_line_charts_write_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    stacked = tmp_path / "stacked.png"
+    plots.stacked_bar_chart(stacked, ["a", "b"], {"used": [20.0, 96.0], "wasted": [80.0, None]},
+                            markers={"paper": [20.4, None]}, ylabel="%", title="t")
+    lines = tmp_path / "lines.png"
+    plots.line_chart(lines, {"a": ([0, 1, 2], [1.0, 2.0, 3.0]), "b": ([0, 2], [3.0, 1.0])}, xlabel="s",
+                     ylabel="%", ylim=(0, 100), linestyles={"b": "--"})
+    for path in (stacked, lines):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

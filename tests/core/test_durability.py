@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from cli_workspace import Workspace
+from waiting import OutputReader, wait_until
 
 BIG = """
 [projects.p.targets.big]
@@ -30,15 +31,14 @@ def test_kill_9_during_store_leaves_no_entry_that_restores_partial_outputs(ws: W
     process = subprocess.Popen([sys.executable, "-m", "nxrun", "run", "p:big"], cwd=ws.root, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     tmp = ws.root / ".nxrun" / "tmp"
-    deadline = time.monotonic() + 60
-    killed = False
-    while time.monotonic() < deadline and process.poll() is None:
+
+    def storing_or_done() -> bool:
         # the store copies big.bin into a temp file under .nxrun/tmp: kill nxrun mid-copy
-        if tmp.is_dir() and any(p.stat().st_size > (1 << 20) for p in tmp.iterdir() if p.name[0].isdigit()):
-            process.send_signal(signal.SIGKILL)
-            killed = True
-            break
-        time.sleep(0.001)
+        return process.poll() is not None or any(size > (1 << 20) for size in _temp_file_sizes(tmp))
+
+    wait_until(storing_or_done, timeout=60, what="the store to copy big.bin into the cache", interval=0.001)
+    killed = process.poll() is None
+    process.send_signal(signal.SIGKILL)
     process.wait()
     assert killed, "the store finished before it could be interrupted"
     expected = (ws.root / "big.bin").read_bytes()
@@ -51,14 +51,31 @@ def test_kill_9_during_store_leaves_no_entry_that_restores_partial_outputs(ws: W
     assert verify.returncode == 0, verify.stdout
 
 
+def _temp_file_sizes(tmp: Path) -> list[int]:
+    """Sizes of the cache's temp files (named <pid>-<random>), which come and go while we look."""
+    try:
+        names = os.listdir(tmp)
+    except FileNotFoundError:
+        return []
+    sizes = []
+    for name in names:
+        if name[0].isdigit():
+            try:
+                sizes.append(os.stat(tmp / name).st_size)
+            except FileNotFoundError:
+                pass
+    return sizes
+
+
 def test_full_disk_during_store_warns_and_caches_nothing(ws: Workspace):
     ws.write("nxrun.toml", """
         [projects.p.targets.t]
-        command = "echo produced"
+        command = "ln -f made.bin big.bin && echo produced"
         inputs  = []
         outputs = ["big.bin"]
     """)
-    (ws.root / "big.bin").write_bytes(os.urandom(4 << 20))
+    # made beforehand: the command links it into place, which the file-size limit below allows
+    (ws.root / "made.bin").write_bytes(os.urandom(4 << 20))
     # the file-size limit makes the cache's blob write fail with EFBIG, as a full disk would
     limit = "import resource, sys, runpy; resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20)); " \
             "sys.argv = ['nxrun', 'run', '--json', 'p:t']; runpy.run_module('nxrun', run_name='__main__')"
@@ -154,13 +171,26 @@ depends-on = [{', '.join(f'"t{j}"' for j in range(max(0, i - 2), i))}]
     assert verify.returncode == 0, verify.stdout
 
 
+# `slow` runs until the test creates `release` (at most two minutes): the tests decide when it ends,
+# instead of guessing how long the steps before that take on a busy machine
+HOLD = """
+import os, time
+with open("slow.pgid.tmp", "w") as pgid:
+    pgid.write(str(os.getpgid(0)))
+os.replace("slow.pgid.tmp", "slow.pgid")
+deadline = time.monotonic() + 120
+while not os.path.exists("release") and time.monotonic() < deadline:
+    time.sleep(0.02)
+open("slow.txt", "w").write("slow\\n")
+"""
+
 FAST_AND_SLOW = """
 [projects.p.targets.fast]
 command = "echo fast > fast.txt"
 inputs  = []
 outputs = ["fast.txt"]
 [projects.p.targets.slow]
-command = "sleep 30 && echo slow > slow.txt"
+command = "python hold.py"
 inputs  = []
 outputs = ["slow.txt"]
 [projects.p.targets.all]
@@ -168,64 +198,86 @@ depends-on = ["fast", "slow"]
 """
 
 
-def _start_run(ws: Workspace, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "nxrun", "run", *args], cwd=ws.root, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=dict(os.environ, NO_COLOR="1"))
+@pytest.fixture
+def fast_and_slow(ws: Workspace):
+    ws.write("nxrun.toml", FAST_AND_SLOW)
+    ws.write("hold.py", HOLD)
+    yield ws
+    (ws.root / "release").touch()       # a `slow` still running (kill -9 of nxrun) ends now
+    pgid = ws.root / "slow.pgid"
+    if pgid.exists():
+        try:
+            os.killpg(int(pgid.read_text()), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, ValueError):
+            pass
 
 
-def _wait_for(path: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.02)
+def _start_run(ws: Workspace, *args: str) -> OutputReader:
+    process = subprocess.Popen([sys.executable, "-m", "nxrun", *args], cwd=ws.root, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, env=dict(os.environ, NO_COLOR="1"))
+    return OutputReader(process)
+
+
+def _entries(ws: Workspace) -> int:
+    result = ws.nxrun("cache", "stats", "--json", check=True)
+    return json.loads(result.stdout)["entries"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
-def test_a_stopped_run_keeps_the_entries_of_tasks_that_finished(ws: Workspace, sig: int):
-    """Entries are written in batches, but a finished task's is recorded within about a second, and
-    SIGTERM (a CI cancel) stops running tasks and writes the rest before nxrun exits."""
-    ws.write("nxrun.toml", FAST_AND_SLOW)
-    process = _start_run(ws, "p:all")
-    _wait_for(ws.root / "fast.txt")
-    time.sleep(1.6 if sig == signal.SIGKILL else 0.2)
+def test_a_stopped_run_keeps_the_entries_of_tasks_that_finished(fast_and_slow: Workspace, sig: int):
+    """Entries are written in batches, but a finished task's is recorded while the run goes on
+    (within about a second), and SIGTERM (a CI cancel) stops running tasks and writes the rest
+    before nxrun exits."""
+    ws = fast_and_slow
+    run = _start_run(ws, "run", "p:all")
+    run.wait_for("p:fast: ran")
+    wait_until(lambda: (ws.root / "slow.pgid").exists(), what="the slow task to start")
+    if sig == signal.SIGKILL:
+        # nothing is written after a kill -9: wait until the batch holding fast's entry is
+        # committed (the slow task is held until the test releases it, so the run is still going)
+        wait_until(lambda: _entries(ws) == 1, what="fast's entry to be recorded while the run goes on")
     started = time.monotonic()
-    process.send_signal(sig)
-    output, _ = process.communicate(timeout=60)
-    assert process.returncode != 0
+    run.process.send_signal(sig)
+    output = run.finish(timeout=60)
+    assert run.process.returncode != 0
     if sig == signal.SIGTERM:
-        # the slow task's command was stopped, not waited for
-        assert "interrupted" in output and time.monotonic() - started < 15, output
+        # the slow task's command was stopped, not waited for (it would hold for two minutes)
+        assert "interrupted" in output and time.monotonic() - started < 60, output
     assert ws.statuses(ws.run_json("p:fast")) == {"p:fast": "local-hit"}
     assert not (ws.root / "slow.txt").exists()
 
 
-def test_prune_waits_for_a_running_run_and_never_breaks_its_entries(ws: Workspace):
-    ws.write("nxrun.toml", FAST_AND_SLOW.replace("sleep 30", "sleep 2"))
-    process = _start_run(ws, "p:all")
-    _wait_for(ws.root / "fast.txt")
-    started = time.monotonic()
-    prune = ws.nxrun("cache", "prune", "--max-size", "10G", check=True)
-    assert "waiting for the nxrun runs" in prune.stderr
-    assert process.wait(timeout=30) == 0
-    assert time.monotonic() - started > 0.5          # it did wait for the run
+def test_prune_waits_for_a_running_run_and_never_breaks_its_entries(fast_and_slow: Workspace):
+    ws = fast_and_slow
+    run = _start_run(ws, "run", "p:all")
+    run.wait_for("p:fast: ran")
+    wait_until(lambda: (ws.root / "slow.pgid").exists(), what="the slow task to start")
+    prune = _start_run(ws, "cache", "prune", "--max-size", "10G")
+    prune.wait_for("waiting for the nxrun runs")
+    assert prune.process.poll() is None             # it waits while the run holds the cache
+    (ws.root / "release").touch()
+    run.finish(timeout=60)
+    assert run.process.returncode == 0, run.text
+    prune.finish(timeout=60)
+    assert prune.process.returncode == 0, prune.text
     verify = ws.nxrun("cache", "verify")
     assert verify.returncode == 0, verify.stdout
     assert ws.statuses(ws.run_json("p:all")) == {"p:fast": "local-hit", "p:slow": "local-hit"}
 
 
-def test_a_run_waits_for_a_prune_and_says_so(ws: Workspace):
+def test_a_run_waits_for_a_prune_and_says_so(fast_and_slow: Workspace):
     import fcntl
 
-    ws.write("nxrun.toml", FAST_AND_SLOW)
+    ws = fast_and_slow
     ws.run_json("p:fast")
     lock = os.open(ws.root / ".nxrun" / "lock", os.O_RDWR)
     fcntl.flock(lock, fcntl.LOCK_EX)          # as `nxrun cache prune` holds it
     try:
-        process = _start_run(ws, "p:fast")
-        time.sleep(0.5)
-        assert process.poll() is None           # still waiting
+        run = _start_run(ws, "run", "p:fast")
+        run.wait_for("waiting for a `nxrun cache prune`")
+        assert run.process.poll() is None       # still waiting
     finally:
         os.close(lock)
-    output, _ = process.communicate(timeout=30)
-    assert process.returncode == 0
-    assert "waiting for a `nxrun cache prune`" in output and "1 local hits" in output
+    output = run.finish(timeout=60)
+    assert run.process.returncode == 0
+    assert "1 local hits" in output

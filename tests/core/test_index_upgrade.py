@@ -45,7 +45,7 @@ def _rewrite_as_layout_4(index) -> None:
     run_tasks = [(*row[:8], explains.get(row[2], "{}"), *row[8:]) for row in new.execute(
         "SELECT run_id, task_id, etag, status, origin, duration, started, saved, outputs_digest, error "
         "FROM run_tasks")]
-    stat_cache = new.execute("SELECT * FROM stat_cache").fetchall()
+    stat_cache = new.execute("SELECT path, size, mtime_ns, inode, digest FROM stat_cache").fetchall()
     new.close()
     for suffix in ("", "-wal", "-shm"):
         index.with_name(index.name + suffix).unlink(missing_ok=True)
@@ -79,3 +79,50 @@ def test_a_layout_4_cache_keeps_entries_history_and_bench_figures(diamond: Works
     assert index.execute("SELECT count(*) FROM entries WHERE hit IS NULL").fetchone()[0] == 0
     index.close()
     assert diamond.nxrun("cache", "verify").returncode == 0
+
+
+def test_a_layout_7_cache_keeps_its_history_but_no_unkeyed_env_digest_or_clear_args(ws: Workspace):
+    ws.write("nxrun.toml", """
+        [projects.p.targets.deploy]
+        command = "echo deployed > out.txt"
+        inputs  = ["env:PIN"]
+        outputs = ["out.txt"]
+        [projects.p.targets.plain]
+        command = "echo plain > plain.txt"
+        inputs  = []
+        outputs = ["plain.txt"]
+    """)
+    ws.run_json("p:deploy", "p:plain", env={"PIN": "4821"})
+    index_path = ws.root / ".nxrun" / "index.db"
+    index = sqlite3.connect(index_path)
+    (deploy_etag,) = index.execute("SELECT etag FROM task_latest WHERE task_id = 'p:deploy'").fetchone()
+    (plain_etag,) = index.execute("SELECT etag FROM task_latest WHERE task_id = 'p:plain'").fetchone()
+    # what layout 7 kept: an unkeyed env digest, args in clear, a stat cache without ctimes
+    explain = json.loads(index.execute("SELECT explain FROM explains WHERE etag = ?", (deploy_etag,)).fetchone()[0])
+    explain["env:PIN"] = "7d1e1ba2a7a0f4b7a2c4b0f5c8f1e3a9"
+    index.execute("UPDATE explains SET explain = ? WHERE etag = ?", (json.dumps(explain), deploy_etag))
+    index.execute("UPDATE runs SET argv = ?", (json.dumps(["run", "p:deploy", "--", "9034", "--pin=4821"]),))
+    index.execute("DROP TABLE stat_cache")
+    index.execute('CREATE TABLE "stat_cache" ("path" TEXT PRIMARY KEY, "size" INTEGER, "mtime_ns" INTEGER, '
+                  '"inode" INTEGER, "digest" TEXT)')
+    index.execute("INSERT INTO stat_cache VALUES ('/x', 1, 2, 3, 'd')")
+    index.execute("PRAGMA user_version = 7")
+    index.commit()
+    index.close()
+
+    history = json.loads(ws.nxrun("history", "--json", check=True).stdout)
+    assert len(history) == 1 and history[0]["argv"] == ["run", "p:deploy", "--", "<2 args not recorded>"]
+    assert len(json.loads(ws.nxrun("history", "p:deploy", "--json", check=True).stdout)) == 1
+    index = sqlite3.connect(index_path)
+    try:
+        assert index.execute("PRAGMA user_version").fetchone()[0] >= 8
+        dump = "\n".join(index.iterdump())
+        assert deploy_etag not in dump and "9034" not in dump and "4821" not in dump
+        assert index.execute("SELECT count(*) FROM entries WHERE etag = ?", (plain_etag,)).fetchone()[0] == 1
+        assert index.execute("SELECT count(*) FROM run_tasks").fetchone()[0] == 2
+        columns = [row[1] for row in index.execute("PRAGMA table_info(stat_cache)")]
+        assert "ctime_ns" in columns and index.execute("SELECT count(*) FROM stat_cache").fetchone()[0] == 0
+    finally:
+        index.close()
+    assert ws.statuses(ws.run_json("p:deploy", "p:plain", env={"PIN": "4821"})) == \
+        {"p:deploy": "miss", "p:plain": "local-hit"}

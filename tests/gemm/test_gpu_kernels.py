@@ -27,8 +27,8 @@ def test_kernel_matches_float64_on_ragged_shapes(built_kernels, stem):
     runner = make_runner(spec, built_kernels[stem]["dir"])
     rng = np.random.default_rng()
     for dtype in spec.dtypes:
-        tolerance = 1e-5 if dtype == "fp32" else 1e-2
         for m, n, k in SHAPES:
+            tolerance = operands.tolerance(dtype, k)
             a_host = operands.random_host_operand(rng, (m, k), dtype)
             b_host = operands.random_host_operand(rng, (k, n), dtype)
             a, b = cupy.asarray(a_host), cupy.asarray(b_host)
@@ -54,3 +54,84 @@ def test_nan_never_passes_on_the_device():
     out[:] = 1.0
     out[2, 3] = cupy.nan
     assert rel_frobenius(out, cupy.ones((4, 4), dtype=cupy.float32)) == math.inf
+
+
+def _device_cell(runner, dtype, m, n, k, rounds=8, seed=3):
+    import cupy
+
+    from workloads.common import timing
+    from workloads.gemm import bench
+    from workloads.gemm.cublas import CublasGemm
+
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        cublas = CublasGemm()
+    return bench.bench_size_gpu(runner, cublas, dtype, m, n, k, seed, rounds, stream=stream,
+                                clock=timing.CudaClock(stream), sampler=None)
+
+
+def test_cublas_baseline_has_explicit_modes_and_replays_as_a_graph():
+    import cupy
+
+    from workloads.common import timing
+    from workloads.common.verify import poison, rel_frobenius
+    from workloads.gemm.cublas import CUBLAS_DEFAULT_MATH, CublasGemm
+
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        cublas = CublasGemm()
+        assert cublas.capturable, cublas.api
+        assert cublas.math_mode() == CUBLAS_DEFAULT_MATH and cublas.facts()["version"] >= 120000
+        for dtype in ("fp32", "fp16"):
+            a = operands.random_device_operand((256, 96), dtype, 1)
+            b = operands.random_device_operand((96, 128), dtype, 2)
+            c = cupy.empty((256, 128), dtype=cupy.float32)
+            cublas(dtype, a, b, c, 256, 128, 96, 1.0, 0.0)
+            graph, why = timing.capture_graph(
+                stream, lambda dtype=dtype, a=a, b=b, c=c: cublas(dtype, a, b, c, 256, 128, 96, 1.0, 0.0))
+            assert graph is not None, why
+            poison(c)
+            graph.launch(stream)
+            stream.synchronize()
+            reference = operands.device_float32(a, dtype).astype(cupy.float64) @ operands.device_float32(
+                b, dtype).astype(cupy.float64)
+            # 1e-5 for SGEMM also proves no TF32 ran (TF32 errs ~3e-4)
+            assert rel_frobenius(c, reference) < operands.tolerance(dtype, 96)
+
+
+def test_odd_shape_cell_pads_for_both_sides_and_replays_graphs(built_kernels):
+    from workloads.gemm.launch import make_runner
+
+    stem = "t4_wgmma_tma"
+    runner = make_runner(kernel_spec(stem, built_kernels[stem]["dir"]), built_kernels[stem]["dir"])
+    records, timed = _device_cell(runner, "fp16", 515, 301, 205)
+    assert records and all(r["passed"] for r in records), [r for r in records if not r["passed"]]
+    assert set(timed["method"].values()) == {"graph"}
+    assert timed["padding"]["pitches"] == {"a": 208, "b": 304, "aligned_c": 304}
+    assert {r.get("checked") for r in records if r.get("stage") == "last timed launch"} == {
+        "kernel", "cublas", "cublas_unaligned", "cublas_aligned_c"}
+
+
+def test_a_launcher_that_skips_work_after_its_first_call_fails_on_the_device(built_kernels):
+    from workloads.gemm.launch import make_runner
+
+    stem = "t2_mma_ldmatrix"
+    real = make_runner(kernel_spec(stem, built_kernels[stem]["dir"]), built_kernels[stem]["dir"])
+
+    class Skips:
+        def __init__(self):
+            self.seen = set()
+
+        def prepare(self, *args):
+            return real.prepare(*args)
+
+        def launch(self, dtype, prepared, c, *rest):
+            if c.data.ptr in self.seen:
+                return
+            self.seen.add(c.data.ptr)
+            real.launch(dtype, prepared, c, *rest)
+
+    records, timed = _device_cell(Skips(), "bf16", 384, 256, 512)
+    assert timed == {}
+    assert any(r.get("stage") == "last timed launch" and not r["passed"] for r in records)
+    assert all(r["passed"] for r in records if r.get("stage") == "before timing")

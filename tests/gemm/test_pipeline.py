@@ -31,7 +31,9 @@ def _workspace(root: Path) -> Path:
     (root / "nxrun.toml").write_text(
         '[workspace]\ninclude = ["workloads/gemm/tasks.toml"]\n\n[runtime]\n'
         'gpu = "nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || echo none"\n'
-        'nvcc = "nvcc --version"\n')
+        'nvcc = "nvcc --version"\n'
+        'gpu-state = "python -m workloads.common.probes gpu-state"\n'
+        'gpu-libs = "python -m workloads.common.probes gpu-libs"\n')
     return root
 
 

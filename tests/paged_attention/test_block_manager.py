@@ -162,3 +162,21 @@ def test_unknown_sequence_and_double_free_are_errors():
         manager.free("a")
     with pytest.raises(ValueError, match="double free"):
         manager.pool.decref(0)
+
+
+def test_admission_queries_count_blocks_and_keep_the_watermark_back():
+    manager = BlockManager(10, 4)
+    assert manager.blocks_needed(0) == 0 and manager.blocks_needed(1) == 1 and manager.blocks_needed(8) == 2
+    assert manager.blocks_needed(9) == 3
+    manager.add_sequence("a", 13)  # 4 blocks
+    assert manager.num_blocks("a") == 4 and manager.num_used_blocks == 4 and manager.num_free_blocks == 6
+    assert manager.can_allocate(24) and not manager.can_allocate(25)  # 6 blocks free
+    assert manager.can_allocate(16, watermark_blocks=2) and not manager.can_allocate(17, watermark_blocks=2)
+    manager.append("a")
+    manager.append("a")
+    manager.append("a")  # 16 tokens: still 4 blocks
+    assert manager.num_blocks("a") == 4
+    manager.append("a")
+    assert manager.num_blocks("a") == 5 and manager.num_used_blocks == 5
+    with pytest.raises(UnknownSequence):
+        manager.num_blocks("missing")

@@ -64,3 +64,25 @@ def test_memcheck_clean_on_a_small_case(kernels_dir, tmp_path):
         cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-4000:]
     assert "ERROR SUMMARY: 0 errors" in completed.stdout + completed.stderr
+
+
+def test_bench_pairs_kernels_with_read_bandwidth_and_every_sdpa_backend(kernels_dir, tmp_path):
+    import json
+
+    from workloads.paged_attention import bench
+
+    out = tmp_path / "bench.json"
+    assert bench.main(["--kernels", str(kernels_dir), "--out", str(out), "--repeats", "6",
+                       "--shapes", "b8_h32_kv8_ctx32768,ragged64_h32_kv8_ctx1-8192"]) == 0
+    document = json.loads(out.read_text())
+    uniform, ragged = document["decode"]
+    assert document["libraries"]["cudnn_version"] and document["gpu"]["nvml"] in (True, False)
+    tried = set(uniform["baselines"]) | set(uniform["unavailable"])
+    assert {"sdpa_cudnn", "sdpa_flash", "sdpa_efficient"} <= tried and uniform["sdpa"]["default_choice"]
+    assert uniform["baseline_key"].startswith("sdpa_")
+    assert ragged["baseline_key"] == "flash_varlen" and "sdpa_dense_equivalent" in ragged["baselines"]
+    for row in (uniform, ragged):
+        low, high = row["ratio_to_read_ci"]
+        assert low <= row["ratio_to_read"] <= high and 0.2 < row["ratio_to_read"] < 1.2
+        assert all(k["passed"] and k["rel_err_last_timed"] <= k["rel_err"] * 10 + 1e-3 for k in row["kernels"].values())
+        assert len(row["order"]) == 6

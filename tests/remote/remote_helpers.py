@@ -23,7 +23,7 @@ parallel = 4
 [remote]
 url = "{url}"
 connect-timeout = 1
-read-timeout = 1
+read-timeout = 5
 
 [projects.gen.targets.data]
 command = "echo gen:data >> \\"$NXRUN_TEST_RUNLOG\\"; python3 tools/gen.py"
@@ -107,7 +107,7 @@ def write_pipeline(root: Path, url: str, extra_remote: str = "") -> Path:
     (root / "tools" / "gen.py").write_text(GEN_PY)
     text = PIPELINE_TOML.format(url=url)
     if extra_remote:
-        text = text.replace('read-timeout = 1\n', 'read-timeout = 1\n' + extra_remote.rstrip("\n") + "\n")
+        text = text.replace('read-timeout = 5\n', 'read-timeout = 5\n' + extra_remote.rstrip("\n") + "\n")
     (root / "nxrun.toml").write_text(text)
     return root
 

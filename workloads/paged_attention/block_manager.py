@@ -114,6 +114,26 @@ class BlockManager:
         except KeyError:
             raise UnknownSequence(f"sequence {seq_id!r} is not held by this block manager") from None
 
+    @property
+    def num_used_blocks(self) -> int:
+        return self.pool.num_blocks - self.pool.num_free
+
+    def blocks_needed(self, num_tokens: int) -> int:
+        """Blocks that `num_tokens` new (unshared) tokens occupy."""
+        return -(-num_tokens // self.block_size)
+
+    def can_allocate(self, num_tokens: int, watermark_blocks: int = 0) -> bool:
+        """Whether a new sequence of `num_tokens` fits and still leaves `watermark_blocks` free.
+
+        The watermark is vLLM's admission rule: keep a few blocks back for running sequences to grow into,
+        so that admitting a prompt does not force a preemption on the very next decode step.
+        """
+        return self.pool.num_free - self.blocks_needed(num_tokens) >= watermark_blocks
+
+    def num_blocks(self, seq_id: Hashable) -> int:
+        """The length of a sequence's block table (without copying it)."""
+        return len(self._state(seq_id).block_table)
+
     def block_table(self, seq_id: Hashable) -> list[int]:
         return list(self._state(seq_id).block_table)
 
@@ -137,7 +157,7 @@ class BlockManager:
         """Start a sequence holding `num_tokens` new (unshared) tokens; return their slot mapping."""
         if seq_id in self.sequences:
             raise ValueError(f"sequence {seq_id!r} already exists")
-        needed = -(-num_tokens // self.block_size)
+        needed = self.blocks_needed(num_tokens)
         if needed > self.pool.num_free:
             raise OutOfBlocks(f"sequence {seq_id!r} needs {needed} blocks for {num_tokens} tokens, "
                               f"{self.pool.num_free} free; preempt or free a sequence")

@@ -1,0 +1,64 @@
+"""Clear a task's declared outputs before its command runs, as Bazel does: files left by an
+earlier version of the task, or by a restore or a run that was killed, are then never recorded
+as outputs of this run, and an output hardlinked to a cache blob (`restore = "hardlink"`) is
+unlinked before the command can write through it into the blob.
+
+A declared file (or symlink) is removed; a declared folder is removed whole and made again,
+empty, with its old permissions. Nothing is followed: a declared output that is a symlink loses
+the link, never its target's contents, and links inside a folder are removed as links.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+
+def _under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder + os.sep)
+
+
+def clear_outputs(root: str, declared_outputs: list[str], keep: list[str]) -> list[str]:
+    """Remove each declared output under `root`, except one that holds a path of `keep` (the
+    task's working folder and input files: those are sources, never cleared). Returns the
+    declared outputs left alone for that reason. Raises OSError when one cannot be removed."""
+    spared: list[str] = []
+    for rel in declared_outputs:
+        path = os.path.join(root, rel)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        if any(_under(kept, path) for kept in keep):
+            spared.append(rel)
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink(path)
+            continue
+        _remove_tree(path)
+        os.mkdir(path)
+        os.chmod(path, stat.S_IMODE(st.st_mode))
+    return spared
+
+
+def _remove_tree(path: str) -> None:
+    """shutil.rmtree (which never follows links), making a folder writable and readable by its
+    owner when one refuses to be emptied."""
+    import shutil
+
+    retried: set[str] = set()
+
+    def make_writable_and_retry(function, failed_path, exc_info):
+        if not isinstance(exc_info[1], PermissionError) or failed_path in retried:
+            raise exc_info[1]
+        retried.add(failed_path)
+        for folder in (os.path.dirname(failed_path), failed_path):
+            folder_st = os.lstat(folder)
+            if stat.S_ISDIR(folder_st.st_mode):
+                os.chmod(folder, stat.S_IMODE(folder_st.st_mode) | stat.S_IRWXU)
+        if stat.S_ISDIR(os.lstat(failed_path).st_mode):
+            shutil.rmtree(failed_path, onerror=make_writable_and_retry)
+        else:
+            function(failed_path)
+
+    shutil.rmtree(path, onerror=make_writable_and_retry)

@@ -1,0 +1,1 @@
+"""Tests of the test harness itself: what CI requires, and how helpers find their programs."""
