@@ -357,7 +357,9 @@ class _Restore:
             return None
         try:
             fd = os.open(".", _O_TMPFILE | os.O_WRONLY, 0o600, dir_fd=parent_fd)
-        except OSError:
+        except OSError as exc:
+            if exc.errno not in (errno.EISDIR, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL):
+                raise                            # a full or read-only disk, say: the caller names it
             _tmpfile_works = False
             return None
         try:
