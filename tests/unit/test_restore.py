@@ -5,11 +5,13 @@ existing file."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
-from nxrun.hashing import StatCache
+from nxrun.hashing import FileIndex, StatCache
 from nxrun.store import CacheEntry, OutputRecord, UnsafeEntry
 from nxrun.store import restore as restore_module
 from nxrun.store.local import LocalStore
@@ -231,3 +233,38 @@ def test_missing_folders_above_the_outputs_are_made(place):
     ws, _, store = place
     restore(ws, store, file(store, "build/gemm/k1/a.cubin"), declared=("build/gemm/k1",))
     assert (ws / "build/gemm/k1/a.cubin").read_bytes() == b"data\n"
+
+
+@pytest.fixture
+def other_file_system(tmp_path):
+    """A workspace on another file system than the cache (tmpfs /dev/shm), or a skip."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or not os.access(shm, os.W_OK) or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs a writable /dev/shm on another file system than the temp folder")
+    ws = Path(tempfile.mkdtemp(dir=shm, prefix="nxrun-ws-"))
+    yield ws
+    shutil.rmtree(ws)
+
+
+def test_with_the_cache_on_another_file_system_temp_files_stay_out_of_outputs_and_globs(tmp_path, other_file_system,
+                                                                                          monkeypatch):
+    ws, store = other_file_system, LocalStore(tmp_path / "cache")
+    folders = []
+    fill = restore_module._Restore._fill_temp
+
+    def watch(self, temp_fd, temp_name, *args):
+        folders.append(os.readlink(f"/proc/self/fd/{temp_fd}"))
+        return fill(self, temp_fd, temp_name, *args)
+
+    monkeypatch.setattr(restore_module._Restore, "_fill_temp", watch)
+    for data, mode in ((b"one\n", "auto"), (b"two\n", "auto"), (b"three\n", "hardlink")):
+        restore(ws, store, file(store, "out/data/a.txt", data), mode=mode)
+    assert folders == [str(ws / ".nxrun-tmp")] * 2
+    assert (ws / "out/data/a.txt").read_bytes() == b"three\n"
+    assert (ws / "out/data/a.txt").stat().st_mode & 0o777 == 0o444      # a read-only copy: no link across
+    assert os.listdir(ws / ".nxrun-tmp") == []
+    (ws / ".nxrun-tmp" / "4242-restore-left-by-a-kill").write_text("x")
+    (ws / "src.txt").write_text("source\n")
+    index = FileIndex(ws)
+    index.set_excluded_outputs(["out/data"])
+    assert index.files_under("") == ["src.txt"]
