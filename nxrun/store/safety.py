@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import re
 import stat
-from dataclasses import dataclass, field
 
+from .. import records as _records
 from . import CacheEntry, OutputRecord, UnsafeEntry
 
 _DIGEST = re.compile("[0-9a-f]{32}")
@@ -30,15 +30,15 @@ _SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
 _MAX_LINK_HOPS = 40          # as the kernel's limit on links followed in one path lookup
 
 
-@dataclass
+@_records.record
 class EntryLayout:
     """What restore needs from a checked entry."""
-    roots: list[str]                                   # declared outputs not inside another one
-    records: dict[str, OutputRecord]                   # by path
-    folders: set[str] = field(default_factory=set)     # paths that must be folders (dir records and
-    #                                                    every folder above a record, up to its root)
-    climbing_links: list[str] = field(default_factory=list)   # links whose target passes above a
-    #                                                    declared output on its way back into one
+    roots: list[str]                   # declared outputs not inside another one
+    records: dict[str, OutputRecord]   # by path
+    # paths that must be folders: dir records and every folder above a record, up to its root
+    folders: set[str] = _records.default_factory(set)
+    # links whose target passes above a declared output on its way back into one
+    climbing_links: list[str] = _records.default_factory(list)
 
 
 def is_plain_relative(path: object) -> bool:
