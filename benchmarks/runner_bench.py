@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -35,14 +36,22 @@ NXRUN = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "nxrun"]
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | {"NO_COLOR": "1"}
 
 
-def timed(args: list[str], cwd: Path) -> float:
+def measured(args: list[str], cwd: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one command; the CPU time (user + system, of the command and
+    every process it waited for) moves much less than wall time on a loaded, shared machine."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     result = subprocess.run(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env=ENV)
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed in {cwd}:\n{result.stderr}")
-    return elapsed
+    return elapsed, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def timed(args: list[str], cwd: Path) -> float:
+    return measured(args, cwd)[0]
 
 
 def bench_tree(tasks: int, repeat: int, parallel: int, base: Path) -> dict[str, float]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .bench_results import bench_rows, extract_figures, headline, read_documents
 from .graph import TaskGraph
-from .graph_view import depths
+from .graph_view import by_project, depths, in_order
 from .history import diff_explain
 
 COLUMN_WIDTH = 260
@@ -102,16 +102,14 @@ def layout(graph: TaskGraph, selected: list[str]) -> tuple[dict[str, tuple[int, 
     """Node positions (x, y) and project lanes: columns by depth, one lane per project, rows within a
     column ordered by the mean row of each task's dependencies (fewer crossings)."""
     depth = depths(graph, selected)
-    projects = sorted({graph.tasks[t].project for t in selected})
     positions: dict[str, tuple[int, int]] = {}
     lanes = []
     row_of: dict[str, float] = {}
     top = 0
-    for project in projects:
+    for project, project_tasks in by_project(graph, selected).items():
         columns: dict[int, list[str]] = {}
-        for task_id in selected:
-            if graph.tasks[task_id].project == project:
-                columns.setdefault(depth[task_id], []).append(task_id)
+        for task_id in project_tasks:
+            columns.setdefault(depth[task_id], []).append(task_id)
         rows = max(len(c) for c in columns.values())
         for column_depth in sorted(columns):
             members = columns[column_depth]
@@ -133,7 +131,7 @@ def layout(graph: TaskGraph, selected: list[str]) -> tuple[dict[str, tuple[int, 
 def page_data(obj, ids: list[str] | None, affected_base: str | None) -> dict:
     """Everything the page shows, as one JSON-ready dict."""
     graph = obj.graph
-    selected = list(graph.order) if ids is None else [t for t in graph.order if t in set(ids)]
+    selected = in_order(graph, ids)
     index = {task_id: i for i, task_id in enumerate(selected)}
     depth = depths(graph, selected)
     positions, lanes = layout(graph, selected)
