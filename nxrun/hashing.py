@@ -322,7 +322,7 @@ class FileIndex:
                 for entry in entries:
                     rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
                     if entry.is_dir(follow_symlinks=False):
-                        if rel in self.excluded_dirs or entry.name in (".git",):
+                        if rel in self.excluded_dirs or entry.name in (".git", ".nxrun-tmp"):   # restore's temp folders
                             continue
                         if inside_output or rel in outputs:
                             continue

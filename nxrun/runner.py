@@ -35,6 +35,7 @@ from .store import CacheEntry, CorruptBlob, UnsafeEntry
 from .store.capture import LogCapture, digest_of_records, scan_outputs
 from .store.local import LocalStore
 from .store.restore import restore_entry
+from .store.safety import check_entry
 from .task_locks import TaskLocks
 
 AGGREGATE = "aggregate"
@@ -504,7 +505,7 @@ class Runner:
             self.input_memo.writing_started(forget=False)
             try:
                 written = restore_entry(entry, self.store, self.root, task.outputs, self.stat_cache,
-                                        self.workspace.restore)
+                                        self.workspace.restore, origin=origin)
             finally:
                 self.input_memo.writing_ended(changed=written != 0)
             return None
@@ -672,12 +673,17 @@ class Runner:
                     etag=etag, task_id=task.id, outputs=records, declared_outputs=list(task.outputs),
                     outputs_digest=digest, log_digest=log_digest, exit_code=0, duration=duration,
                     created=time.time(), runtime_facts=self._public_facts(), explain=record.explain)
+                check_entry(entry, task.outputs)     # what a hit could not restore is not stored
                 self.store.put_entry(entry, defer=True)
                 if self.remote is not None:
                     self.remote.upload(entry, self.store)
             except (OSError, sqlite3.Error) as exc:
                 if not self.store.writes_off:   # else the store has said once that caching is off
                     self._warn(f"{task.id}: could not write its cache entry ({exc}); it will run again next time.")
+                note = "not cached"
+            except UnsafeEntry as exc:
+                self._warn(f"{exc}: a cache hit would refuse to restore it, so it is not cached ({task.source}). "
+                           "Keep links inside the task's declared outputs.")
                 note = "not cached"
         record.status = "miss"
         record.duration = time.monotonic() - tick

@@ -5,6 +5,8 @@ workspace, and the task runs instead."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -145,3 +147,77 @@ def test_tampered_signed_manifest_is_a_miss(remote, tmp_path):
     _assert_rerun_cleanly(a, b, result)
     assert result.ran == ["gen:data"]
     assert "signature does not match" in result.stderr
+
+
+def _chain(depth: int) -> list[dict]:
+    """out/data/l0 -> .., l1 -> l0/.., ...: each link climbs one folder more, through the one before
+    (l1 is the workspace root, l2 the folder above it)."""
+    links = [{"path": "out/data/l0", "kind": "symlink", "digest": None, "size": 0, "mode": 0o777, "target": ".."}]
+    for i in range(1, depth + 1):
+        links.append({"path": f"out/data/l{i}", "kind": "symlink", "digest": None, "size": 0, "mode": 0o777,
+                      "target": f"l{i - 1}/.."})
+    return links
+
+
+CHAINS = {
+    "above the workspace": (2, "l2/planted.txt", 0o644),
+    "git hook": (1, "l1/.git/hooks/pre-commit", 0o755),
+    "nxrun.toml": (1, "l1/nxrun.toml", 0o644),
+}
+
+
+@pytest.mark.parametrize("order", ["links first", "file first"])
+@pytest.mark.parametrize("aim", list(CHAINS))
+def test_entry_writing_through_a_chain_of_its_own_links_is_rejected(remote, uploaded, tmp_path, aim, order):
+    key, manifest = _entry_of(remote, "gen:data")
+    depth, planted, mode = CHAINS[aim]
+    script = _record(manifest, "out/data/run.sh")        # an executable blob that exists on the remote
+    file_record = dict(script, path=f"out/data/{planted}", mode=mode)
+    records = _chain(depth) + [file_record] if order == "links first" else [file_record] + _chain(depth)
+    manifest["outputs"] = records + manifest["outputs"]
+    remote.put(key, json.dumps(manifest).encode())
+    b = fresh_clone(uploaded, tmp_path / "machines" / "b")
+    (b / ".git" / "hooks").mkdir(parents=True)
+    outputs = [b / "out", b / ".nxrun", b / "runlog"]
+    before = _outside(tmp_path / "machines", outputs)
+    result = nxrun(b, "run", "gen:report", "--json", endpoint=remote.endpoint)
+    _assert_rerun_cleanly(uploaded, b, result)
+    assert "from 'trusted' rejected: gen:data: " in result.stderr
+    assert "the task will run instead" in result.stderr
+    assert result.summary["remote"]["rejected"] == 1
+    assert _outside(tmp_path / "machines", outputs) == before
+    assert not (b / ".git" / "hooks" / "pre-commit").exists()
+    assert (b / "nxrun.toml").read_text() == (uploaded / "nxrun.toml").read_text()
+    assert not list((tmp_path / "machines").glob("planted*"))
+
+
+def test_remote_entry_is_not_written_through_a_link_above_the_outputs(remote, uploaded, tmp_path):
+    b = fresh_clone(uploaded, tmp_path / "b")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (b / "out").symlink_to(elsewhere)                  # a link this machine made above the outputs
+    result = nxrun(b, "run", "gen:data", "--json", endpoint=remote.endpoint)
+    assert result.returncode == 0, result.stderr
+    assert "'out', a folder above a declared output, is a link on this machine" in result.stdout + result.stderr
+    assert result.ran == ["gen:data"]                  # the task ran instead (and wrote through its link)
+    assert (elsewhere / "data" / "a.txt").read_text() == "SOME INPUT\n"
+
+
+def _outside(top, skip) -> dict[str, tuple]:
+    """Everything under `top` but `skip`: kind, mode and contents or link target."""
+    found = {}
+    for current, dirs, files in os.walk(top):
+        here = Path(current)
+        dirs[:] = [d for d in dirs if here / d not in skip]
+        for name in dirs + files:
+            path = here / name
+            if path in skip:
+                continue
+            rel = path.relative_to(top).as_posix()
+            if path.is_symlink():
+                found[rel] = ("link", os.readlink(path))
+            elif path.is_dir():
+                found[rel] = ("dir", path.stat().st_mode)
+            else:
+                found[rel] = ("file", path.stat().st_mode, path.read_bytes())
+    return found
