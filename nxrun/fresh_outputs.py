@@ -5,7 +5,11 @@ unlinked before the command can write through it into the blob.
 
 A declared file (or symlink) is removed; a declared folder is removed whole and made again,
 empty, with its old permissions. Nothing is followed: a declared output that is a symlink loses
-the link, never its target's contents, and links inside a folder are removed as links.
+the link, never its target's contents, and links inside a folder are removed as links. A declared
+output whose parent folders lead through a symlink (`ext/gen` with `ext -> /elsewhere`, or
+`data/gen` with `data -> src`) is left alone: clearing it would delete what lies at the link's
+target, outside the workspace or among the task's sources. An output holding an input or the
+task's working folder is left alone too, also when the input is named through a symlinked folder.
 """
 
 from __future__ import annotations
@@ -18,19 +22,42 @@ def _under(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder + os.sep)
 
 
-def clear_outputs(root: str, declared_outputs: list[str], keep: list[str]) -> list[str]:
-    """Remove each declared output under `root`, except one that holds a path of `keep` (the
-    task's working folder and input files: those are sources, never cleared). Returns the
-    declared outputs left alone for that reason. Raises OSError when one cannot be removed."""
-    spared: list[str] = []
+# why clear_outputs left a declared output alone
+HOLDS_A_SOURCE = "is or holds one of the task's inputs or its working folder"
+LINKED_PARENT = "lies under a symlinked folder"
+
+
+def clear_outputs(root: str, declared_outputs: list[str], keep: list[str]) -> list[tuple[str, str]]:
+    """Remove each declared output under `root` (workspace-relative, normalised), except one that
+    holds a path of `keep` (the task's working folder and input files: those are sources, never
+    cleared) and one reached through a symlinked folder. Returns (output, why) for each declared
+    output left alone (HOLDS_A_SOURCE or LINKED_PARENT). Raises OSError when one cannot be
+    removed."""
+    spared: list[tuple[str, str]] = []
+    real_root = os.path.realpath(root)
+    real_folders: dict[str, str] = {}
+
+    def real_folder(folder: str) -> str:
+        # a folder's real path, once per folder: inputs share few folders
+        if folder not in real_folders:
+            real_folders[folder] = os.path.realpath(folder)
+        return real_folders[folder]
+
     for rel in declared_outputs:
         path = os.path.join(root, rel)
         try:
             st = os.lstat(path)
         except FileNotFoundError:
             continue
-        if any(_under(kept, path) for kept in keep):
-            spared.append(rel)
+        # with no symlink among its parents, the output's real path is the lexical one
+        if real_folder(os.path.dirname(path)) != os.path.dirname(os.path.join(real_root, rel)):
+            spared.append((rel, LINKED_PARENT))
+            continue
+        real_path = os.path.join(real_root, rel)
+        if any(_under(kept, path) or _under(os.path.join(real_folder(os.path.dirname(kept)),
+                                                         os.path.basename(kept)), real_path)
+               for kept in keep):
+            spared.append((rel, HOLDS_A_SOURCE))
             continue
         if not stat.S_ISDIR(st.st_mode):
             os.unlink(path)

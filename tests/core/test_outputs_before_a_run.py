@@ -5,6 +5,7 @@ the declared outputs while clearing them."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -118,3 +119,32 @@ def test_an_output_folder_holding_an_input_is_not_cleared(ws: Workspace):
     ws.write("v.txt", "2")
     ws.run_json("p:t")
     assert ws.read("gen/template.txt") == "template\n" and ws.read("gen/made.txt") == "template\n2"
+
+
+def test_clearing_never_reaches_through_a_linked_parent_folder(ws: Workspace, tmp_path: Path):
+    """A declared output under a symlinked folder (`ext/gen` with `ext -> /elsewhere`, or `data/gen`
+    with `data -> src`, an input folder) is not cleared: that would delete files outside the
+    workspace, or the task's own inputs."""
+    outside = tmp_path / "outside"
+    (outside / "gen").mkdir(parents=True)
+    (outside / "gen/precious.txt").write_text("not the workspace's\n")
+    os.symlink(outside, ws.root / "ext")
+    ws.write("src/gen/input.txt", "an input\n")
+    os.symlink("src", ws.root / "data")
+    ws.write("nxrun.toml", """
+        [projects.p.targets.outside]
+        command = "echo made > ext/gen/made.txt"
+        inputs  = ["nxrun.toml"]
+        outputs = ["ext/gen"]
+
+        [projects.p.targets.input]
+        command = "cat src/gen/input.txt > data/gen/made.txt"
+        inputs  = ["src/**"]
+        outputs = ["data/gen"]
+    """)
+    summary = ws.nxrun("run", "--json", "p:outside", "p:input")
+    assert (outside / "gen/precious.txt").read_text() == "not the workspace's\n"
+    assert ws.read("src/gen/input.txt") == "an input\n"
+    warnings = json.loads(summary.stdout)["warnings"]
+    for output in ("ext/gen", "data/gen"):
+        assert [w for w in warnings if f"'{output}'" in w and "symlink" in w], warnings
