@@ -50,7 +50,7 @@ class TaskLocks:
 
     def __init__(self, cache_dir: Path, root: Path, on_broken=None):
         self.folder = Path(cache_dir) / "locks"
-        self.path = self.folder / xxhash.xxh3_128_hexdigest(os.path.realpath(root).encode())
+        self.path = self.folder / xxhash.xxh3_128_hexdigest(os.fsencode(os.path.realpath(root)))
         self.on_broken = on_broken
         self.broken: OSError | None = None
         self._fd: int | None = None

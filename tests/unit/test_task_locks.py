@@ -4,6 +4,7 @@ that a stopping run cuts short, and locks that degrade to a warning where lockin
 from __future__ import annotations
 
 import subprocess
+import os
 import sys
 import threading
 from pathlib import Path
@@ -71,3 +72,12 @@ def test_task_locks_grant_everything_and_say_so_once_where_locking_is_impossible
     locks.release("p:a")
     locks.close()
     assert len(errors) == 1 and isinstance(errors[0], OSError)
+
+
+def test_task_locks_of_a_workspace_whose_path_is_not_utf8(tmp_path: Path):
+    # a folder name of raw bytes (Latin-1 é): Python holds it with a surrogate escape
+    root = tmp_path / os.fsdecode(b"ws \xe9")
+    root.mkdir()
+    locks = TaskLocks(tmp_path / "cache", root)
+    assert locks.try_acquire("p:t")
+    locks.close()
