@@ -607,7 +607,7 @@ class Runner:
                 from .task_process import TaskProcesses
 
                 self._task_processes = TaskProcesses(self._interrupted,
-                                                     watchdog_holds=self.task_locks.inheritable_fd)
+                                                     watchdog_holds=self.task_locks.inheritable_fds)
             return self._task_processes
 
     def _clear_outputs(self, task: Task, cwd, inputs: InputStats) -> str | None:
