@@ -9,7 +9,10 @@ the link, never its target's contents, and links inside a folder are removed as 
 output whose parent folders lead through a symlink (`ext/gen` with `ext -> /elsewhere`, or
 `data/gen` with `data -> src`) is left alone: clearing it would delete what lies at the link's
 target, outside the workspace or among the task's sources. An output holding an input or the
-task's working folder is left alone too, also when the input is named through a symlinked folder.
+task's working folder is left alone too, also when the input is named through a symlinked folder;
+its temp files of a killed restore are still removed, and with `unshare` its files that have other
+hard links (a cache blob's, after a hardlink restore) are replaced by private copies first, so
+that a command rewriting one never writes into the blob.
 """
 
 from __future__ import annotations
@@ -27,12 +30,14 @@ HOLDS_A_SOURCE = "is or holds one of the task's inputs or its working folder"
 LINKED_PARENT = "lies under a symlinked folder"
 
 
-def clear_outputs(root: str, declared_outputs: list[str], keep: list[str]) -> list[tuple[str, str]]:
+def clear_outputs(root: str, declared_outputs: list[str], keep: list[str],
+                  unshare: bool = False) -> list[tuple[str, str]]:
     """Remove each declared output under `root` (workspace-relative, normalised), except one that
     holds a path of `keep` (the task's working folder and input files: those are sources, never
     cleared) and one reached through a symlinked folder. Returns (output, why) for each declared
-    output left alone (HOLDS_A_SOURCE or LINKED_PARENT). Raises OSError when one cannot be
-    removed."""
+    output left alone (HOLDS_A_SOURCE or LINKED_PARENT); one left alone for HOLDS_A_SOURCE still
+    loses the temp files of a killed restore, and with `unshare` (the workspace restores by
+    hardlink) its files that have other hard links become private copies. Raises OSError when one cannot be removed or copied."""
     spared: list[tuple[str, str]] = []
     real_root = os.path.realpath(root)
     real_folders: dict[str, str] = {}
@@ -58,6 +63,7 @@ def clear_outputs(root: str, declared_outputs: list[str], keep: list[str]) -> li
                                                          os.path.basename(kept)), real_path)
                for kept in keep):
             spared.append((rel, HOLDS_A_SOURCE))
+            _tidy_spared(path, st, unshare)
             continue
         if not stat.S_ISDIR(st.st_mode):
             os.unlink(path)
@@ -66,6 +72,51 @@ def clear_outputs(root: str, declared_outputs: list[str], keep: list[str]) -> li
         os.mkdir(path)
         os.chmod(path, stat.S_IMODE(st.st_mode))
     return spared
+
+
+def _is_nxrun_temp(name: str) -> bool:
+    """A temp file of a restore (or of _private_copy): `.nxrun-<24 hex digits>.tmp`."""
+    return len(name) == 35 and name.startswith(".nxrun-") and name.endswith(".tmp") and \
+        all(c in "0123456789abcdef" for c in name[7:31])
+
+
+def _tidy_spared(path: str, st: os.stat_result, unshare: bool) -> None:
+    """In an output left alone because it holds sources: remove the temp files a killed restore
+    left (else the run would record them as outputs), and with `unshare` replace each regular file
+    that has other hard links with a copy of its own (same content and mode). Never follows a
+    link."""
+    if stat.S_ISREG(st.st_mode):
+        if unshare and st.st_nlink > 1:
+            _private_copy(path, st)
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        return
+    for folder, _dirs, files in os.walk(path):   # os.walk does not follow links to folders
+        for name in files:
+            file_path = os.path.join(folder, name)
+            if _is_nxrun_temp(name):
+                os.unlink(file_path)
+                continue
+            if unshare:
+                file_st = os.lstat(file_path)
+                if stat.S_ISREG(file_st.st_mode) and file_st.st_nlink > 1:
+                    _private_copy(file_path, file_st)
+
+
+def _private_copy(path: str, st: os.stat_result) -> None:
+    import shutil
+
+    temp = os.path.join(os.path.dirname(path), f".nxrun-{os.urandom(12).hex()}.tmp")
+    try:
+        shutil.copyfile(path, temp)
+        os.chmod(temp, stat.S_IMODE(st.st_mode))
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
 
 
 def _remove_tree(path: str) -> None:

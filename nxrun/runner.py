@@ -617,7 +617,8 @@ class Runner:
         from .fresh_outputs import LINKED_PARENT, clear_outputs
 
         try:
-            spared = clear_outputs(str(self.root), task.outputs, keep=[str(cwd)] + [p for p, _, _ in inputs])
+            spared = clear_outputs(str(self.root), task.outputs, keep=[str(cwd)] + [p for p, _, _ in inputs],
+                                   unshare=self.workspace.restore == "hardlink")
         except OSError as exc:
             return (f"could not clear its declared outputs before running ({exc}); remove them by hand or fix "
                     "their permissions.")
