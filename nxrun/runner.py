@@ -609,24 +609,25 @@ class Runner:
                 from .task_process import TaskProcesses
 
                 self._task_processes = TaskProcesses(self._interrupted,
-                                                     watchdog_holds=self.task_locks.inheritable_fd)
+                                                     watchdog_holds=self.task_locks.inheritable_fds)
             return self._task_processes
 
     def _clear_outputs(self, task: Task, cwd, inputs: InputStats) -> str | None:
         """Remove the task's declared outputs before its command runs; why not, when that failed."""
         if not task.outputs:
             return None
-        from .fresh_outputs import clear_outputs
+        from .fresh_outputs import LINKED_PARENT, clear_outputs
 
         try:
-            spared = clear_outputs(str(self.root), task.outputs, keep=[str(cwd)] + [p for p, _, _ in inputs])
+            spared = clear_outputs(str(self.root), task.outputs, keep=[str(cwd)] + [p for p, _, _ in inputs],
+                                   unshare=self.workspace.restore == "hardlink")
         except OSError as exc:
             return (f"could not clear its declared outputs before running ({exc}); remove them by hand or fix "
                     "their permissions.")
-        for rel in spared:
-            self._warn(f"{task.id}: declared output '{rel}' is or holds one of the task's inputs or its working "
-                       f"folder, so it is not cleared before the run ({task.source}); keep sources out of declared "
-                       "outputs.")
+        for rel, why in spared:
+            fix = "declare it by its real path" if why == LINKED_PARENT else "keep sources out of declared outputs"
+            self._warn(f"{task.id}: declared output '{rel}' {why}, so it is not cleared before the run "
+                       f"({task.source}); {fix}.")
         return None
 
     def _fail(self, task: Task, record: TaskRecord, tick: float, reason: str, etag: str | None) -> TaskResult:
