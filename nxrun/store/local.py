@@ -26,6 +26,7 @@ import functools
 import json
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -92,7 +93,7 @@ class LocalStore:
         self._deferred_since = 0.0
         self._prefetched: dict[str, tuple] = {}   # etag -> (task_id, hit, last_used), see prefetch_hits
         self._index_lock: int | None = None       # fd of index.lock, held shared while _conn is open
-        self._index_id: tuple[int, int] | None = None   # (st_dev, st_ino) of the index _conn opened
+        self._index_id: tuple[int, int, str] | None = None   # _index_file_id() of the index _conn opened
         self._warn: Callable[[str], None] | None = None  # where warnings go (stderr when None)
         self._degrade = False                # a run: see uncached_on_disk_problems
         self.unusable: str | None = None     # why this run cannot use the cache at all (runs only)
@@ -144,10 +145,14 @@ class LocalStore:
         if not locked:
             self._lock_index(fcntl.LOCK_SH)
         try:
+            self._index_id = self._index_file_id()
+            if self._index_id is not None and self._index_id[2] != "file":
+                # SQLite would fail with "unable to open" (read as a disk problem nothing frees) or
+                # follow a dangling link to make its target: damage, moved aside like any other
+                raise sqlite3.DatabaseError(f"file is not a database: it is {self._index_id[2]}")
             conn = sqlite3.connect(self.db_path, timeout=60, check_same_thread=False, isolation_level=None)
             try:
-                st = os.stat(self.db_path)
-                self._index_id = (st.st_dev, st.st_ino)
+                self._index_id = self._index_file_id()
                 conn.execute("PRAGMA busy_timeout = 60000")
                 version = _retry_locked(lambda: conn.execute("PRAGMA user_version").fetchone()[0])
                 if version != SCHEMA_VERSION:
@@ -160,6 +165,24 @@ class LocalStore:
             self._unlock_index()
             raise
         return conn
+
+    def _index_file_id(self) -> tuple[int, int, str] | None:
+        """(st_dev, st_ino, what it is) of index.db, following a link to a file; "file" for a
+        regular file, else a description (a folder, a dangling symlink, ...); None when absent."""
+        try:
+            st = os.stat(self.db_path)
+        except FileNotFoundError:
+            try:
+                st = os.lstat(self.db_path)
+            except FileNotFoundError:
+                return None
+            return (st.st_dev, st.st_ino, "a dangling symlink")
+        except OSError as exc:          # a link loop, say
+            st = os.lstat(self.db_path)
+            return (st.st_dev, st.st_ino, f"a symlink that cannot be followed ({exc.strerror or exc})")
+        if stat.S_ISREG(st.st_mode):
+            return (st.st_dev, st.st_ino, "file")
+        return (st.st_dev, st.st_ino, "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file")
 
     def _lock_index(self, kind: int, blocking: bool = True) -> None:
         """Take index.lock (shared while a connection is open; exclusive to replace the index)."""
@@ -275,11 +298,7 @@ class LocalStore:
                          "processes using it to finish, to rebuild it...")
             self._lock_index(fcntl.LOCK_EX)
         try:
-            try:
-                st = os.stat(self.db_path)
-                current = (st.st_dev, st.st_ino)
-            except FileNotFoundError:
-                current = None
+            current = self._index_file_id()
             if current is None or current != self._index_id:
                 self._conn = self._open(locked=True)   # another process rebuilt it already
                 return
