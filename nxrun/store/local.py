@@ -344,6 +344,9 @@ class LocalStore:
                 conn.execute("COMMIT")
                 return
             if version in (4, 7):
+                # what the upgrade removes must not stay in free pages or old cells of the file:
+                # SQLite builds differ in whether they overwrite deleted content by default
+                conn.execute("PRAGMA secure_delete = ON")
                 if version == 4:
                     _migrate_from_4(db, conn)
                 _migrate_from_7(db, conn)
