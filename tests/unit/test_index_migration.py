@@ -29,7 +29,7 @@ def sqlite_without_secure_delete(monkeypatch):
 
 def _layout_7_index(cache_dir) -> None:
     store = LocalStore(cache_dir)
-    store.conn    # the current layout, made
+    store.read("SELECT 1")    # the current layout, made
     store.close()
     conn = sqlite3.connect(cache_dir / "index.db", isolation_level=None)
     conn.execute("PRAGMA secure_delete = OFF")
