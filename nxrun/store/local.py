@@ -758,19 +758,31 @@ class LocalStore:
         fresh = os.urandom(32)
         self._publish_key("cache", fresh, replace=False)
         deadline = time.monotonic() + 5
-        while (key := self.read_key("cache")) is None and time.monotonic() < deadline:
+        while (key := self.read_key("cache")) is None and self._key_being_written("cache") \
+                and time.monotonic() < deadline:
             time.sleep(0.01)        # a file system without hard links: the winner is still writing it
-        if key is None:             # left empty by a process that died writing it: start again
+        if key is None:             # left empty by a process that died writing it, or not a key: start again
             self._publish_key("cache", fresh, replace=True)
             key = fresh
         return key
+
+    def _key_being_written(self, name: str) -> bool:
+        """Whether `keys/<name>` is a regular file shorter than a key: on a file system without
+        hard links, a concurrent first run may still be writing it. Anything else in its place
+        (a symlink, a fifo, a folder, a full-length file that is no key) will never become one."""
+        try:
+            st = os.lstat(self.keys_dir / name)
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode) and st.st_size < 65
 
     def read_key(self, name: str) -> bytes | None:
         """A key kept in `keys/<name>`, or None (missing or malformed). NxrunError when this user
         may not read it (a cache several users share needs NXRUN_ENV_KEY instead)."""
         path = self.keys_dir / name
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            # never blocks: a fifo in its place would wait for a writer
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
         except PermissionError:
@@ -780,6 +792,8 @@ class LocalStore:
         except OSError:             # a symlink put in its place, say: not a key of ours
             return None
         with open(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
             text = handle.read(200).strip()
         try:
             key = bytes.fromhex(text.decode("ascii"))
