@@ -176,6 +176,33 @@ class RemoteCache:
         if self.breaker.record_success(lost):
             self._warn_outage(TimeoutError(f"answers took over {SLOW_ANSWER:.0f}s"), slow=True)
 
+    def _bounded(self, operation, args: tuple):
+        """operation(*args) in a thread of its own, given connect-timeout + read-timeout + 1 s in
+        all: the timeouts bound each wait for a byte, not the answer, and a server that sends one
+        byte of it just before each read timeout would hold the run for as long as it likes.
+        Past the limit, RemoteUnavailable; the request is left to end on its own (a daemon thread:
+        it holds neither the run nor its exit)."""
+        limit = getattr(self.backend, "connect_timeout", CONNECT_TIMEOUT) + \
+            getattr(self.backend, "read_timeout", READ_TIMEOUT) + 1.0
+        outcome: list = []
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                outcome.append((True, operation(*args)))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                outcome.append((False, exc))
+            finally:
+                done.set()
+
+        threading.Thread(target=call, name="nxrun-remote-request", daemon=True).start()
+        if not done.wait(limit):
+            raise RemoteUnavailable(f"no complete answer within {limit:.0f}s")
+        succeeded, value = outcome[0]
+        if not succeeded:
+            raise value
+        return value
+
     def _request(self, operation, *args, writing: bool = False, transfer: bool = False):
         """Run one backend request through the breaker; _Skipped when it was not attempted.
 
@@ -190,7 +217,7 @@ class RemoteCache:
             raise _Skipped()
         started = time.monotonic()
         try:
-            result = operation(*args)
+            result = operation(*args) if transfer else self._bounded(operation, args)
         except RemoteUnavailable as exc:
             self._count("errors")
             if self.required:
@@ -295,7 +322,7 @@ class RemoteCache:
             raise _Skipped()
         started = time.monotonic()
         try:
-            result = operation(*args)
+            result = self._bounded(operation, args)
         except RemoteUnavailable as exc:
             self._count("errors")
             if self.breaker.record_failure(time.monotonic() - started):

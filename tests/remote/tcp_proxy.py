@@ -1,8 +1,9 @@
 """A tiny TCP proxy in front of the S3 server that a test can turn bad at any moment: `hang`
 (connections stay open, nothing comes back: a stalled server), `reset` (every connection is
-closed at once: a server that went away) or `slow` (every piece of an answer is held back
-`slow_delay` seconds: a server that answers, just before the client's read timeout). A task
-command can flip it by creating a flag file.
+closed at once: a server that went away), `slow` (every piece of an answer is held back
+`slow_delay` seconds: a server that answers, just before the client's read timeout) or `trickle`
+(answers come one byte every `slow_delay` seconds: no read ever times out, no answer ever ends).
+A task command can flip it by creating a flag file.
 """
 
 from __future__ import annotations
@@ -32,13 +33,13 @@ class FlakyProxy:
 
     @property
     def mode(self) -> str:
-        for mode in ("hang", "reset", "slow"):
+        for mode in ("hang", "reset", "slow", "trickle"):
             if (self.flag_dir / mode).exists():
                 return mode
         return "pass"
 
     def set_mode(self, mode: str) -> None:
-        for name in ("hang", "reset", "slow"):
+        for name in ("hang", "reset", "slow", "trickle"):
             (self.flag_dir / name).unlink(missing_ok=True)
         if mode != "pass":
             (self.flag_dir / mode).touch()
@@ -94,6 +95,11 @@ class FlakyProxy:
                     continue          # swallow: the other side waits for an answer that never comes
                 if mode == "slow" and answers:
                     time.sleep(self.slow_delay)
+                if mode == "trickle" and answers:
+                    for index in range(len(data)):
+                        time.sleep(self.slow_delay)
+                        destination.sendall(data[index:index + 1])
+                    continue
                 destination.sendall(data)
         except OSError:
             pass
