@@ -174,10 +174,11 @@ def _check_output_owners(workspace: Workspace, tasks: dict[str, Task]) -> None:
     )
 
 
-def check_linked_output_owners(root: Path, tasks: Iterable[Task]) -> None:
+def check_linked_output_owners(root: Path, tasks: Iterable[Task], reserved: dict[str, str] | None = None) -> None:
     """One owner per output path on disk too: a symlinked folder on an output's way (`via -> out`)
-    can put one task's output inside another's, which the config check, comparing paths as
-    written, cannot see. ConfigError naming both tasks and the link.
+    can put one task's output inside another's, or inside a path nxrun itself owns (`reserved`:
+    absolute path -> what it is, e.g. the cache folder, .git, config files), which the config
+    check, comparing paths as written, cannot see. ConfigError naming the tasks and the link.
 
     Cheap when nothing is linked: one lstat per distinct folder above an output, and only when one
     of them is a symlink are the outputs resolved and compared where they really are."""
@@ -219,22 +220,34 @@ def check_linked_output_owners(root: Path, tasks: Iterable[Task]) -> None:
             else:
                 where = os.path.join(root_real, path)
             real[(where.replace(os.sep, "/"), task.id)] = path
+    for where, what in (reserved or {}).items():
+        real[(os.path.realpath(where).replace(os.sep, "/"), what)] = what
     clash = first_output_overlap(real)
     if clash is None:
         return
-    (outer_real, outer_id), (inner_real, inner_id) = clash
     by_id = {t.id: t for t in tasks}
-    outer, inner = by_id[outer_id], by_id[inner_id]
+    (outer_real, outer_id), (inner_real, inner_id) = clash
     outer_path, inner_path = real[(outer_real, outer_id)], real[(inner_real, inner_id)]
     through = [f"'{links[p]}' -> {os.readlink(os.path.join(root_real, links[p]))!r}"
                for p in dict.fromkeys((outer_path, inner_path)) if p in links]
+    link_text = f"through the symlinked folder {' and '.join(through)}"
+    if outer_id not in by_id or inner_id not in by_id:
+        task_id, what = (inner_id, outer_id) if outer_id not in by_id else (outer_id, inner_id)
+        task = by_id[task_id]
+        path = real[(inner_real, inner_id) if task_id == inner_id else (outer_real, outer_id)]
+        raise ConfigError(
+            f"{task.source}: output {path!r} of '{task.id}' is, holds or lies in {what} on disk, {link_text}. "
+            "Clearing or restoring the output would delete or rewrite it. Choose an output path that no "
+            "link leads there, or remove the link."
+        )
+    outer, inner = by_id[outer_id], by_id[inner_id]
     relation = "the same path as" if outer_real == inner_real else "a path inside"
     raise ConfigError(
         f"{inner.source}: tasks '{outer.id}' ({outer.source}) and '{inner.id}' ({inner.source}) claim the same "
         f"files: the output {inner_path!r} of '{inner.id}' is {relation} the output {outer_path!r} of "
-        f"'{outer.id}' on disk, through the symlinked folder {' and '.join(through)}. A path has one owner: "
-        "otherwise restoring or cleaning one task's outputs deletes or overwrites the other's, while both "
-        "report hits. Give each task an output path that no link leads into another's, or remove the link."
+        f"'{outer.id}' on disk, {link_text}. A path has one owner: otherwise restoring or cleaning one task's "
+        "outputs deletes or overwrites the other's, while both report hits. Give each task an output path "
+        "that no link leads into another's, or remove the link."
     )
 
 

@@ -243,3 +243,35 @@ def test_an_output_folder_linked_to_another_disk_still_works(ws: Workspace, tmp_
     assert ws.statuses(ws.run_json("p:a", "p:b")) == {"p:a": "miss", "p:b": "miss"}
     assert (outside / "b").read_text() == "b\n"
     assert ws.statuses(ws.run_json("p:a", "p:b")) == {"p:a": "local-hit", "p:b": "local-hit"}
+
+
+@pytest.mark.parametrize("link, output, owner", [
+    (".nxrun", "via/blobs", "the nxrun cache folder"),
+    (".git", "via/hooks", ".git"),
+    (".", "via/nxrun.toml", "nxrun.toml"),
+])
+def test_an_output_a_symlinked_folder_leads_into_the_cache_git_or_a_config_file_is_refused(
+        ws: Workspace, link: str, output: str, owner: str):
+    """`via -> .nxrun` with the output via/blobs: clearing the output before the run deleted every
+    blob of the cache; `via -> .git` let a task's restore write hooks."""
+    ws.write("nxrun.toml", f"""
+        [projects.p.targets.s]
+        command = "echo s > s.txt"
+        inputs  = []
+        outputs = ["s.txt"]
+        [projects.p.targets.t]
+        command = "mkdir -p {output} && echo t > {output}/x"
+        inputs  = []
+        outputs = ["{output}"]
+    """)
+    ws.run_json("p:s")
+    (ws.root / ".git" / "hooks").mkdir(parents=True)
+    blobs = sorted(p.name for p in (ws.root / ".nxrun" / "blobs").rglob("*"))
+    (ws.root / "via").symlink_to(link)
+    result = ws.nxrun("run", "p:t")
+    text = result.stdout + result.stderr
+    assert result.returncode == 2 and "Traceback" not in text, text
+    assert owner in text and "'via'" in text and "p:t" in text, text
+    assert sorted(p.name for p in (ws.root / ".nxrun" / "blobs").rglob("*")) == blobs
+    assert list((ws.root / ".git" / "hooks").iterdir()) == []
+    assert "[projects.p.targets.t]" in ws.read("nxrun.toml")
