@@ -25,7 +25,7 @@ from collections import deque
 
 from .console import Console
 from .errors import NxrunError
-from .graph import Task, TaskGraph
+from .graph import Task, TaskGraph, check_linked_output_owners
 from .hashing import StatCache, TaskHasher, digest_text, etag_of
 from .history import RunRecord, TaskRecord, save_run
 from .input_check import InputStats, RecordingStatCache, compact, first_changed
@@ -209,6 +209,10 @@ class Runner:
         started = time.time()
         wall = time.monotonic()
         selected = list(requested) if self.options.only else self.graph.with_dependencies(requested)
+        workspace = self.graph.workspace
+        reserved = {str(workspace.cache_dir): "the nxrun cache folder", str(self.root / ".git"): ".git",
+                    **{str(path): f"the config file {path.name}" for path in workspace.config_files}}
+        check_linked_output_owners(self.root, self.graph.tasks.values(), reserved)
         digests: dict[str, str | None] = {}
         waiting = f"waiting for a `nxrun cache prune`, `clear` or `verify` of {self.store.cache_dir} to finish..."
         with self.store.in_use(on_wait=lambda: self.console.warn(waiting)), _TerminateAsInterrupt():
