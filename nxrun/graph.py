@@ -174,6 +174,83 @@ def _check_output_owners(workspace: Workspace, tasks: dict[str, Task]) -> None:
     )
 
 
+def check_linked_output_owners(root: Path, tasks: Iterable[Task], reserved: dict[str, str] | None = None) -> None:
+    """One owner per output path on disk too: a symlinked folder on an output's way (`via -> out`)
+    can put one task's output inside another's, or inside a path nxrun itself owns (`reserved`:
+    absolute path -> what it is, e.g. the cache folder, .git, config files), which the config
+    check, comparing paths as written, cannot see. ConfigError naming the tasks and the link.
+
+    Cheap when nothing is linked: one lstat per distinct folder above an output, and only when one
+    of them is a symlink are the outputs resolved and compared where they really are."""
+    root_real = os.path.realpath(root)
+    is_link: dict[str, bool] = {}      # workspace-relative folder -> whether it is a symlink
+
+    def first_link(folder: str) -> str | None:
+        prefix = ""
+        for part in folder.split("/") if folder else ():
+            prefix = f"{prefix}/{part}" if prefix else part
+            linked = is_link.get(prefix)
+            if linked is None:
+                try:
+                    linked = is_link[prefix] = os.path.islink(os.path.join(root_real, prefix))
+                except OSError:
+                    linked = is_link[prefix] = False
+            if linked:
+                return prefix
+        return None
+
+    tasks = list(tasks)
+    links: dict[str, str] = {}         # an output -> the symlinked folder on its way
+    for task in tasks:
+        for path in task.outputs:
+            link = first_link(path.rpartition("/")[0])
+            if link is not None:
+                links[path] = link
+    if not links:
+        return
+    real: dict[tuple[str, str], str] = {}   # (real path, owner) -> the output as declared
+    resolved_folders: dict[str, str] = {}
+    for task in tasks:
+        for path in task.outputs:
+            folder, _, name = path.rpartition("/")
+            if path in links:
+                if folder not in resolved_folders:
+                    resolved_folders[folder] = os.path.realpath(os.path.join(root_real, folder))
+                where = os.path.join(resolved_folders[folder], name)
+            else:
+                where = os.path.join(root_real, path)
+            real[(where.replace(os.sep, "/"), task.id)] = path
+    for where, what in (reserved or {}).items():
+        real[(os.path.realpath(where).replace(os.sep, "/"), what)] = what
+    clash = first_output_overlap(real)
+    if clash is None:
+        return
+    by_id = {t.id: t for t in tasks}
+    (outer_real, outer_id), (inner_real, inner_id) = clash
+    outer_path, inner_path = real[(outer_real, outer_id)], real[(inner_real, inner_id)]
+    through = [f"'{links[p]}' -> {os.readlink(os.path.join(root_real, links[p]))!r}"
+               for p in dict.fromkeys((outer_path, inner_path)) if p in links]
+    link_text = f"through the symlinked folder {' and '.join(through)}"
+    if outer_id not in by_id or inner_id not in by_id:
+        task_id, what = (inner_id, outer_id) if outer_id not in by_id else (outer_id, inner_id)
+        task = by_id[task_id]
+        path = real[(inner_real, inner_id) if task_id == inner_id else (outer_real, outer_id)]
+        raise ConfigError(
+            f"{task.source}: output {path!r} of '{task.id}' is, holds or lies in {what} on disk, {link_text}. "
+            "Clearing or restoring the output would delete or rewrite it. Choose an output path that no "
+            "link leads there, or remove the link."
+        )
+    outer, inner = by_id[outer_id], by_id[inner_id]
+    relation = "the same path as" if outer_real == inner_real else "a path inside"
+    raise ConfigError(
+        f"{inner.source}: tasks '{outer.id}' ({outer.source}) and '{inner.id}' ({inner.source}) claim the same "
+        f"files: the output {inner_path!r} of '{inner.id}' is {relation} the output {outer_path!r} of "
+        f"'{outer.id}' on disk, {link_text}. A path has one owner: otherwise restoring or cleaning one task's "
+        "outputs deletes or overwrites the other's, while both report hits. Give each task an output path "
+        "that no link leads into another's, or remove the link."
+    )
+
+
 class TaskGraph:
     """Every task of the workspace and the dependency DAG between them."""
 

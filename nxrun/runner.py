@@ -25,7 +25,7 @@ from collections import deque
 
 from .console import Console
 from .errors import NxrunError
-from .graph import Task, TaskGraph
+from .graph import Task, TaskGraph, check_linked_output_owners
 from .hashing import InputMemo, StatCache, TaskHasher, digest_text, etag_of
 from .history import RunRecord, TaskRecord, save_run
 from .input_check import InputStats, RecordingStatCache, compact, first_changed
@@ -213,6 +213,10 @@ class Runner:
         started = time.time()
         wall = time.monotonic()
         selected = list(requested) if self.options.only else self.graph.with_dependencies(requested)
+        workspace = self.graph.workspace
+        reserved = {str(workspace.cache_dir): "the nxrun cache folder", str(self.root / ".git"): ".git",
+                    **{str(path): f"the config file {path.name}" for path in workspace.config_files}}
+        check_linked_output_owners(self.root, self.graph.tasks.values(), reserved)
         digests: dict[str, str | None] = {}
         waiting = f"waiting for a `nxrun cache prune`, `clear` or `verify` of {self.store.cache_dir} to finish..."
         with self.store.in_use(on_wait=lambda: self.console.warn(waiting)), _TerminateAsInterrupt():
@@ -622,24 +626,25 @@ class Runner:
                 from .task_process import TaskProcesses
 
                 self._task_processes = TaskProcesses(self._interrupted,
-                                                     watchdog_holds=self.task_locks.inheritable_fd)
+                                                     watchdog_holds=self.task_locks.inheritable_fds)
             return self._task_processes
 
     def _clear_outputs(self, task: Task, cwd, inputs: InputStats) -> str | None:
         """Remove the task's declared outputs before its command runs; why not, when that failed."""
         if not task.outputs:
             return None
-        from .fresh_outputs import clear_outputs
+        from .fresh_outputs import LINKED_PARENT, clear_outputs
 
         try:
-            spared = clear_outputs(str(self.root), task.outputs, keep=[str(cwd)] + [p for p, _, _ in inputs])
+            spared = clear_outputs(str(self.root), task.outputs, keep=[str(cwd)] + [p for p, _, _ in inputs],
+                                   unshare=self.workspace.restore == "hardlink")
         except OSError as exc:
             return (f"could not clear its declared outputs before running ({exc}); remove them by hand or fix "
                     "their permissions.")
-        for rel in spared:
-            self._warn(f"{task.id}: declared output '{rel}' is or holds one of the task's inputs or its working "
-                       f"folder, so it is not cleared before the run ({task.source}); keep sources out of declared "
-                       "outputs.")
+        for rel, why in spared:
+            fix = "declare it by its real path" if why == LINKED_PARENT else "keep sources out of declared outputs"
+            self._warn(f"{task.id}: declared output '{rel}' {why}, so it is not cleared before the run "
+                       f"({task.source}); {fix}.")
         return None
 
     def _fail(self, task: Task, record: TaskRecord, tick: float, reason: str, etag: str | None) -> TaskResult:

@@ -31,8 +31,8 @@ class TaskProcesses:
     """The running task commands of one run. `stopping` is the run's stop flag."""
 
     def __init__(self, stopping: threading.Event, grace: float = GRACE_SECONDS, watchdog_holds=None):
-        """`watchdog_holds`: called when the watchdog starts, a descriptor it should inherit and
-        keep open until it exits (the run's task locks: task_locks.py), or None."""
+        """`watchdog_holds`: called when the watchdog starts, the descriptors it should inherit and
+        keep open until it exits (the run's task locks: task_locks.py)."""
         self.stopping = stopping
         self.grace = grace
         self.watchdog_holds = watchdog_holds
@@ -116,14 +116,14 @@ class TaskProcesses:
     def _start_watchdog(self) -> None:
         if self._watchdog is not None:
             return
-        held = self.watchdog_holds() if self.watchdog_holds is not None else None
+        held = tuple(self.watchdog_holds()) if self.watchdog_holds is not None else ()
         try:
             # by file, isolated and without site: it needs only the standard library, and no
             # module of the current folder or of the environment can stand in for it
             self._watchdog = subprocess.Popen(
                 [sys.executable, "-I", "-S", task_watchdog.__file__, self.token, str(self.grace)],
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True, bufsize=0, pass_fds=() if held is None else (held,))
+                start_new_session=True, bufsize=0, pass_fds=held)
         except OSError:   # no watchdog (no memory for a process, say): tasks still run
             self._watchdog = None
 

@@ -4,7 +4,8 @@ or a 403) closes the breaker again, another outage error opens it for another co
 cut short by a local error (released: it says nothing about the remote) lets the next caller probe.
 
 The run-level budget bounds what a run can lose to the remote: once the requests that ended in an
-outage error have taken `budget` seconds in all, the breaker stays open for the rest of the run.
+outage error, and the answers that came too slowly (see record_success), have taken `budget`
+seconds in all, the breaker stays open for the rest of the run.
 
 It holds no I/O of its own, so its behaviour is pinned down by tests with a fake clock.
 """
@@ -51,14 +52,25 @@ class OutageBreaker:
                 return True
             return False
 
-    def record_success(self) -> None:
-        """The server answered (whatever it said): the remote is up."""
+    def record_success(self, lost: float = 0.0) -> bool:
+        """The server answered (whatever it said): the remote is up. `lost`: seconds the answer
+        cost the run beyond what a healthy server takes (a server that answers every request just
+        before the read timeout never fails one, and would cost a run that much per request);
+        True when they spent the budget, which leaves the breaker open for good."""
         with self._lock:
             if self.gave_up:
-                return
+                return False
             self.state = CLOSED
             self.consecutive_failures = 0
             self._prober = None
+            if lost > 0:
+                self.lost += lost
+                if self.budget is not None and self.lost >= self.budget:
+                    self.gave_up = True
+                    self.state = OPEN
+                    self.times_opened += 1
+                    return True
+            return False
 
     def record_failure(self, lost: float = 0.0) -> bool:
         """Count one outage error (a request that took `lost` seconds); True when this one opened

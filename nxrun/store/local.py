@@ -26,6 +26,7 @@ import functools
 import json
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -92,7 +93,7 @@ class LocalStore:
         self._deferred_since = 0.0
         self._prefetched: dict[str, tuple] = {}   # etag -> (task_id, hit, last_used), see prefetch_hits
         self._index_lock: int | None = None       # fd of index.lock, held shared while _conn is open
-        self._index_id: tuple[int, int] | None = None   # (st_dev, st_ino) of the index _conn opened
+        self._index_id: tuple[int, int, str] | None = None   # _index_file_id() of the index _conn opened
         self._warn: Callable[[str], None] | None = None  # where warnings go (stderr when None)
         self._degrade = False                # a run: see uncached_on_disk_problems
         self.unusable: str | None = None     # why this run cannot use the cache at all (runs only)
@@ -144,10 +145,14 @@ class LocalStore:
         if not locked:
             self._lock_index(fcntl.LOCK_SH)
         try:
+            self._index_id = self._index_file_id()
+            if self._index_id is not None and self._index_id[2] != "file":
+                # SQLite would fail with "unable to open" (read as a disk problem nothing frees) or
+                # follow a dangling link to make its target: damage, moved aside like any other
+                raise sqlite3.DatabaseError(f"file is not a database: it is {self._index_id[2]}")
             conn = sqlite3.connect(self.db_path, timeout=60, check_same_thread=False, isolation_level=None)
             try:
-                st = os.stat(self.db_path)
-                self._index_id = (st.st_dev, st.st_ino)
+                self._index_id = self._index_file_id()
                 conn.execute("PRAGMA busy_timeout = 60000")
                 version = _retry_locked(lambda: conn.execute("PRAGMA user_version").fetchone()[0])
                 if version != SCHEMA_VERSION:
@@ -160,6 +165,24 @@ class LocalStore:
             self._unlock_index()
             raise
         return conn
+
+    def _index_file_id(self) -> tuple[int, int, str] | None:
+        """(st_dev, st_ino, what it is) of index.db, following a link to a file; "file" for a
+        regular file, else a description (a folder, a dangling symlink, ...); None when absent."""
+        try:
+            st = os.stat(self.db_path)
+        except FileNotFoundError:
+            try:
+                st = os.lstat(self.db_path)
+            except FileNotFoundError:
+                return None
+            return (st.st_dev, st.st_ino, "a dangling symlink")
+        except OSError as exc:          # a link loop, say
+            st = os.lstat(self.db_path)
+            return (st.st_dev, st.st_ino, f"a symlink that cannot be followed ({exc.strerror or exc})")
+        if stat.S_ISREG(st.st_mode):
+            return (st.st_dev, st.st_ino, "file")
+        return (st.st_dev, st.st_ino, "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file")
 
     def _lock_index(self, kind: int, blocking: bool = True) -> None:
         """Take index.lock (shared while a connection is open; exclusive to replace the index)."""
@@ -275,11 +298,7 @@ class LocalStore:
                          "processes using it to finish, to rebuild it...")
             self._lock_index(fcntl.LOCK_EX)
         try:
-            try:
-                st = os.stat(self.db_path)
-                current = (st.st_dev, st.st_ino)
-            except FileNotFoundError:
-                current = None
+            current = self._index_file_id()
             if current is None or current != self._index_id:
                 self._conn = self._open(locked=True)   # another process rebuilt it already
                 return
@@ -325,6 +344,9 @@ class LocalStore:
                 conn.execute("COMMIT")
                 return
             if version in (4, 7):
+                # what the upgrade removes must not stay in free pages or old cells of the file:
+                # SQLite builds differ in whether they overwrite deleted content by default
+                conn.execute("PRAGMA secure_delete = ON")
                 if version == 4:
                     _migrate_from_4(db, conn)
                 _migrate_from_7(db, conn)
@@ -762,19 +784,31 @@ class LocalStore:
         fresh = os.urandom(32)
         self._publish_key("cache", fresh, replace=False)
         deadline = time.monotonic() + 5
-        while (key := self.read_key("cache")) is None and time.monotonic() < deadline:
+        while (key := self.read_key("cache")) is None and self._key_being_written("cache") \
+                and time.monotonic() < deadline:
             time.sleep(0.01)        # a file system without hard links: the winner is still writing it
-        if key is None:             # left empty by a process that died writing it: start again
+        if key is None:             # left empty by a process that died writing it, or not a key: start again
             self._publish_key("cache", fresh, replace=True)
             key = fresh
         return key
+
+    def _key_being_written(self, name: str) -> bool:
+        """Whether `keys/<name>` is a regular file shorter than a key: on a file system without
+        hard links, a concurrent first run may still be writing it. Anything else in its place
+        (a symlink, a fifo, a folder, a full-length file that is no key) will never become one."""
+        try:
+            st = os.lstat(self.keys_dir / name)
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode) and st.st_size < 65
 
     def read_key(self, name: str) -> bytes | None:
         """A key kept in `keys/<name>`, or None (missing or malformed). NxrunError when this user
         may not read it (a cache several users share needs NXRUN_ENV_KEY instead)."""
         path = self.keys_dir / name
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            # never blocks: a fifo in its place would wait for a writer
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
             return None
         except PermissionError:
@@ -784,6 +818,8 @@ class LocalStore:
         except OSError:             # a symlink put in its place, say: not a key of ours
             return None
         with open(fd, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
             text = handle.read(200).strip()
         try:
             key = bytes.fromhex(text.decode("ascii"))

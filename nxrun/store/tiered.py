@@ -43,6 +43,9 @@ DEFAULT_NAMESPACE = "trusted"
 CONNECT_TIMEOUT = 3.0      # seconds; [remote] connect-timeout
 READ_TIMEOUT = 5.0         # seconds without a byte from the server; [remote] read-timeout
 OUTAGE_BUDGET = 10.0       # seconds of failed requests per run before the remote is dropped; [remote] outage-budget
+# a request that moves no blob (a lookup, an existence check, a manifest or key write) and is
+# answered only after this many seconds counts its whole time against the outage budget
+SLOW_ANSWER = 1.0
 MANIFEST_LIMIT = 64 << 20
 LOG_LIMIT = 1 << 30
 _HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -163,19 +166,58 @@ class RemoteCache:
         else:
             print(f"warning: {message}", file=sys.stderr)
 
-    def _request(self, operation, *args, writing: bool = False):
+    def _answered(self, started: float, transfer: bool) -> None:
+        """The server answered a request begun at `started`: the remote is up; but an answer to a
+        request that moves no blob (`transfer` False) that took over SLOW_ANSWER seconds counts its
+        time against the outage budget, so a server that answers everything just before the read
+        timeout costs a run a bounded time too."""
+        elapsed = time.monotonic() - started
+        lost = elapsed if not transfer and elapsed > SLOW_ANSWER else 0.0
+        if self.breaker.record_success(lost):
+            self._warn_outage(TimeoutError(f"answers took over {SLOW_ANSWER:.0f}s"), slow=True)
+
+    def _bounded(self, operation, args: tuple):
+        """operation(*args) in a thread of its own, given connect-timeout + read-timeout + 1 s in
+        all: the timeouts bound each wait for a byte, not the answer, and a server that sends one
+        byte of it just before each read timeout would hold the run for as long as it likes.
+        Past the limit, RemoteUnavailable; the request is left to end on its own (a daemon thread:
+        it holds neither the run nor its exit)."""
+        limit = getattr(self.backend, "connect_timeout", CONNECT_TIMEOUT) + \
+            getattr(self.backend, "read_timeout", READ_TIMEOUT) + 1.0
+        outcome: list = []
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                outcome.append((True, operation(*args)))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                outcome.append((False, exc))
+            finally:
+                done.set()
+
+        threading.Thread(target=call, name="nxrun-remote-request", daemon=True).start()
+        if not done.wait(limit):
+            raise RemoteUnavailable(f"no complete answer within {limit:.0f}s")
+        succeeded, value = outcome[0]
+        if not succeeded:
+            raise value
+        return value
+
+    def _request(self, operation, *args, writing: bool = False, transfer: bool = False):
         """Run one backend request through the breaker; _Skipped when it was not attempted.
 
         Any answer of the server, even a refusal or a 404, counts as the remote being up; only
-        connection errors, timeouts and 5xx (RemoteUnavailable) count as an outage. A request cut
-        short by a local error says nothing about the remote either way."""
+        connection errors, timeouts and 5xx (RemoteUnavailable) count as an outage, and slow
+        answers against the budget (see _answered; `transfer`: the request moves a blob, whose
+        time depends on its size). A request cut short by a local error says nothing about the
+        remote either way."""
         if (self._reads_refused and not writing) or (writing and self._writes_refused):
             raise _Skipped()
         if not self.breaker.allow():
             raise _Skipped()
         started = time.monotonic()
         try:
-            result = operation(*args)
+            result = operation(*args) if transfer else self._bounded(operation, args)
         except RemoteUnavailable as exc:
             self._count("errors")
             if self.required:
@@ -185,7 +227,7 @@ class RemoteCache:
                 self._warn_outage(exc)
             raise _Skipped() from exc
         except RemoteRefused as exc:
-            self.breaker.record_success()
+            self._answered(started, transfer)
             self._count("errors")
             if self.required:
                 self._fail(f"remote cache {self.url} refused the request ({exc}) and --remote=required is set.")
@@ -205,26 +247,29 @@ class RemoteCache:
                                       "it in this run. Check the read permissions of these credentials.")
             raise _Skipped() from exc
         except (FileNotFoundError, ValueError):
-            self.breaker.record_success()   # the server answered: not there, or larger than it should be
+            self._answered(started, transfer)   # the server answered: not there, or larger than it should be
             raise
         except BaseException:
             self.breaker.release()
             raise
-        self.breaker.record_success()
+        self._answered(started, transfer)
         return result
 
-    def _warn_outage(self, exc: BaseException) -> None:
+    def _warn_outage(self, exc: BaseException, slow: bool = False) -> None:
         breaker = self.breaker
         if not breaker.gave_up:
             self._warn("outage", f"remote cache {self.url} is unavailable ({_short(exc)}); skipping it for "
                                  f"{breaker.cooldown:.0f}s at a time for the rest of this run.")
             return
         with self._count_lock:
-            cause = "" if "outage" in self._warned else f" is unavailable ({_short(exc)}) and"
+            if slow:
+                cause = f" answers slowly ({_short(exc)}) and"
+            else:
+                cause = "" if "outage" in self._warned else f" is unavailable ({_short(exc)}) and"
             self._warned.add("outage")
-        self._warn("gave-up", f"remote cache {self.url}{cause} has cost this run {breaker.lost:.1f}s of timeouts "
-                              f"and errors (the limit is {breaker.budget:.0f}s, [remote] outage-budget); not using "
-                              "it for the rest of this run.")
+        self._warn("gave-up", f"remote cache {self.url}{cause} has cost this run {breaker.lost:.1f}s of timeouts, "
+                              f"errors and slow answers (the limit is {breaker.budget:.0f}s, [remote] outage-budget); "
+                              "not using it for the rest of this run.")
 
     def _fail(self, message: str):
         if self._failure is None:
@@ -277,19 +322,19 @@ class RemoteCache:
             raise _Skipped()
         started = time.monotonic()
         try:
-            result = operation(*args)
+            result = self._bounded(operation, args)
         except RemoteUnavailable as exc:
             self._count("errors")
             if self.breaker.record_failure(time.monotonic() - started):
                 self._warn_outage(exc)
             raise
         except (RemoteRefused, FileNotFoundError, ValueError):
-            self.breaker.record_success()
+            self._answered(started, False)
             raise
         except BaseException:
             self.breaker.release()
             raise
-        self.breaker.record_success()
+        self._answered(started, False)
         return result
 
     # ------------------------------------------------------------------ reads
@@ -400,7 +445,7 @@ class RemoteCache:
             if expected_size >= MULTIPART_THRESHOLD:
                 # parallel ranged GETs into the file, then one hashing pass from the page cache
                 try:
-                    self._request(self.backend.download_to_file, key, temp, expected_size)
+                    self._request(self.backend.download_to_file, key, temp, expected_size, transfer=True)
                 except FileNotFoundError:
                     raise CorruptBlob(f"blob {digest} is missing from the remote") from None
                 except ValueError as exc:
@@ -412,7 +457,7 @@ class RemoteCache:
             else:
                 limit = expected_size if expected_size >= 0 else LOG_LIMIT
                 with open(temp, "wb") as handle:
-                    size = self._request(self.backend.stream_to, key, handle, limit, hasher.update)
+                    size = self._request(self.backend.stream_to, key, handle, limit, hasher.update, transfer=True)
                     if size is None:
                         raise CorruptBlob(f"blob {digest} is missing from the remote")
                     handle.flush()
@@ -483,9 +528,9 @@ class RemoteCache:
         if self._request(self.backend.exists, key, writing=True):
             return
         if size >= MULTIPART_THRESHOLD:
-            self._request(self.backend.upload_file, path, key, writing=True)
+            self._request(self.backend.upload_file, path, key, writing=True, transfer=True)
         else:
-            self._request(self.backend.put, key, local_store.read_blob(digest), writing=True)
+            self._request(self.backend.put, key, local_store.read_blob(digest), writing=True, transfer=True)
         self._count("bytes_up", size)
         self._count("blobs_up")
 

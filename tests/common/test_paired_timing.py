@@ -194,7 +194,9 @@ def test_cuda_clock_queues_blocks_ahead_and_captures_graphs():
             timing.Variant("queued", lambda: [cupy.add(a, a, out=c) for _ in range(20)], launches=20),
         ], rounds=12, clock=clock, sampler=sampler)
     assert graph is not None, why
-    assert result["host_bound_blocks"] == {"graph": 0, "queued": 0}
+    # every block but at most one was queued ahead of the GPU (a fresh process's first graph upload
+    # can leave the GPU waiting once; a launch path that is host-bound shows up in most blocks)
+    assert sum(result["host_bound_blocks"].values()) <= 1, result["host_bound_blocks"]
     assert all(x > 0 for x in result["samples_ms"]["graph"] + result["samples_ms"]["queued"])
     assert bool(cupy.isfinite(c).all())           # the last (poisoned) round really wrote c
     if sampler.available:

@@ -93,3 +93,36 @@ def test_three_runs_of_one_graph_run_each_task_once_and_cache_whole_outputs(ws: 
     assert {rel: ws.read(rel) for rel in expected} == expected
     verify = ws.nxrun("cache", "verify")
     assert verify.returncode == 0, verify.stdout
+
+
+def test_runs_of_one_workspace_with_different_cache_folders_still_wait(ws: Workspace, tmp_path):
+    """The lock belongs to the workspace, not to the cache: a run with NXRUN_CACHE_DIR set
+    elsewhere waits for one using the workspace's own cache folder instead of running the task
+    beside it (and caching the mix of both runs' writes)."""
+    ws.write("nxrun.toml", WAITS_FOR_GO)
+    ws.write("in.txt", "x")
+    other_cache = {"NXRUN_CACHE_DIR": str(tmp_path / "other-cache"), "RUN_NAME": "second"}
+    first = start_nxrun(ws.root, "run", "--json", "p:t", env={"RUN_NAME": "first"}, output=ws.root / "first.log")
+    second = None
+    try:
+        wait_until(lambda: (ws.root / "started-first").exists(), what="the first run's command to start")
+        second = start_nxrun(ws.root, "run", "--json", "p:t", env=other_cache, output=ws.root / "second.log")
+        message = "waiting for another nxrun run in this workspace that holds p:t"
+        wait_until(lambda: message in ws.read("second.log") or (ws.root / "started-second").exists(),
+                   what="the second run to wait (or to start the command beside the first)")
+        assert not (ws.root / "started-second").exists(), "the second run ran the task beside the first"
+        (ws.root / "go").touch()
+        assert first.wait(timeout=60) == 0, ws.read("first.log")
+        assert second.wait(timeout=60) == 0, ws.read("second.log")
+    finally:
+        (ws.root / "go").touch()
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+    # the second cache has no entry of the first run: it ran the task itself, after the first
+    assert ws.statuses(json_summary(ws.read("second.log"))) == {"p:t": "miss"}
+    assert ws.read("out/log.txt") == "begin\nend\n"
+    shutil.rmtree(ws.root / "out")
+    assert ws.statuses(ws.run_json("p:t")) == {"p:t": "local-hit"}
+    assert ws.read("out/log.txt") == "begin\nend\n"

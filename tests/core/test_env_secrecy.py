@@ -4,7 +4,11 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import time
+
+import pytest
 
 from brute_force import PINS, etag_candidates, matching_candidates
 from cli_workspace import Workspace
@@ -85,3 +89,37 @@ def test_workspaces_sharing_a_cache_share_env_keyed_etags_and_other_caches_do_no
     # one team secret makes separate caches agree
     team = {"NXRUN_ENV_KEY": "correct horse battery staple"}
     assert etag(three, own_cache | team) == etag(one, env | team) != etag(one, env)
+
+
+def _key_file_replaced_by(ws: Workspace, how: str, tmp_path) -> object:
+    """Put something other than a key where the cache's key file is; returns what must survive."""
+    key_file = ws.root / ".nxrun" / "keys" / "cache"
+    key_file.unlink()
+    if how == "fifo":
+        os.mkfifo(key_file)
+        return None
+    target = tmp_path / "not-a-key.txt"
+    target.write_text("precious\n")
+    key_file.symlink_to(target)
+    return target
+
+
+@pytest.mark.parametrize("how", ["fifo", "symlink"])
+def test_a_key_file_that_is_not_a_file_is_replaced_at_once_never_read_through(ws: Workspace, tmp_path, how):
+    """A fifo in the key file's place hung every run with env inputs (opening it waits for a
+    writer); a symlink made each run wait 5 s for a key that never came, then the link was
+    replaced. Neither is read or written through: a new key is made at once."""
+    ws.write("nxrun.toml", CONFIG)
+    ws.write("src.txt", "v1\n")
+    ws.run_json("p:deploy", env={"PIN": "4821"})
+    survivor = _key_file_replaced_by(ws, how, tmp_path)
+    started = time.monotonic()
+    result = ws.nxrun("run", "--json", "p:deploy", env={"PIN": "4821"}, timeout=60)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert elapsed < 4, f"took {elapsed:.1f}s"
+    key_file = ws.root / ".nxrun" / "keys" / "cache"
+    assert key_file.is_file() and not key_file.is_symlink() and len(key_file.read_text().strip()) == 64
+    if survivor is not None:
+        assert survivor.read_text() == "precious\n"
+    assert ws.statuses(ws.run_json("p:deploy", env={"PIN": "4821"})) == {"p:deploy": "local-hit"}

@@ -229,3 +229,38 @@ def test_verify_finds_damage_no_command_had_read(cached: Workspace):
     assert list((cached.root / ".nxrun").glob("index.db.corrupt-*"))
     stats = json.loads(cached.nxrun("cache", "stats", "--json", check=True).stdout)
     assert 0 < stats["entries"] < TASKS
+
+
+def _replace_index(index: Path, how: str) -> None:
+    """Put something that is not an index file where index.db belongs."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{index}{suffix}").unlink(missing_ok=True)
+    if how == "folder":
+        index.mkdir()
+        (index / "stray.txt").write_text("not an index\n")
+    elif how == "dangling-link":
+        index.symlink_to(index.parent / "gone" / "index.db")
+    elif how == "link-to-folder":
+        (index.parent / "elsewhere").mkdir()
+        index.symlink_to("elsewhere")
+    else:
+        raise AssertionError(how)
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+@pytest.mark.parametrize("how", ["folder", "dangling-link", "link-to-folder"])
+def test_every_command_works_when_the_index_is_not_a_file(cached: Workspace, how: str, command: str):
+    index = _index(cached)
+    _replace_index(index, how)
+    args, expected_rc = COMMANDS[command]
+    result = cached.nxrun(*args)
+    _assert_clean(result)
+    assert result.returncode == expected_rc, result.stdout + result.stderr
+    text = result.stdout + result.stderr
+    assert "space" not in text, text          # not a full disk: nothing to free
+    lines = _damage_lines(result)
+    assert len(lines) == 1, text
+    assert [p for p in index.parent.glob("index.db.corrupt-*") if p.name in lines[0]], lines
+    assert index.is_file() and not index.is_symlink()
+    assert not (index.parent / "gone").exists()   # a dangling link was never followed to make its target
+    _assert_runs_correctly(cached)

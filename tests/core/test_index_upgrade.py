@@ -118,6 +118,11 @@ def test_a_layout_7_cache_keeps_its_history_but_no_unkeyed_env_digest_or_clear_a
         assert index.execute("PRAGMA user_version").fetchone()[0] >= 8
         dump = "\n".join(index.iterdump())
         assert deploy_etag not in dump and "9034" not in dump and "4821" not in dump
+        # nor in the file's bytes: deleted rows and old row versions stay in free pages and in the
+        # -wal until something writes over them
+        raw = b"".join(path.read_bytes() for path in index_path.parent.glob("index.db*") if path.is_file())
+        for secret in ("7d1e1ba2a7a0f4b7a2c4b0f5c8f1e3a9", "--pin=4821", deploy_etag):
+            assert secret.encode() not in raw, secret
         assert index.execute("SELECT count(*) FROM entries WHERE etag = ?", (plain_etag,)).fetchone()[0] == 1
         assert index.execute("SELECT count(*) FROM run_tasks").fetchone()[0] == 2
         columns = [row[1] for row in index.execute("PRAGMA table_info(stat_cache)")]

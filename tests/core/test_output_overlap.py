@@ -183,3 +183,95 @@ def test_the_check_runs_where_the_graph_is_built_and_not_on_a_run_from_the_snaps
                            '[projects.p.targets.u]\ncommand = "true"\ninputs = []\noutputs = ["./out/x"]\n')
     with pytest.raises(graph.ConfigError, match="claim the same files"):
         snapshot.load_graph(ws.root)
+
+
+# ---------------------------------------------------------------------------- through symlinked folders
+
+LINKED = """
+    [projects.p.targets.a]
+    command = "mkdir -p out && echo a > out/a"
+    inputs  = []
+    outputs = ["out"]
+    [projects.p.targets.b]
+    command = "echo b > via/b"
+    inputs  = []
+    outputs = ["via/b"]
+"""
+
+
+@pytest.mark.parametrize("link", ["out", "./out/", "elsewhere/out"])
+def test_outputs_that_meet_through_a_symlinked_folder_are_refused_before_anything_runs(ws: Workspace, link: str):
+    """`via -> out` puts p:b's output inside p:a's: each restore of p:a deletes via/b, each of p:b
+    writes it back, and both report hits. Refused with both tasks and the link named."""
+    ws.write("nxrun.toml", LINKED)
+    (ws.root / "out").mkdir()
+    (ws.root / "elsewhere").mkdir()
+    (ws.root / "elsewhere" / "out").symlink_to("../out")
+    (ws.root / "via").symlink_to(link)
+    for args in (("run", "p:a", "p:b"), ("run", "p:b"), ("run-many", "-t", "a")):
+        result = ws.nxrun(*args)
+        text = result.stdout + result.stderr
+        assert result.returncode == 2 and "Traceback" not in text, text
+        assert "claim the same files" in text and "p:a" in text and "p:b" in text and "'via'" in text, text
+        assert not (ws.root / "out" / "a").exists() and not (ws.root / "out" / "b").exists(), text
+
+
+def test_two_links_to_one_folder_outside_the_workspace_are_one_path(ws: Workspace, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("disk")
+    ws.write("nxrun.toml", """
+        [projects.p.targets.a]
+        command = "echo a > one/x"
+        inputs  = []
+        outputs = ["one/x"]
+        [projects.p.targets.b]
+        command = "echo b > two/x"
+        inputs  = []
+        outputs = ["two/x"]
+    """)
+    (ws.root / "one").symlink_to(outside)
+    (ws.root / "two").symlink_to(outside)
+    result = ws.nxrun("run", "p:a", "p:b")
+    assert result.returncode == 2 and "claim the same files" in result.stderr, result.stdout + result.stderr
+
+
+def test_an_output_folder_linked_to_another_disk_still_works(ws: Workspace, tmp_path_factory):
+    """Linking an output's folder elsewhere on purpose is fine while no other task's output is there."""
+    outside = tmp_path_factory.mktemp("disk")
+    ws.write("nxrun.toml", LINKED.replace('"out"]', '"results"]').replace("out/a", "results/a")
+                           .replace("mkdir -p out", "mkdir -p results"))
+    (ws.root / "via").symlink_to(outside)
+    assert ws.statuses(ws.run_json("p:a", "p:b")) == {"p:a": "miss", "p:b": "miss"}
+    assert (outside / "b").read_text() == "b\n"
+    assert ws.statuses(ws.run_json("p:a", "p:b")) == {"p:a": "local-hit", "p:b": "local-hit"}
+
+
+@pytest.mark.parametrize("link, output, owner", [
+    (".nxrun", "via/blobs", "the nxrun cache folder"),
+    (".git", "via/hooks", ".git"),
+    (".", "via/nxrun.toml", "nxrun.toml"),
+])
+def test_an_output_a_symlinked_folder_leads_into_the_cache_git_or_a_config_file_is_refused(
+        ws: Workspace, link: str, output: str, owner: str):
+    """`via -> .nxrun` with the output via/blobs: clearing the output before the run deleted every
+    blob of the cache; `via -> .git` let a task's restore write hooks."""
+    ws.write("nxrun.toml", f"""
+        [projects.p.targets.s]
+        command = "echo s > s.txt"
+        inputs  = []
+        outputs = ["s.txt"]
+        [projects.p.targets.t]
+        command = "mkdir -p {output} && echo t > {output}/x"
+        inputs  = []
+        outputs = ["{output}"]
+    """)
+    ws.run_json("p:s")
+    (ws.root / ".git" / "hooks").mkdir(parents=True)
+    blobs = sorted(p.name for p in (ws.root / ".nxrun" / "blobs").rglob("*"))
+    (ws.root / "via").symlink_to(link)
+    result = ws.nxrun("run", "p:t")
+    text = result.stdout + result.stderr
+    assert result.returncode == 2 and "Traceback" not in text, text
+    assert owner in text and "'via'" in text and "p:t" in text, text
+    assert sorted(p.name for p in (ws.root / ".nxrun" / "blobs").rglob("*")) == blobs
+    assert list((ws.root / ".git" / "hooks").iterdir()) == []
+    assert "[projects.p.targets.t]" in ws.read("nxrun.toml")

@@ -5,6 +5,7 @@ the declared outputs while clearing them."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -118,3 +119,77 @@ def test_an_output_folder_holding_an_input_is_not_cleared(ws: Workspace):
     ws.write("v.txt", "2")
     ws.run_json("p:t")
     assert ws.read("gen/template.txt") == "template\n" and ws.read("gen/made.txt") == "template\n2"
+
+
+def test_clearing_never_reaches_through_a_linked_parent_folder(ws: Workspace, tmp_path: Path):
+    """A declared output under a symlinked folder (`ext/gen` with `ext -> /elsewhere`, or `data/gen`
+    with `data -> src`, an input folder) is not cleared: that would delete files outside the
+    workspace, or the task's own inputs."""
+    outside = tmp_path / "outside"
+    (outside / "gen").mkdir(parents=True)
+    (outside / "gen/precious.txt").write_text("not the workspace's\n")
+    os.symlink(outside, ws.root / "ext")
+    ws.write("src/gen/input.txt", "an input\n")
+    os.symlink("src", ws.root / "data")
+    ws.write("nxrun.toml", """
+        [projects.p.targets.outside]
+        command = "echo made > ext/gen/made.txt"
+        inputs  = ["nxrun.toml"]
+        outputs = ["ext/gen"]
+
+        [projects.p.targets.input]
+        command = "cat src/gen/input.txt > data/gen/made.txt"
+        inputs  = ["src/**"]
+        outputs = ["data/gen"]
+    """)
+    summary = ws.nxrun("run", "--json", "p:outside", "p:input")
+    assert (outside / "gen/precious.txt").read_text() == "not the workspace's\n"
+    assert ws.read("src/gen/input.txt") == "an input\n"
+    warnings = json.loads(summary.stdout)["warnings"]
+    for output in ("ext/gen", "data/gen"):
+        assert [w for w in warnings if f"'{output}'" in w and "symlink" in w], warnings
+
+
+def test_a_hardlinked_output_in_a_folder_that_is_not_cleared_never_changes_the_blob(ws: Workspace):
+    """An output folder holding an input is not cleared; a file in it that a hit hardlinked to a
+    cache blob must still be unlinked from the blob before the command rewrites it."""
+    ws.write("nxrun.toml", """
+        [workspace]
+        restore = "hardlink"
+        [projects.p.targets.t]
+        command = "cat gen/template.txt v.txt > gen/made.txt"
+        inputs  = ["gen/template.txt", "v.txt"]
+        outputs = ["gen"]
+    """)
+    ws.write("gen/template.txt", "template\n")
+    ws.write("v.txt", "1\n")
+    ws.run_json("p:t")
+    (ws.root / "gen/made.txt").unlink()
+    assert ws.statuses(ws.run_json("p:t")) == {"p:t": "local-hit"}
+    assert os.stat(ws.root / "gen/made.txt").st_nlink > 1, "restore = hardlink did not link the blob"
+    ws.write("v.txt", "2\n")
+    assert ws.statuses(ws.run_json("p:t")) == {"p:t": "miss"}
+    assert ws.read("gen/made.txt") == "template\n2\n"
+    verify = ws.nxrun("cache", "verify")
+    assert verify.returncode == 0 and "corrupt" not in verify.stdout + verify.stderr, verify.stdout
+    ws.write("v.txt", "1\n")
+    assert ws.statuses(ws.run_json("p:t")) == {"p:t": "local-hit"}
+    assert ws.read("gen/made.txt") == "template\n1\n"
+
+
+def test_a_stray_temp_file_in_an_output_folder_that_is_not_cleared_is_not_captured(ws: Workspace):
+    ws.write("gen/template.txt", "template\n")
+    ws.write("v.txt", "1")
+    ws.write("nxrun.toml", """
+        [projects.p.targets.t]
+        command = "cat gen/template.txt v.txt > gen/made.txt"
+        inputs  = ["gen/template.txt", "v.txt"]
+        outputs = ["gen"]
+    """)
+    ws.run_json("p:t")
+    ws.write("gen/.nxrun-0123456789abcdef01234567.tmp", "half a blob")   # as a killed restore leaves one
+    ws.write("v.txt", "2")
+    assert ws.statuses(ws.run_json("p:t")) == {"p:t": "miss"}
+    (ws.root / "gen/made.txt").unlink()
+    assert ws.statuses(ws.run_json("p:t")) == {"p:t": "local-hit"}
+    assert sorted(os.listdir(ws.root / "gen")) == ["made.txt", "template.txt"]

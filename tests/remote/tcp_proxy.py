@@ -1,18 +1,23 @@
 """A tiny TCP proxy in front of the S3 server that a test can turn bad at any moment: `hang`
-(connections stay open, nothing comes back: a stalled server) or `reset` (every connection is
-closed at once: a server that went away). A task command can flip it by creating a flag file.
+(connections stay open, nothing comes back: a stalled server), `reset` (every connection is
+closed at once: a server that went away), `slow` (every piece of an answer is held back
+`slow_delay` seconds: a server that answers, just before the client's read timeout) or `trickle`
+(answers come one byte every `slow_delay` seconds: no read ever times out, no answer ever ends).
+A task command can flip it by creating a flag file.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 from pathlib import Path
 
 
 class FlakyProxy:
-    def __init__(self, upstream_port: int, flag_dir: Path):
+    def __init__(self, upstream_port: int, flag_dir: Path, slow_delay: float = 0.0):
         self.upstream_port = upstream_port
+        self.slow_delay = slow_delay
         self.flag_dir = flag_dir
         self.listener = socket.socket()
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -28,13 +33,13 @@ class FlakyProxy:
 
     @property
     def mode(self) -> str:
-        for mode in ("hang", "reset"):
+        for mode in ("hang", "reset", "slow", "trickle"):
             if (self.flag_dir / mode).exists():
                 return mode
         return "pass"
 
     def set_mode(self, mode: str) -> None:
-        for name in ("hang", "reset"):
+        for name in ("hang", "reset", "slow", "trickle"):
             (self.flag_dir / name).unlink(missing_ok=True)
         if mode != "pass":
             (self.flag_dir / mode).touch()
@@ -65,7 +70,7 @@ class FlakyProxy:
             client.close()
             return
         self._track(upstream)
-        threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+        threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
         self._pump(client, upstream)
 
     def _drain(self, sock: socket.socket) -> None:
@@ -77,7 +82,7 @@ class FlakyProxy:
         finally:
             sock.close()
 
-    def _pump(self, source: socket.socket, destination: socket.socket) -> None:
+    def _pump(self, source: socket.socket, destination: socket.socket, answers: bool = False) -> None:
         try:
             while True:
                 data = source.recv(65536)
@@ -88,6 +93,13 @@ class FlakyProxy:
                     break
                 if mode == "hang":
                     continue          # swallow: the other side waits for an answer that never comes
+                if mode == "slow" and answers:
+                    time.sleep(self.slow_delay)
+                if mode == "trickle" and answers:
+                    for index in range(len(data)):
+                        time.sleep(self.slow_delay)
+                        destination.sendall(data[index:index + 1])
+                    continue
                 destination.sendall(data)
         except OSError:
             pass

@@ -147,6 +147,69 @@ def test_a_stalled_server_costs_a_run_a_bounded_time(remote, proxy, tmp_path):
     assert result.stdout.count("outage-budget") == 1, result.stdout
 
 
+@pytest.fixture
+def slow_proxy(s3_server, tmp_path):
+    flags = tmp_path / "slow-proxy-flags"
+    flags.mkdir()
+    proxy = FlakyProxy(int(s3_server.endpoint.rsplit(":", 1)[1]), flags, slow_delay=SLOW_ANSWER)
+    yield proxy
+    proxy.close()
+
+
+SLOW_READ_TIMEOUT = 2
+SLOW_ANSWER = 1.7             # each piece of every answer comes just before the read timeout
+SLOW_TASKS = 24
+
+
+def test_a_server_that_answers_just_before_the_read_timeout_costs_a_run_a_bounded_time(remote, slow_proxy,
+                                                                                         tmp_path):
+    """No request fails, so neither the breaker nor a budget of failed requests ever stops them:
+    every lookup and upload of every task waited about a read timeout, and 24 0.1 s tasks took
+    over a minute. Slow answers count towards the outage budget."""
+    root = tmp_path / "ws"
+    root.mkdir()
+    lines = [f'[remote]\nurl = "{remote.url}"\nconnect-timeout = 1\nread-timeout = {SLOW_READ_TIMEOUT}\n',
+             '[workspace]\nparallel = 1\n']
+    for i in range(SLOW_TASKS):
+        lines.append(f'[projects.p.targets.t{i}]\ncommand = "sleep 0.1; echo {i} > out{i}.txt"\n'
+                     f'inputs = []\noutputs = ["out{i}.txt"]\n')
+    (root / "nxrun.toml").write_text("\n".join(lines))
+    slow_proxy.set_mode("slow")
+    started = time.monotonic()
+    result = nxrun(root, "run", *[f"p:t{i}" for i in range(SLOW_TASKS)], endpoint=slow_proxy.endpoint,
+                   timeout=600)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert all((root / f"out{i}.txt").read_text() == f"{i}\n" for i in range(SLOW_TASKS))
+    # the documented bound for these settings: outage-budget + 2 x (connect + read timeout + 1 s),
+    # with slack for start-up and a busy machine
+    bound = 10 + 2 * (1 + SLOW_READ_TIMEOUT + 1)
+    assert elapsed < bound + 12, f"took {elapsed:.1f}s\n{result.stdout}{result.stderr}"
+    assert result.stdout.count("outage-budget") == 1, result.stdout
+
+
+def test_a_server_that_trickles_its_answers_costs_a_run_a_bounded_time(remote, slow_proxy, tmp_path):
+    """One byte of every answer just before the read timeout: no read times out, and one lookup
+    would take longer than the test's patience. A request that moves no blob gets
+    connect-timeout + read-timeout + 1 s in all, then counts as an outage."""
+    root = tmp_path / "ws"
+    root.mkdir()
+    lines = [f'[remote]\nurl = "{remote.url}"\nconnect-timeout = 1\nread-timeout = {SLOW_READ_TIMEOUT}\n',
+             '[workspace]\nparallel = 1\n']
+    for i in range(8):
+        lines.append(f'[projects.p.targets.t{i}]\ncommand = "sleep 0.1; echo {i} > out{i}.txt"\n'
+                     f'inputs = []\noutputs = ["out{i}.txt"]\n')
+    (root / "nxrun.toml").write_text("\n".join(lines))
+    slow_proxy.set_mode("trickle")
+    started = time.monotonic()
+    result = nxrun(root, "run", *[f"p:t{i}" for i in range(8)], endpoint=slow_proxy.endpoint, timeout=120)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert all((root / f"out{i}.txt").read_text() == f"{i}\n" for i in range(8))
+    bound = 10 + 2 * (1 + SLOW_READ_TIMEOUT + 1)
+    assert elapsed < bound + 12, f"took {elapsed:.1f}s\n{result.stdout}{result.stderr}"
+
+
 def test_a_full_local_disk_is_not_a_remote_outage(remote, tmp_path):
     """Blobs from the remote cannot be written locally (here: a file-size limit, EFBIG, as a full
     disk gives ENOSPC): the local cache turns itself off for the run with one warning, and the

@@ -119,3 +119,21 @@ def test_the_outage_budget_drops_the_remote_for_the_rest_of_the_run():
     breaker.record_success()                          # a late answer of a request already in flight
     assert not breaker.allow()
     assert breaker.times_opened == 1
+
+
+def test_slow_answers_spend_the_budget_though_each_one_closes_the_breaker():
+    breaker = OutageBreaker(budget=10, clock=FakeClock())
+    for _ in range(5):
+        assert breaker.record_success(lost=1.9) is False
+        assert breaker.state == CLOSED and breaker.allow()
+    assert breaker.record_success(lost=1.9) is True     # 11.4 s in all
+    assert breaker.gave_up and not breaker.allow()
+    assert breaker.record_success(lost=5) is False and not breaker.allow()   # open for good
+    assert breaker.times_opened == 1
+
+
+def test_answers_that_cost_nothing_never_spend_the_budget():
+    breaker = OutageBreaker(budget=1, clock=FakeClock())
+    for _ in range(1000):
+        assert breaker.record_success() is False
+    assert breaker.lost == 0 and breaker.allow()

@@ -3,6 +3,7 @@ that a stopping run cuts short, and locks that degrade to a warning where lockin
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from waiting import wait_until
 
-from nxrun.task_locks import TaskLocks
+from nxrun.task_locks import TaskLocks, user_lock_folder
 
 
 def test_task_locks_exclude_other_processes_and_are_per_workspace(tmp_path: Path):
@@ -65,9 +66,57 @@ def test_task_locks_grant_everything_and_say_so_once_where_locking_is_impossible
     not_a_folder = tmp_path / "cache"
     not_a_folder.write_text("a file where the cache folder should be")
     errors = []
-    locks = TaskLocks(not_a_folder, tmp_path / "ws", on_broken=errors.append)
+    locks = TaskLocks(not_a_folder, tmp_path / "ws", on_broken=errors.append, user_folder=lambda: None)
     assert locks.try_acquire("p:a") and locks.try_acquire("p:b")
     assert locks.acquire("p:c", threading.Event())
     locks.release("p:a")
     locks.close()
     assert len(errors) == 1 and isinstance(errors[0], OSError)
+
+
+def test_task_locks_of_a_workspace_whose_path_is_not_utf8(tmp_path: Path):
+    # a folder name of raw bytes (Latin-1 é): Python holds it with a surrogate escape
+    root = tmp_path / os.fsdecode(b"ws \xe9")
+    root.mkdir()
+    locks = TaskLocks(tmp_path / "cache", root)
+    assert locks.try_acquire("p:t")
+    locks.close()
+
+
+def test_task_locks_hold_across_cache_folders_of_one_workspace(tmp_path: Path):
+    mine = TaskLocks(tmp_path / "cache-a", tmp_path / "ws")
+    assert mine.try_acquire("p:t")
+    probe = ("import sys; from pathlib import Path; from nxrun.task_locks import TaskLocks; "
+             "print(TaskLocks(Path(sys.argv[1]), Path(sys.argv[2])).try_acquire('p:t'))")
+    out = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "cache-b"), str(tmp_path / "ws")],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    mine.close()
+
+
+def test_the_user_lock_folder_is_private(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    folder = user_lock_folder()
+    assert folder == tmp_path / f"nxrun-{os.geteuid()}" and folder.stat().st_mode & 0o777 == 0o700
+    os.chmod(folder, 0o777)   # as another user's folder of that name, or one anybody may write to
+    assert user_lock_folder() is None
+    os.rmdir(folder)
+    os.symlink(tmp_path, folder)
+    assert user_lock_folder() is None
+
+
+def test_task_locks_still_hold_where_the_cache_folder_cannot_take_a_lock_file(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    not_a_folder = tmp_path / "cache"   # as a read-only cache folder would be
+    not_a_folder.write_text("a file where the cache folder should be")
+    errors = []
+    mine = TaskLocks(not_a_folder, tmp_path / "ws", on_broken=errors.append)
+    assert mine.try_acquire("p:t")
+    probe = ("import sys; from pathlib import Path; from nxrun.task_locks import TaskLocks; "
+             "print(TaskLocks(Path(sys.argv[1]), Path(sys.argv[2])).try_acquire('p:t'))")
+    out = subprocess.run([sys.executable, "-c", probe, str(not_a_folder), str(tmp_path / "ws")],
+                         capture_output=True, text=True, check=True, env=dict(os.environ, TMPDIR=str(tmp_path))).stdout
+    assert out.strip() == "False" and errors == []
+    mine.close()

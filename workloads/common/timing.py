@@ -323,6 +323,21 @@ def compare(result: dict, candidate: str, baseline: str, *, seed: int = 0,
             "host_bound_blocks": result["host_bound_blocks"][candidate] + result["host_bound_blocks"][baseline]}
 
 
+def one_launch_ms(stream, run: Callable[[], object]) -> float:
+    """One launch of `run` on `stream`, timed with events after one untimed launch: a first
+    estimate to size timed blocks and rounds, never a reported figure."""
+    import cupy
+
+    with stream:
+        run()
+        start, end = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record(stream)
+        run()
+        end.record(stream)
+    end.synchronize()
+    return cupy.cuda.get_elapsed_time(start, end)
+
+
 def plan_rounds(round_ms: float, *, budget_ms: float = 1500.0, minimum: int = 8, maximum: int = 30) -> int:
     """How many counted rounds fit `budget_ms` when one round (every variant once) takes `round_ms`."""
     if round_ms <= 0:

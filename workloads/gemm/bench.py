@@ -185,7 +185,7 @@ def measure_cell(runner, baseline, dtype: str, m: int, n: int, k: int, inputs: l
                       out_aligned, ldc))
     launches = 1
     if stream is not None:  # size a block: about TARGET_BLOCK_MS of the faster side, a multiple of the sets
-        fastest = min(_one_launch_ms(stream, lambda one=one: one(0)) for _name, one, _out, _ld in specs[:2])
+        fastest = min(timing.one_launch_ms(stream, lambda one=one: one(0)) for _name, one, _out, _ld in specs[:2])
         launches = min(MAX_LAUNCHES, max(1, math.ceil(TARGET_BLOCK_MS / max(fastest, 1e-4))))
     launches = -(-max(launches, sets) // sets) * sets  # every block writes every set's output
     variants, estimate, graphs, why_not = [], 0.0, {}, None
@@ -195,7 +195,7 @@ def measure_cell(runner, baseline, dtype: str, m: int, n: int, k: int, inputs: l
                 one(j % sets)
         variants.append(timing.Variant(name, enqueue, launches, outputs, "host" if stream is None else "queued"))
         if stream is not None:
-            estimate += launches * _one_launch_ms(stream, lambda one=one: one(0))
+            estimate += launches * timing.one_launch_ms(stream, lambda one=one: one(0))
             graph, why = timing.capture_graph(stream, enqueue) if why_not is None else (None, why_not)
             graphs[name], why_not = graph, why_not or why
     if stream is not None and why_not is None:  # every side replays a graph, or every side queues its launches
@@ -259,20 +259,6 @@ def _tflops_interval(m: int, n: int, k: int, ci_ms: list) -> list:
     if low is None or high is None:
         return [None, None]
     return [tflops(m, n, k, high), tflops(m, n, k, low)]
-
-
-def _one_launch_ms(stream, run) -> float:
-    """One launch timed with events (after one untimed), for sizing blocks and rounds."""
-    import cupy
-
-    with stream:
-        run()
-        start, end = cupy.cuda.Event(), cupy.cuda.Event()
-        start.record(stream)
-        run()
-        end.record(stream)
-    end.synchronize()
-    return cupy.cuda.get_elapsed_time(start, end)
 
 
 def bench_size_gpu(runner, cublas, dtype: str, m: int, n: int, k: int, seed: int, rounds_max: int, *,

@@ -523,23 +523,10 @@ def gpu_decode_shape(lib, shape: DecodeShape, rounds: int, sweep: bool, seed: in
         unavailable["torch"] = "torch not importable: no contiguous baseline"
     row = measure_shape(shape, problem, expected, candidates, read, clock=clock, rounds=rounds, seed=seed,
                         sampler=sampler, sync=stream.synchronize, unavailable=unavailable,
-                        time_one=lambda run: _one_call_ms(stream, run))
+                        time_one=lambda run: timing.one_launch_ms(stream, run))
     row["partition_tokens"] = partition
     row["sdpa"] = info
     return row
-
-
-def _one_call_ms(stream, run) -> float:
-    """One call timed with events after one untimed call (to size a timed block)."""
-    import cupy
-
-    run()
-    start, end = cupy.cuda.Event(), cupy.cuda.Event()
-    start.record(stream)
-    run()
-    end.record(stream)
-    end.synchronize()
-    return cupy.cuda.get_elapsed_time(start, end)
 
 
 def gpu_ceilings(lib, data, result, clock, sampler, rounds: int, seed: int) -> dict:
