@@ -65,7 +65,7 @@ DEFAULT_TIMED = [
     "nxrun.graph:new_file_index", "nxrun.runner:Runner.__init__", "nxrun.store.local:LocalStore.load_stat_cache",
     "nxrun.store.local:LocalStore.prefetch_hits", "nxrun.store.local:LocalStore.get_hit",
     "nxrun.hashing:TaskHasher.components", "nxrun.hashing:FileIndex.expand", "nxrun.hashing:FileIndex.files_under",
-    "nxrun.hashing:FileIndex._walk", "nxrun.hashing:FileIndex._is_output", "nxrun.hashing:compile_glob",
+    "nxrun.hashing:FileIndex._walk", "nxrun.hashing:FileIndex.is_output", "nxrun.hashing:compile_glob",
     "nxrun.hashing:StatCache.digest", "nxrun.hashing:etag_of", "nxrun.runner:Runner._hit",
     "nxrun.store.restore:restore_entry", "nxrun.store.safety:check_entry", "nxrun.store.restore:_restore_record",
     "nxrun.runner:Runner._finish", "nxrun.store.local:LocalStore.save_stat_cache", "nxrun.history:save_run",

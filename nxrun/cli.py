@@ -244,12 +244,14 @@ def _in_use(obj: Context):
 @click.pass_obj
 def prune(obj: Context, max_size: str, keep_runs: int) -> None:
     """Evict least-recently-used entries down to --max-size, collect unreferenced blobs and trim
-    per-task history to the last --keep-runs runs."""
+    per-task history to the last --keep-runs runs, and forget the file digests of files that are gone
+    or changed."""
     with _exclusive(obj):
         result = obj.store.prune(_parse_size(max_size), keep_runs)
     click.echo(f"evicted {result['entries_evicted']} entries, removed {result['blobs_removed']} blobs "
                f"({result['bytes_removed'] / 1e6:.1f} MB); {result['bytes_kept'] / 1e6:.1f} MB kept; "
-               f"{result['history_rows_removed']} history rows of older runs removed")
+               f"{result['history_rows_removed']} history rows of older runs removed; "
+               f"{result['stat_rows_removed']} file digests of gone or changed files forgotten")
 
 
 @cache.command()

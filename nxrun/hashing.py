@@ -15,10 +15,12 @@ to), and a walk never follows one, so link loops and links to folders are harmle
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import stat
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from pathlib import Path
@@ -228,6 +230,7 @@ class FileIndex:
         # folders never walked: VCS metadata and the cache itself (workspace-relative)
         self.excluded_dirs = {".git", ".hg", ".svn", *excluded}
         self.excluded_outputs: list[str] = []
+        self._outputs: frozenset[str] = frozenset()
         self._walked: dict[str, list[str]] = {}
         self.unreadable: dict[str, str] = {}   # folders a walk could not list -> why
         self._lock = threading.Lock()
@@ -235,11 +238,22 @@ class FileIndex:
     def set_excluded_outputs(self, outputs: Iterable[str]) -> None:
         """Declared outputs of any task: globs do not pick them up as sources."""
         self.excluded_outputs = sorted(set(outputs))
+        self._outputs = frozenset(self.excluded_outputs)
 
-    def _is_output(self, rel: str) -> bool:
-        for output in self.excluded_outputs:
-            if rel == output or rel.startswith(output + "/"):
+    def is_output(self, rel: str) -> bool:
+        """Whether `rel` is a declared output or lies under one: a set lookup of the path and of
+        each folder above it (`output + "/"` is a prefix of `rel` exactly when `output` is `rel` cut
+        at one of its slashes), so the cost grows with the path's depth, not with the outputs."""
+        outputs = self._outputs
+        if not outputs:
+            return False
+        if rel in outputs:
+            return True
+        cut = rel.find("/")
+        while cut != -1:
+            if rel[:cut] in outputs:
                 return True
+            cut = rel.find("/", cut + 1)
         return False
 
     def files_under(self, folder: str) -> list[str]:
@@ -248,15 +262,31 @@ class FileIndex:
             if cached is not None:
                 return cached
             if self._real_folder(folder):
-                for walked, files in self._walked.items():  # a walk of a parent folder already covers it
-                    if walked == "" or folder.startswith(walked + "/"):
-                        prefix = folder + "/" if folder else ""
-                        result = [f for f in files if f.startswith(prefix)]
-                        self._walked[folder] = result
-                        return result
+                parent = self._walked_parent(folder)
+                if parent is not None:       # a walk of a parent folder already covers it
+                    # the parent's sorted list holds the folder's files in one run: slice it
+                    files = self._walked[parent]
+                    prefix = folder + "/"
+                    start = bisect_left(files, prefix)
+                    end = bisect_left(files, folder + "0", start)    # "0" is the character after "/"
+                    result = files[start:end]
+                    self._walked[folder] = result
+                    return result
             result = self._walk(folder)
             self._walked[folder] = result
             return result
+
+    def _walked_parent(self, folder: str) -> str | None:
+        """The nearest folder above `folder` (the workspace root included) walked already, if any:
+        one dict lookup per level."""
+        if not folder:
+            return None
+        cut = folder.rfind("/")
+        while cut != -1:
+            if folder[:cut] in self._walked:
+                return folder[:cut]
+            cut = folder.rfind("/", 0, cut)
+        return "" if "" in self._walked else None
 
     def _real_folder(self, folder: str) -> bool:
         """Whether every part of `folder` is a folder and none a symlink: a walk of a folder above
@@ -275,6 +305,10 @@ class FileIndex:
         files: list[str] = []
         start = os.path.join(self._root_text, folder) if folder else self._root_text
         stack = [(start, folder)]
+        # Folders that are outputs are not entered, so below the start an entry is an output only by
+        # being one itself; the start is checked once, with the folders above it.
+        outputs = self._outputs
+        inside_output = bool(folder) and self.is_output(folder)
         while stack:
             abs_dir, rel_dir = stack.pop()
             try:
@@ -290,10 +324,10 @@ class FileIndex:
                     if entry.is_dir(follow_symlinks=False):
                         if rel in self.excluded_dirs or entry.name in (".git", ".nxrun-tmp"):   # restore's temp folders
                             continue
-                        if self._is_output(rel):
+                        if inside_output or rel in outputs:
                             continue
                         stack.append((entry.path, rel))
-                    elif not self._is_output(rel):
+                    elif not inside_output and rel not in outputs:
                         files.append(rel)
         files.sort()
         return files
@@ -330,9 +364,13 @@ class FileIndex:
                 else:
                     included.add(pattern)
                 continue
-            regex = compile_glob(pattern)
-            walked.append(literal_prefix(pattern))
-            found = [f for f in self.files_under(literal_prefix(pattern)) if regex.match(f)]
+            # every file under the pattern's literal folder starts with it: match only the rest, so
+            # `packages/p1/**/*`, `packages/p2/**/*`, ... share one compiled `**/*`
+            prefix = literal_prefix(pattern)
+            start = len(prefix) + 1 if prefix else 0
+            match = compile_glob(pattern[start:]).match
+            walked.append(prefix)
+            found = [f for f in self.files_under(prefix) if match(f, start)]
             if not found:
                 unmatched.append(pattern)
             included.update(found)
@@ -418,6 +456,53 @@ class StatCache:
         return digest
 
 
+class InputMemo:
+    """The stat and digest of each regular input file, shared by the tasks of one run while nothing
+    of the run writes to the workspace, so an input that many tasks list (a lockfile, a base config,
+    a shared folder) is looked at once per run, not once per task.
+
+    A task's command may change any file, so the memo is empty and unused from the moment a command
+    is about to start (its outputs are cleared first) until it has ended, and emptied again then. A
+    restore writes only under the task's declared outputs, which the memo never holds (the hasher
+    keeps them out); a restore that wrote anything empties it all the same (a path may reach an
+    output folder through a symlink). A no-op run runs no command, so its memo is never emptied.
+
+    Threads: the scheduling thread hashes while workers run commands or restore remote hits. A
+    digest taken while a worker was writing is not kept: `put` takes the generation read before the
+    stat, and a write that began or ended since then has moved it."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, tuple[os.stat_result, str]] = {}
+        self._writers = 0
+        self.generation = 0
+        self._lock = threading.Lock()
+
+    def get(self, abs_path: str) -> tuple[os.stat_result, str] | None:
+        """(stat, digest) of the file when taken in this run and nothing has written since."""
+        return None if self._writers else self._rows.get(abs_path)
+
+    def put(self, abs_path: str, st: os.stat_result, digest: str, generation: int) -> None:
+        with self._lock:
+            if not self._writers and generation == self.generation:
+                self._rows[abs_path] = (st, digest)
+
+    def writing_started(self, forget: bool = True) -> None:
+        """Something of the run is about to write to the workspace: a command (`forget`), or a
+        restore, which tells at its end whether it changed anything."""
+        with self._lock:
+            self._writers += 1
+            self.generation += 1
+            if forget:
+                self._rows.clear()
+
+    def writing_ended(self, changed: bool = True) -> None:
+        with self._lock:
+            self._writers -= 1
+            self.generation += 1
+            if changed:
+                self._rows.clear()
+
+
 # ---------------------------------------------------------------------------- task ETags
 
 _SPECIAL_KINDS = ((stat.S_ISFIFO, "a fifo (named pipe)"), (stat.S_ISSOCK, "a socket"),
@@ -437,14 +522,18 @@ class TaskHasher:
 
     `task` is a graph.Task; `dep_digests` maps each upstream task id to the digest of its outputs.
     `env_key` returns the secret env values are hashed with (store/keys.py); it is called once, the
-    first time a task needs it. Without one, a random key of this process is used (tests).
+    first time a task needs it. Without one, a random key of this process is used (tests). With a
+    `memo` (InputMemo), a regular input file already digested in this run is not looked at again.
     """
 
     def __init__(self, root: Path, file_index: FileIndex, stat_cache: StatCache, runtime,
-                 env_key: Callable[[], bytes] | None = None):
+                 env_key: Callable[[], bytes] | None = None, memo: InputMemo | None = None):
         self.root_text = str(root)
         self.file_index = file_index
         self.stat_cache = stat_cache
+        self.memo = memo
+        # a recording stat cache (input_check) notes the stat of each input a memo answers for
+        self._note = getattr(stat_cache, "note", None)
         self.runtime = runtime
         self.warned: set[str] = set()
         self._env_key_source = env_key
@@ -493,13 +582,18 @@ class TaskHasher:
             digest = self.stat_cache.digest
             lstat = os.lstat
             is_regular = stat.S_ISREG
+            memo = self.memo
             rel = ""
             try:
-                for rel in files:
-                    path = join(root, rel)
-                    st = lstat(path)
-                    components["file:" + rel] = digest(path, st) if is_regular(st.st_mode) else \
-                        self._other_digest(rel, path, st)
+                if memo is None:
+                    for rel in files:
+                        path = join(root, rel)
+                        st = lstat(path)
+                        components["file:" + rel] = digest(path, st) if is_regular(st.st_mode) else \
+                            self._other_digest(rel, path, st)
+                else:
+                    for rel in files:
+                        components["file:" + rel] = self._memo_digest(rel, join(root, rel))
             except (OSError, UnhashableInput) as exc:
                 raise self._input_error(task, rel, exc) from None
         for entry in task.inputs:
@@ -516,6 +610,30 @@ class TaskHasher:
         if task.cache == "hardware":
             components["hardware"] = digest_text(self.runtime.hardware_fingerprint())
         return components, warnings
+
+    def _memo_digest(self, rel: str, path: str, st: os.stat_result | None = None, generation: int = -1) -> str:
+        """The digest of input `rel` (at `path`) through the run's memo: a regular file digested
+        earlier in this run, with nothing written since, is not looked at again (its stat is noted
+        for the check after the task's command all the same). `st`: its lstat when the caller took
+        it, and `generation`: the memo's generation read before that lstat."""
+        memo = self.memo
+        assert memo is not None
+        known = memo.get(path)
+        if known is not None:
+            if self._note is not None:
+                self._note(path, known[0])
+            return known[1]
+        if st is None:
+            generation = memo.generation
+            st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            return self._other_digest(rel, path, st)
+        value = self.stat_cache.digest(path, st)
+        # never a declared output (a restore rewrites those without emptying the memo), nor a path
+        # spelled so that it could be one without looking like one
+        if rel == posixpath.normpath(rel) and not self.file_index.is_output(rel):
+            memo.put(path, st, value, generation)
+        return value
 
     def _other_digest(self, rel: str, path: str, st: os.stat_result) -> str:
         """The digest of an input that is not a regular file: a symlink is hashed as its target
@@ -562,8 +680,10 @@ class TaskHasher:
         rest: list[str] = []
         unmatched: list[str] = []
         root = self.root_text
+        memo = self.memo
         for pattern in patterns:
             abs_path = os.path.join(root, pattern)
+            generation = memo.generation if memo is not None else -1   # before the stat: see InputMemo
             try:
                 st = os.lstat(abs_path)
             except OSError:
@@ -573,7 +693,8 @@ class TaskHasher:
                 rest.append(pattern)    # a folder to list; a link or special file hashed like a listed one
                 continue
             try:
-                components["file:" + pattern] = self.stat_cache.digest(abs_path, st)
+                components["file:" + pattern] = self.stat_cache.digest(abs_path, st) if memo is None \
+                    else self._memo_digest(pattern, abs_path, st, generation)
             except OSError as exc:
                 raise self._input_error(task, pattern, exc) from None
         if rest:

@@ -58,6 +58,11 @@ class RecordingStatCache:
         self._seen.append((abs_path, st))
         return self._inner.digest(abs_path, st)
 
+    def note(self, abs_path: str, st: os.stat_result) -> None:
+        """Remember the stat of a file digested without asking the cache (the run's InputMemo
+        knew its digest), as digest() would have."""
+        self._seen.append((abs_path, st))
+
     def take(self) -> list[tuple[str, os.stat_result]]:
         """(path, stat) of the files digested since the last call (and forget them); compact()
         turns them into InputStats for a task that is going to run."""

@@ -26,7 +26,7 @@ from collections import deque
 from .console import Console
 from .errors import NxrunError
 from .graph import Task, TaskGraph, check_linked_output_owners
-from .hashing import StatCache, TaskHasher, digest_text, etag_of
+from .hashing import InputMemo, StatCache, TaskHasher, digest_text, etag_of
 from .history import RunRecord, TaskRecord, save_run
 from .input_check import InputStats, RecordingStatCache, compact, first_changed
 from .records import default_factory, record
@@ -180,7 +180,7 @@ class Runner:
         self._lock = threading.Lock()
         # a cache disk that is full or read-only turns caching off for this run, with one warning
         store.uncached_on_disk_problems(self._warn)
-        self.stat_cache = StatCache(store.load_stat_cache())
+        self.stat_cache = StatCache(store.load_stat_cache(under=str(self.root)))
         self.runtime = Runtime(graph.workspace.runtime, str(self.root))
         if env_key is None:   # the key of the configured remote, asked for when needed (show, why)
             from .store.keys import EnvKeySource
@@ -188,7 +188,11 @@ class Runner:
             env_key = EnvKeySource(store, graph.workspace, remote, warn=console.warn)
         # the hasher's view of the stat cache notes each input's stat, for the check after the run
         self._input_stats = RecordingStatCache(self.stat_cache)
-        self.hasher = TaskHasher(self.root, graph.file_index, self._input_stats, self.runtime, env_key)
+        # inputs digested once per run while nothing writes: emptied around each command and each
+        # restore that wrote a file
+        self.input_memo = InputMemo()
+        self.hasher = TaskHasher(self.root, graph.file_index, self._input_stats, self.runtime, env_key,
+                                 memo=self.input_memo)
         self.task_locks = TaskLocks(store.cache_dir, self.root, on_broken=lambda exc: self._warn(
             f"could not lock tasks in {self.task_locks.path} ({exc}); runs in this workspace at the same time "
             "are not kept from running the same task."))
@@ -501,8 +505,13 @@ class Runner:
     def _restore_files(self, task: Task, entry: CacheEntry, origin: str = "local") -> str | None:
         """Restore an entry's outputs; None on success, else why it could not be used."""
         try:
-            restore_entry(entry, self.store, self.root, task.outputs, self.stat_cache, self.workspace.restore,
-                          origin=origin)
+            written = -1
+            self.input_memo.writing_started(forget=False)
+            try:
+                written = restore_entry(entry, self.store, self.root, task.outputs, self.stat_cache,
+                                        self.workspace.restore, origin=origin)
+            finally:
+                self.input_memo.writing_ended(changed=written != 0)
             return None
         except CorruptBlob as exc:
             return f"cache entry {entry.etag[:12]} has a corrupt or missing blob ({exc})"
@@ -552,6 +561,9 @@ class Runner:
             record.status = "skipped"
             return TaskResult(task.id, "skipped", etag, note="interrupted")
         log = None
+        # the command may change any file (its outputs are cleared first): no input digest of this
+        # run is trusted from now until it has ended
+        self.input_memo.writing_started()
         try:
             problem = self._clear_outputs(task, cwd, pending.inputs)
             if problem is not None:
@@ -582,6 +594,7 @@ class Runner:
                 log.close()
             duration = time.monotonic() - run_tick
         finally:
+            self.input_memo.writing_ended()
             self._release(task.resources)
         try:
             if self._interrupted.is_set():

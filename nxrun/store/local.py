@@ -731,10 +731,36 @@ class LocalStore:
         self.write(lambda conn: conn.execute("DELETE FROM entries WHERE etag = ?", (etag,)))
 
     # ------------------------------------------------------------------ stat cache
-    def load_stat_cache(self) -> dict[str, tuple[int, int, int, int, str]]:
-        """path -> (size, mtime_ns, inode, ctime_ns, digest), as hashing.StatCache keeps them."""
-        return {row[0]: tuple(row[1:]) for row in
-                self.read("SELECT path, size, mtime_ns, inode, ctime_ns, digest FROM stat_cache")}
+    def load_stat_cache(self, under: str | None = None) -> dict[str, tuple[int, int, int, int, str]]:
+        """path -> (size, mtime_ns, inode, ctime_ns, digest), as hashing.StatCache keeps them; with
+        `under` (a workspace root), only the rows of paths below it: a cache shared by many clones
+        or workspaces holds theirs too, and a run keys every file it stats as root + "/" + path.
+        A primary-key range scan, so the rows of other workspaces cost nothing."""
+        sql = "SELECT path, size, mtime_ns, inode, ctime_ns, digest FROM stat_cache"
+        if under is None:
+            return {row[0]: tuple(row[1:]) for row in self.read(sql)}
+        low = under.rstrip("/") + "/"
+        high = low[:-1] + "0"          # "0" is the character after "/": the end of the paths below it
+        return {row[0]: tuple(row[1:]) for row in self.read(sql + " WHERE path >= ? AND path < ?", (low, high))}
+
+    def prune_stat_cache(self) -> int:
+        """Drop the rows that can never match again: of files that are gone, or whose stat moved
+        since (a ctime never goes back). Only ever costs a re-hash if wrong; how many were dropped."""
+        stale = []
+        for path, (size, mtime_ns, inode, ctime_ns, _digest) in self.load_stat_cache().items():
+            try:
+                st = os.stat(path)    # a row of a symlink input holds the stat of its target
+            except OSError:
+                stale.append((path, size, mtime_ns, inode, ctime_ns))
+                continue
+            if (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns) != (size, mtime_ns, inode, ctime_ns):
+                stale.append((path, size, mtime_ns, inode, ctime_ns))
+        if not stale:
+            return 0
+        # by the whole row: a row a run saved meanwhile for the same path stays
+        return self.write(lambda conn: conn.executemany(
+            "DELETE FROM stat_cache WHERE path = ? AND size = ? AND mtime_ns = ? AND inode = ? AND ctime_ns = ?",
+            stale).rowcount) or 0
 
     def save_stat_cache(self, rows: dict[str, tuple[int, int, int, int, str]]) -> None:
         if rows:
@@ -898,8 +924,10 @@ class LocalStore:
             "AND etag NOT IN (SELECT etag FROM run_tasks WHERE etag IS NOT NULL) "
             "AND etag NOT IN (SELECT etag FROM task_latest WHERE etag IS NOT NULL)"))
         removed_blobs, removed_bytes = self.collect_garbage()
+        stat_rows_removed = self.prune_stat_cache()
         return {"entries_evicted": len(evicted), "blobs_removed": removed_blobs, "bytes_removed": removed_bytes,
-                "bytes_kept": kept_bytes, "history_rows_removed": history_removed}
+                "bytes_kept": kept_bytes, "history_rows_removed": history_removed,
+                "stat_rows_removed": stat_rows_removed}
 
     def collect_garbage(self) -> tuple[int, int]:
         referenced = self.referenced_blobs()
