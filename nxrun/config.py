@@ -379,7 +379,17 @@ def _normalise_relative(path: str, where: str, what: str, root_dir: Path) -> str
 def find_workspace_root(start: Path) -> Path:
     """The nearest folder at or above `start` holding an nxrun.toml with a [workspace] table,
     else the nearest holding any nxrun.toml."""
-    start = start.resolve()
+    root = _find_workspace_root(start.resolve())
+    try:
+        str(root).encode("utf-8")
+    except UnicodeEncodeError:
+        # the index, the snapshot and the task locks keep paths as UTF-8 text
+        raise ConfigError(f"the workspace path {os.fsencode(root)!r} is not valid UTF-8 (nxrun keeps workspace paths "
+                          "as UTF-8 text in its cache): rename or move the folder to a UTF-8 name.") from None
+    return root
+
+
+def _find_workspace_root(start: Path) -> Path:
     nearest = None
     for folder in [start, *start.parents]:
         candidate = folder / CONFIG_NAME

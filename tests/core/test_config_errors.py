@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from cli_workspace import Workspace
 
@@ -86,3 +88,14 @@ def test_no_workspace(tmp_path):
     ws = Workspace(tmp_path)
     result = ws.nxrun("graph")
     assert result.returncode == 2 and "nxrun init" in result.stderr
+
+
+def test_a_workspace_whose_path_is_not_utf8_is_a_clear_error(tmp_path):
+    root = tmp_path / os.fsdecode(b"ws-\xff")
+    space = Workspace(root)
+    root.mkdir()
+    space.write("nxrun.toml", '[projects.p.targets.t]\ncommand = "echo hi > out.txt"\noutputs = ["out.txt"]\n')
+    for command in (("run", "p:t"), ("show", "p:t"), ("graph",)):
+        result = space.nxrun(*command)
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert "not valid UTF-8" in result.stderr and "ws-\\xff" in result.stderr
