@@ -196,6 +196,11 @@ def _load_toml(path: Path, root: Path) -> tuple[dict, _Source]:
         raise ConfigError(f"{path}: not found. Create it with `nxrun init` or fix the path.") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc}). Save the file as UTF-8.") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a TOML file. Name the file itself (e.g. "
+                          f"'{path.name}/tasks.toml', or a glob such as '{path.name}/*.toml').") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror}). Fix its permissions or the path.") from None
     import tomllib  # only when a config is parsed: a run from the graph snapshot never needs it
 
     source = _Source(path, text, root)

@@ -99,3 +99,11 @@ def test_a_workspace_whose_path_is_not_utf8_is_a_clear_error(tmp_path):
         result = space.nxrun(*command)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert "not valid UTF-8" in result.stderr and "ws-\\xff" in result.stderr
+
+
+def test_an_include_that_names_a_folder_is_a_clear_error(ws: Workspace):
+    ws.write("nxrun.toml", '[workspace]\ninclude = ["sub"]\n')
+    ws.write("sub/tasks.toml", '[projects.p.targets.t]\ncommand = "true"\n')
+    result = ws.nxrun("graph")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "sub" in result.stderr and "is a folder" in result.stderr
