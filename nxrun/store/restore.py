@@ -103,7 +103,8 @@ def _unchanged(root_text: str, path: str, record: OutputRecord, st: os.stat_resu
     """Whether the file on disk (`st`, its lstat) is already what the record says: unchanged since
     we last saw it (the stat cache, no read), or freshly written and identical when hashed:
     reading is cheaper than rewriting, and keeps the file's inode."""
-    if st is None or (st.st_mode & 0o777) != _wanted_mode(record, mode) or st.st_size != record.size:
+    # all twelve bits: a setuid, setgid or sticky bit on disk that the entry lacks is not "as restored"
+    if st is None or (st.st_mode & 0o7777) != _wanted_mode(record, mode) or st.st_size != record.size:
         return False
     destination = f"{root_text}/{path}"
     known = stat_cache.lookup(destination, st)

@@ -268,3 +268,18 @@ def test_with_the_cache_on_another_file_system_temp_files_stay_out_of_outputs_an
     index = FileIndex(ws)
     index.set_excluded_outputs(["out/data"])
     assert index.files_under("") == ["src.txt"]
+
+
+@pytest.mark.parametrize("declared", [("out/data",), ("out/data/a",)], ids=["in a folder", "a file output"])
+def test_a_file_with_setuid_setgid_or_sticky_bits_on_disk_is_not_taken_as_already_restored(place, declared):
+    ws, _, store = place
+    path = ws / declared[0] / "a" if declared == ("out/data",) else ws / declared[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"#!\n")
+    os.chmod(path, 0o6755)
+    stat_cache = StatCache()
+    assert restore(ws, store, file(store, "out/data/a", b"#!\n", 0o755), declared=declared,
+                   stat_cache=stat_cache) == 1
+    assert path.stat().st_mode & 0o7777 == 0o755
+    assert restore(ws, store, file(store, "out/data/a", b"#!\n", 0o755), declared=declared,
+                   stat_cache=stat_cache) == 0
