@@ -185,7 +185,8 @@ class _Restore:
                 continue
             root_fd = self._folder_at(fd, name, st, root)
             bases[root] = root_fd
-            self.in_place.add(root)
+            if self._mode_as_recorded(root, os.fstat(root_fd)):
+                self.in_place.add(root)
             self._sweep(root_fd, root)
         # 3. folders and files, then links: only those not already as the entry has them
         to_write = [(path, record) for path, record in layout.records.items()
@@ -198,11 +199,13 @@ class _Restore:
         links = sorted((p, r) for p, r in to_write if r.kind == "symlink")
         others = sorted(((p, r) for p, r in to_write if r.kind != "symlink"), key=lambda item: item[0].split("/"))
         folders = _Folders(bases)
+        dir_modes: list[tuple[str, str, int]] = []     # applied last: a read-only folder gets its files first
         try:
             for path, record in others:
                 root = root_of(path, layout.roots)
                 if record.kind == "dir":
                     folders.open(path, root)
+                    dir_modes.append((path, root, record.mode & 0o777))
                     continue
                 parent_fd = folders.open_parent(path, root)
                 written += self._write_file(parent_fd, holders[root], path, record)
@@ -215,6 +218,11 @@ class _Restore:
                     _remove_at(parent_fd, name, os.stat(name, dir_fd=parent_fd, follow_symlinks=False))
                     os.symlink(record.target, name, dir_fd=parent_fd)
                 written += 1
+            for path, root, wanted in reversed(dir_modes):
+                fd = folders.open(path, root)
+                if os.fstat(fd).st_mode & 0o7777 != wanted:
+                    os.fchmod(fd, wanted)       # through the descriptor opened with O_NOFOLLOW
+                    written += 1
         finally:
             folders.close()
         return written
@@ -263,6 +271,11 @@ class _Restore:
         return fd
 
     # ------------------------------------------------------------------ at and below them
+    def _mode_as_recorded(self, path: str, st: os.stat_result) -> bool:
+        """Whether a folder on disk has its record's mode (a folder with no record needs none)."""
+        record = self.layout.records.get(path)
+        return record is None or st.st_mode & 0o7777 == record.mode & 0o777
+
     def _folder_at(self, parent_fd: int, name: str, st: os.stat_result | None, path: str) -> int:
         """A descriptor of the folder `name`, made a real folder first if it is anything else."""
         if st is not None and not stat.S_ISDIR(st.st_mode):
@@ -302,7 +315,8 @@ class _Restore:
             rel = f"{rel_dir}/{name}"
             if item.is_dir(follow_symlinks=False):
                 if rel in folders:
-                    self.in_place.add(rel)
+                    if self._mode_as_recorded(rel, item.stat(follow_symlinks=False)):
+                        self.in_place.add(rel)
                     sub = _open_folder(name, dir_fd, rel)
                     try:
                         self._sweep(sub, rel)
