@@ -185,7 +185,7 @@ class _Restore:
                 continue
             root_fd = self._folder_at(fd, name, st, root)
             bases[root] = root_fd
-            if self._mode_as_recorded(root, os.fstat(root_fd)):
+            if record is None or _folder_mode_as_recorded(os.fstat(root_fd), record):
                 self.in_place.add(root)
             self._sweep(root_fd, root)
         # 3. folders and files, then links: only those not already as the entry has them
@@ -271,11 +271,6 @@ class _Restore:
         return fd
 
     # ------------------------------------------------------------------ at and below them
-    def _mode_as_recorded(self, path: str, st: os.stat_result) -> bool:
-        """Whether a folder on disk has its record's mode (a folder with no record needs none)."""
-        record = self.layout.records.get(path)
-        return record is None or st.st_mode & 0o7777 == record.mode & 0o777
-
     def _folder_at(self, parent_fd: int, name: str, st: os.stat_result | None, path: str) -> int:
         """A descriptor of the folder `name`, made a real folder first if it is anything else."""
         if st is not None and not stat.S_ISDIR(st.st_mode):
@@ -315,7 +310,8 @@ class _Restore:
             rel = f"{rel_dir}/{name}"
             if item.is_dir(follow_symlinks=False):
                 if rel in folders:
-                    if self._mode_as_recorded(rel, item.stat(follow_symlinks=False)):
+                    record = records.get(rel)   # a folder with a record (an empty one) costs a stat
+                    if record is None or _folder_mode_as_recorded(item.stat(follow_symlinks=False), record):
                         self.in_place.add(rel)
                     sub = _open_folder(name, dir_fd, rel)
                     try:
@@ -645,6 +641,10 @@ def _make_temp_folder(fd: int) -> int | None:
 
 
 # ---------------------------------------------------------------------- small helpers
+def _folder_mode_as_recorded(st: os.stat_result, record: OutputRecord) -> bool:
+    return st.st_mode & 0o7777 == record.mode & 0o777
+
+
 def _parent(path: str) -> str:
     return path.rsplit("/", 1)[0] if "/" in path else ""
 
