@@ -103,7 +103,8 @@ def _unchanged(root_text: str, path: str, record: OutputRecord, st: os.stat_resu
     """Whether the file on disk (`st`, its lstat) is already what the record says: unchanged since
     we last saw it (the stat cache, no read), or freshly written and identical when hashed:
     reading is cheaper than rewriting, and keeps the file's inode."""
-    if st is None or (st.st_mode & 0o777) != _wanted_mode(record, mode) or st.st_size != record.size:
+    # all twelve bits: a setuid, setgid or sticky bit on disk that the entry lacks is not "as restored"
+    if st is None or (st.st_mode & 0o7777) != _wanted_mode(record, mode) or st.st_size != record.size:
         return False
     destination = f"{root_text}/{path}"
     known = stat_cache.lookup(destination, st)
@@ -184,7 +185,8 @@ class _Restore:
                 continue
             root_fd = self._folder_at(fd, name, st, root)
             bases[root] = root_fd
-            self.in_place.add(root)
+            if record is None or _folder_mode_as_recorded(os.fstat(root_fd), record):
+                self.in_place.add(root)
             self._sweep(root_fd, root)
         # 3. folders and files, then links: only those not already as the entry has them
         to_write = [(path, record) for path, record in layout.records.items()
@@ -197,11 +199,13 @@ class _Restore:
         links = sorted((p, r) for p, r in to_write if r.kind == "symlink")
         others = sorted(((p, r) for p, r in to_write if r.kind != "symlink"), key=lambda item: item[0].split("/"))
         folders = _Folders(bases)
+        dir_modes: list[tuple[str, str, int]] = []     # applied last: a read-only folder gets its files first
         try:
             for path, record in others:
                 root = root_of(path, layout.roots)
                 if record.kind == "dir":
                     folders.open(path, root)
+                    dir_modes.append((path, root, record.mode & 0o777))
                     continue
                 parent_fd = folders.open_parent(path, root)
                 written += self._write_file(parent_fd, holders[root], path, record)
@@ -214,6 +218,11 @@ class _Restore:
                     _remove_at(parent_fd, name, os.stat(name, dir_fd=parent_fd, follow_symlinks=False))
                     os.symlink(record.target, name, dir_fd=parent_fd)
                 written += 1
+            for path, root, wanted in reversed(dir_modes):
+                fd = folders.open(path, root)
+                if os.fstat(fd).st_mode & 0o7777 != wanted:
+                    os.fchmod(fd, wanted)       # through the descriptor opened with O_NOFOLLOW
+                    written += 1
         finally:
             folders.close()
         return written
@@ -301,7 +310,9 @@ class _Restore:
             rel = f"{rel_dir}/{name}"
             if item.is_dir(follow_symlinks=False):
                 if rel in folders:
-                    self.in_place.add(rel)
+                    record = records.get(rel)   # a folder with a record (an empty one) costs a stat
+                    if record is None or _folder_mode_as_recorded(item.stat(follow_symlinks=False), record):
+                        self.in_place.add(rel)
                     sub = _open_folder(name, dir_fd, rel)
                     try:
                         self._sweep(sub, rel)
@@ -630,6 +641,10 @@ def _make_temp_folder(fd: int) -> int | None:
 
 
 # ---------------------------------------------------------------------- small helpers
+def _folder_mode_as_recorded(st: os.stat_result, record: OutputRecord) -> bool:
+    return st.st_mode & 0o7777 == record.mode & 0o777
+
+
 def _parent(path: str) -> str:
     return path.rsplit("/", 1)[0] if "/" in path else ""
 

@@ -9,7 +9,10 @@ remote manifest before its blobs are fetched, and a new entry before it is store
 - a link whose target, followed through the links of the same entry (earlier or later ones, and
   chains of them) and through the folders above the declared outputs, does not end under a
   declared output, is absolute, passes through a file or loops;
-- setuid, setgid and sticky bits, unknown kinds and malformed fields.
+- setuid, setgid and sticky bits, unknown kinds and malformed fields;
+- a path or target that is not valid UTF-8, or longer than the file system takes (a name over
+  255 bytes, a path or target over 4095), and a link that takes more than 1024 steps to follow:
+  restore could only fail half-way on them, and an entry must not make its check slow.
 
 After a restore every declared output holds exactly the entry's records, so the entry itself says
 what each path under a declared output will be; only the folders above the declared outputs come
@@ -28,6 +31,9 @@ _DIGEST = re.compile("[0-9a-f]{32}")
 _KINDS = ("file", "symlink", "dir")
 _SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
 _MAX_LINK_HOPS = 40          # as the kernel's limit on links followed in one path lookup
+_NAME_MAX = 255              # bytes in one name, and in a whole path or link target (PATH_MAX - 1)
+_PATH_MAX = 4095
+_MAX_LINK_STEPS = 1024       # parts walked to follow one link, its chain included: bounds check_entry's work
 
 
 @_records.record
@@ -126,6 +132,7 @@ def _check_record(task: str, record: object) -> str:
     wrapped = f"/{path}/"
     if "//" in wrapped or "/./" in wrapped or "/../" in wrapped:
         raise UnsafeEntry(f"{task}: entry path {path!r} contains '..', '.' or an empty part")
+    _check_length(task, "entry path", path)
     kind = record.kind
     if type(kind) is not str or kind not in _KINDS:
         raise UnsafeEntry(f"{task}: entry path {path!r} has unknown kind {kind!r}")
@@ -146,7 +153,19 @@ def _check_record(task: str, record: object) -> str:
         target = record.target
         if type(target) is not str or not target or target[0] == "/" or "\0" in target:
             raise UnsafeEntry(f"{task}: link {path!r} -> {target!r} is absolute, empty or malformed")
+        _check_length(task, f"link {path!r} -> target", target)
     return path
+
+
+def _check_length(task: str, what: str, text: str) -> None:
+    """Refuse what the file system could not take: text that is not UTF-8, too long a name or path."""
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UnsafeEntry(f"{task}: {what} {text!r} is not valid UTF-8") from None
+    if len(data) > _PATH_MAX or any(len(name) > _NAME_MAX for name in data.split(b"/")):
+        raise UnsafeEntry(f"{task}: {what} {text[:80]!r}... is too long for the file system "
+                          f"(over {_NAME_MAX} bytes in a name or {_PATH_MAX} in all)")
 
 
 def _resolve_link(task: str, path: str, target: str, records: dict[str, OutputRecord],
@@ -162,8 +181,13 @@ def _resolve_link(task: str, path: str, target: str, records: dict[str, OutputRe
     pending = target.split("/")[::-1]
     climbed = False
     hops = 0
+    steps = 0
     while pending:
         part = pending.pop()
+        steps += 1
+        if steps > _MAX_LINK_STEPS:
+            raise refuse(f"is too long to follow (more than {_MAX_LINK_STEPS} parts, with the links it passes "
+                         "through)")
         if part in ("", "."):
             continue
         if part == "..":

@@ -87,6 +87,10 @@ ATTACKS = {
     # a link aimed straight at the hook, and a chain whose file record comes first
     "link to the hook": [["out/data/hook", "symlink", None, 0, 0o777, "../../.git/hooks/pre-commit"]],
     "file before its links": [["out/data/l1/nxrun.toml", "file", "{digest}", "{size}", 0o644, None]] + chain("l1"),
+    # names the file system cannot take: refused up front, not a failure half-way through
+    "name too long": [["out/data/" + "n" * 300, "file", "{digest}", "{size}", 0o644, None]],
+    "target too long": [["out/data/l", "symlink", None, 0, 0o777, "x/" * 2100]],
+    "name not UTF-8": [["out/data/\udcff", "file", "{digest}", "{size}", 0o644, None]],
 }
 
 
@@ -194,3 +198,18 @@ def test_a_task_whose_output_links_out_of_its_outputs_is_not_cached(ws: Workspac
     second = ws.nxrun("run", "gen:data", check=True)
     assert "rejected" not in second.stdout + second.stderr
     assert runs(ws) == 2
+
+
+def test_a_hit_restores_folder_modes_and_never_keeps_special_bits_found_on_disk(ws: Workspace):
+    ws.write("nxrun.toml", """
+        [projects.gen.targets.data]
+        command = "mkdir -p out/data/private && chmod 700 out/data/private && printf 'x' > out/data/run.sh && chmod 755 out/data/run.sh && echo ran >> ../runs.log"
+        outputs = ["out/data"]
+    """)
+    ws.nxrun("run", "gen:data", check=True)
+    os.chmod(ws.root / "out/data/private", 0o755)
+    os.chmod(ws.root / "out/data/run.sh", 0o4755)
+    assert ws.statuses(ws.run_json("gen:data")) == {"gen:data": "local-hit"}
+    assert runs(ws) == 1
+    assert (ws.root / "out/data/private").stat().st_mode & 0o7777 == 0o700
+    assert (ws.root / "out/data/run.sh").stat().st_mode & 0o7777 == 0o755

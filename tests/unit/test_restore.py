@@ -268,3 +268,34 @@ def test_with_the_cache_on_another_file_system_temp_files_stay_out_of_outputs_an
     index = FileIndex(ws)
     index.set_excluded_outputs(["out/data"])
     assert index.files_under("") == ["src.txt"]
+
+
+@pytest.mark.parametrize("declared", [("out/data",), ("out/data/a",)], ids=["in a folder", "a file output"])
+def test_a_file_with_setuid_setgid_or_sticky_bits_on_disk_is_not_taken_as_already_restored(place, declared):
+    ws, _, store = place
+    path = ws / declared[0] / "a" if declared == ("out/data",) else ws / declared[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"#!\n")
+    os.chmod(path, 0o6755)
+    stat_cache = StatCache()
+    assert restore(ws, store, file(store, "out/data/a", b"#!\n", 0o755), declared=declared,
+                   stat_cache=stat_cache) == 1
+    assert path.stat().st_mode & 0o7777 == 0o755
+    assert restore(ws, store, file(store, "out/data/a", b"#!\n", 0o755), declared=declared,
+                   stat_cache=stat_cache) == 0
+
+
+def test_a_folder_is_restored_with_the_mode_its_record_has_new_or_already_there(place):
+    ws, _, store = place
+    records = [OutputRecord("out/data", "dir", mode=0o750), OutputRecord("out/data/private", "dir", mode=0o700),
+               OutputRecord("out/data/shared", "dir", mode=0o777)]
+    stat_cache = StatCache()
+    restore(ws, store, *records, stat_cache=stat_cache)
+    modes = {p: (ws / p).stat().st_mode & 0o7777 for p in ("out/data", "out/data/private", "out/data/shared")}
+    assert modes == {"out/data": 0o750, "out/data/private": 0o700, "out/data/shared": 0o777}
+    os.chmod(ws / "out/data/private", 0o755)        # a folder already there with another mode
+    os.chmod(ws / "out/data", 0o2755)
+    restore(ws, store, *records, stat_cache=stat_cache)
+    assert (ws / "out/data/private").stat().st_mode & 0o7777 == 0o700
+    assert (ws / "out/data").stat().st_mode & 0o7777 == 0o750
+    assert restore(ws, store, *records, stat_cache=stat_cache) == 0

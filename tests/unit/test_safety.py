@@ -185,3 +185,23 @@ def test_any_remote_manifest_fails_only_with_the_errors_a_remote_read_catches(re
         check_entry(parsed, parsed.declared_outputs)
     except (ValueError, TypeError, KeyError, UnsafeEntry):   # what RemoteCache._validate turns into a miss
         pass
+
+
+@pytest.mark.parametrize("record", [
+    file("out/" + "n" * 256), file("out/d/" + "é" * 128), link("out/" + "n" * 256, "x"),
+    file("out/" + "/".join(["d" * 200] * 21)), link("out/l", "x/" * 2048), link("out/l", "é" * 2048),
+    file("out/\ud800"), file("out/\udcff"), link("out/l", "\udc80x"), file("out/é\u0301\ud83d"),
+], ids=["long name", "long name in bytes", "long link name", "long path", "long target", "long target in bytes",
+        "surrogate", "escaped byte", "escaped byte in target", "trailing surrogate"])
+def test_name_path_or_target_the_file_system_cannot_take_is_refused_before_anything_is_written(record):
+    assert "too long" in refused(record) or "not valid UTF-8" in refused(record)
+
+
+def test_link_resolution_work_is_bounded():
+    import time
+    # each link's target walks through the one before it, and none of its parts undoes the last
+    records = [link(f"out/l{i}", (f"l{i - 1}/" if i else "") + "x/.." * 1000) for i in range(40)]
+    started = time.monotonic()
+    message = refused(*records)
+    assert "too long" in message or "too many" in message
+    assert time.monotonic() - started < 2
