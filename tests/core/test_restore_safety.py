@@ -5,7 +5,6 @@ and an output a hit could not restore is never cached."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from cli_workspace import Workspace
+from tree_snapshot import snapshot
 
 TOML = """
 [workspace]
@@ -38,27 +38,6 @@ def make(ws: Workspace, restore: str = "auto") -> Workspace:
 def runs(ws: Workspace) -> int:
     path = ws.root.parent / "runs.log"
     return len(path.read_text().split()) if path.exists() else 0
-
-
-def snapshot(top: Path, skip: list[Path]) -> dict[str, tuple]:
-    """Everything under `top` (lstat facts and contents), but the paths in `skip`."""
-    found = {}
-    for current, dirs, files in os.walk(top):
-        here = Path(current)
-        dirs[:] = [d for d in dirs if here / d not in skip]
-        for name in dirs + files:
-            path = here / name
-            if path in skip:
-                continue
-            st = os.lstat(path)
-            rel = path.relative_to(top).as_posix()
-            if path.is_symlink():
-                found[rel] = ("link", os.readlink(path))
-            elif path.is_dir():
-                found[rel] = ("dir", st.st_mode)
-            else:
-                found[rel] = ("file", st.st_mode, hashlib.sha256(path.read_bytes()).hexdigest())
-    return found
 
 
 def tamper_local_entry(ws: Workspace, task_id: str, extra: list[list]) -> None:

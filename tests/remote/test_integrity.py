@@ -5,10 +5,10 @@ workspace, and the task runs instead."""
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
+
+from tree_snapshot import snapshot
 
 from remote_helpers import fresh_clone, nxrun, tree, write_pipeline
 
@@ -179,13 +179,13 @@ def test_entry_writing_through_a_chain_of_its_own_links_is_rejected(remote, uplo
     b = fresh_clone(uploaded, tmp_path / "machines" / "b")
     (b / ".git" / "hooks").mkdir(parents=True)
     outputs = [b / "out", b / ".nxrun", b / "runlog"]
-    before = _outside(tmp_path / "machines", outputs)
+    before = snapshot(tmp_path / "machines", outputs)
     result = nxrun(b, "run", "gen:report", "--json", endpoint=remote.endpoint)
     _assert_rerun_cleanly(uploaded, b, result)
     assert "from 'trusted' rejected: gen:data: " in result.stderr
     assert "the task will run instead" in result.stderr
     assert result.summary["remote"]["rejected"] == 1
-    assert _outside(tmp_path / "machines", outputs) == before
+    assert snapshot(tmp_path / "machines", outputs) == before
     assert not (b / ".git" / "hooks" / "pre-commit").exists()
     assert (b / "nxrun.toml").read_text() == (uploaded / "nxrun.toml").read_text()
     assert not list((tmp_path / "machines").glob("planted*"))
@@ -201,23 +201,3 @@ def test_remote_entry_is_not_written_through_a_link_above_the_outputs(remote, up
     assert "'out', a folder above a declared output, is a link on this machine" in result.stdout + result.stderr
     assert result.ran == ["gen:data"]                  # the task ran instead (and wrote through its link)
     assert (elsewhere / "data" / "a.txt").read_text() == "SOME INPUT\n"
-
-
-def _outside(top, skip) -> dict[str, tuple]:
-    """Everything under `top` but `skip`: kind, mode and contents or link target."""
-    found = {}
-    for current, dirs, files in os.walk(top):
-        here = Path(current)
-        dirs[:] = [d for d in dirs if here / d not in skip]
-        for name in dirs + files:
-            path = here / name
-            if path in skip:
-                continue
-            rel = path.relative_to(top).as_posix()
-            if path.is_symlink():
-                found[rel] = ("link", os.readlink(path))
-            elif path.is_dir():
-                found[rel] = ("dir", path.stat().st_mode)
-            else:
-                found[rel] = ("file", path.stat().st_mode, path.read_bytes())
-    return found

@@ -5,7 +5,6 @@ or refuses it; and what it accepts it restores exactly."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from tree_snapshot import snapshot
 
 from nxrun.hashing import StatCache
 from nxrun.store import CacheEntry, OutputRecord, UnsafeEntry
@@ -85,28 +85,6 @@ def _layout(base: Path) -> Path:
     os.symlink("../../../outside", ws / "out/a/escape")      # stale, inside a declared output
     os.symlink("../src", ws / "out/b")                        # a declared output that is a link
     return ws
-
-
-def _snapshot(base: Path, skip: list[Path]) -> dict[str, tuple]:
-    """lstat facts and contents of everything under base, but the declared outputs and the cache."""
-    found = {}
-    for current, dirs, files in os.walk(base):
-        here = Path(current)
-        dirs[:] = [d for d in dirs if here / d not in skip]
-        for name in dirs + files:
-            path = here / name
-            if path in skip:
-                continue
-            st_ = os.lstat(path)
-            rel = path.relative_to(base).as_posix()
-            if os.path.islink(path):
-                found[rel] = ("link", os.readlink(path), st_.st_ino)
-            elif os.path.isdir(path):
-                found[rel] = ("dir", st_.st_mode, st_.st_ino)
-            else:
-                found[rel] = ("file", st_.st_mode, st_.st_ino, st_.st_nlink,
-                              hashlib.sha256(path.read_bytes()).hexdigest())
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -186,8 +164,8 @@ def _check_one_restore(store, drawn, mode, origin):
     try:
         ws = _layout(base)
         skip = [ws / d for d in DECLARED]
-        before = _snapshot(base, skip)
-        blobs_before = _snapshot(local_store.cache_dir / "blobs", [])
+        before = snapshot(base, skip, identity=True)
+        blobs_before = snapshot(local_store.cache_dir / "blobs", [], identity=True)
         entry = _entry(drawn, digests)
         try:
             restore_entry(entry, local_store, ws, list(DECLARED), StatCache(), mode=mode, origin=origin)
@@ -198,9 +176,9 @@ def _check_one_restore(store, drawn, mode, origin):
         if accepted:
             event(f"accepted: {min(len(entry.outputs), 4)}+ records, "
                   f"{sum(r.kind == 'symlink' for r in entry.outputs) > 0 and 'with' or 'no'} links")
-        assert _snapshot(base, skip) == before
+        assert snapshot(base, skip, identity=True) == before
         # the blobs (which hardlinked outputs share) keep their bytes and their read-only mode
-        blobs = _snapshot(local_store.cache_dir / "blobs", [])
+        blobs = snapshot(local_store.cache_dir / "blobs", [], identity=True)
         assert blobs.keys() == blobs_before.keys()
         for rel, facts in blobs.items():
             assert facts[0] != "file" or (facts[1] & 0o7777 == 0o444 and facts[4] == blobs_before[rel][4])
