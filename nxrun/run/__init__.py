@@ -1,0 +1,1 @@
+"""The scheduler and what it grants tasks before they run."""
