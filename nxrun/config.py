@@ -20,7 +20,7 @@ CONFIG_NAME = "nxrun.toml"
 CACHE_MODES = ("always", "hardware", "never")
 RESTORE_MODES = ("auto", "copy", "hardlink")
 
-WORKSPACE_KEYS = {"cache-dir", "parallel", "include", "projects", "restore", "default-inputs"}
+WORKSPACE_KEYS = {"cache-dir", "parallel", "include", "projects", "restore", "default-inputs", "gpus"}
 REMOTE_KEYS = {
     "url", "read-only", "write-namespace", "read-namespaces", "endpoint-url", "region",
     "connect-timeout", "read-timeout", "required", "max-concurrency", "signing-key-env",
@@ -32,7 +32,7 @@ TOP_KEYS_PROJECT_FILE = {"project", "targets", "named-inputs"}
 PROJECT_KEYS = {"root", "depends-on", "targets", "description", "name"}
 TARGET_KEYS = {
     "command", "inputs", "outputs", "depends-on", "env", "resources", "cache", "matrix",
-    "description", "cwd",
+    "description", "cwd", "gpus",
 }
 
 # A matrix value is pasted verbatim into the command (run by a shell), into paths and input globs,
@@ -80,6 +80,7 @@ class TargetSpec:
     description: str
     cwd: str | None                   # workspace-relative; None: the project root
     source: str                       # "file:line" where the target is declared
+    gpus: int = 0                     # GPUs it takes at once (`gpus = N`; `resources = ["gpu"]` is 1)
 
 
 @record
@@ -106,6 +107,8 @@ class Workspace:
     config_files: list[Path]
     # (pattern, matches) of every include/projects glob: a cached graph is valid only while these hold
     discovered: list[tuple[str, list[str]]] = default_factory(list)
+    # [workspace] gpus as (value, "file:line"): "auto", a count or ids (run/gpus.py); None when unset
+    gpus: tuple | None = None
 
     def rel(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
@@ -307,6 +310,7 @@ def _parse_target(project: str, name: str, table: dict, source: _Source, path: l
         else:
             raise ConfigError(f"{source.where(path, 'matrix')}: matrix axis '{axis}' of {what} must be a "
                               "non-empty list or \"glob:PATTERN\".")
+    gpus = _target_gpus(table, source, path, what)
     inputs = table.get("inputs")
     cwd = table.get("cwd")
     if cwd is not None:
@@ -325,7 +329,22 @@ def _parse_target(project: str, name: str, table: dict, source: _Source, path: l
         description=str(table.get("description", "")),
         cwd=cwd,
         source=source.where(path),
+        gpus=gpus,
     )
+
+
+def _target_gpus(table: dict, source: _Source, path: list[str], what: str) -> int:
+    """How many GPUs a target takes at once: `gpus = N`, else 1 when it names the `gpu` resource."""
+    resources = table.get("resources", [])
+    names_gpu = resources == "gpu" or (isinstance(resources, list) and "gpu" in resources)
+    if "gpus" not in table:
+        return 1 if names_gpu else 0
+    gpus = table["gpus"]
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
+        raise ConfigError(f"{source.where(path, 'gpus')}: {what} has gpus = {gpus!r}; give the number of GPUs it "
+                          "takes at once as a whole number, 1 or more (e.g. gpus = 2), or leave the key out for "
+                          "none.")
+    return gpus
 
 
 def _check_matrix_list(values: list[str], axis: str, what: str, where: str) -> None:
@@ -437,6 +456,13 @@ def load_workspace(root: Path) -> Workspace:
     default_inputs = _string_list(ws_table.get("default-inputs", ["**/*"]), source, ["workspace"],
                                   "default-inputs", "[workspace]")
 
+    gpus = None
+    if "gpus" in ws_table:
+        from .run.gpus import parse_setting
+
+        where = source.where(["workspace"], "gpus")
+        gpus = (parse_setting(ws_table["gpus"], where).value, where)
+
     remote = _expect(data.get("remote", {}), dict, source, [], "remote", "the root nxrun.toml")
     _check_keys(remote, REMOTE_KEYS, source, ["remote"], "[remote]")
 
@@ -519,5 +545,5 @@ def load_workspace(root: Path) -> Workspace:
     return Workspace(
         root=root, cache_dir=cache_dir, parallel=parallel, restore=restore, default_inputs=default_inputs,
         named_inputs=named_inputs, runtime=runtime, remote=remote, projects=projects,
-        config_files=config_files, discovered=discovered,
+        config_files=config_files, discovered=discovered, gpus=gpus,
     )

@@ -41,6 +41,7 @@ class Task:
     source: str                # file:line of the target
     description: str = ""
     dependents: list[str] = default_factory(list)
+    gpus: int = 0              # GPUs it takes at once from the run's pool (run/gpus.py)
 
     @property
     def is_aggregate(self) -> bool:
@@ -471,6 +472,7 @@ def build_graph(workspace: Workspace) -> TaskGraph:
                     cwd=cwd or ".",
                     source=spec.source,
                     description=spec.description,
+                    gpus=spec.gpus,
                 )
                 tasks[task.id] = task
                 by_target.setdefault((project.name, spec.name), []).append(task)

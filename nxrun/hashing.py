@@ -547,9 +547,12 @@ class TaskHasher:
         return keyed_digest(key, name, value)
 
     def components(self, task, dep_digests: dict[str, str], args: list[str] | None = None,
-                   environ: dict[str, str] | None = None) -> tuple[dict[str, str], list[str]]:
+                   environ: dict[str, str] | None = None,
+                   gpu_class: str | None = None) -> tuple[dict[str, str], list[str]]:
         """(explain manifest, warnings). An NxrunError naming the task and the path when an input
-        cannot be hashed (unreadable, a fifo or socket, gone while it was being hashed)."""
+        cannot be hashed (unreadable, a fifo or socket, gone while it was being hashed).
+        `gpu_class`: the fingerprint of the GPUs a `cache = "hardware"` task will be granted
+        (default: the pool's first class with enough GPUs, see Runtime.hardware_fingerprint)."""
         environ = os.environ if environ is None else environ
         warnings: list[str] = []
         components = {
@@ -607,9 +610,20 @@ class TaskHasher:
                 components[entry] = self.keyed(entry, "\0unset" if value is None else "=" + value)
         for dep_id, dep_digest in dep_digests.items():
             components["dep:" + dep_id] = dep_digest
+        gpus = getattr(task, "gpus", 0)
+        if gpus > 1:
+            # how many GPUs changes a result (a tensor-parallel run); which ones does not, and one
+            # is what the command saw before GPUs were counted, so it adds nothing
+            components["gpus"] = str(gpus)
         if task.cache == "hardware":
-            components["hardware"] = digest_text(self.runtime.hardware_fingerprint())
+            components["hardware"] = self.hardware_digest(gpus, gpu_class)
         return components, warnings
+
+    def hardware_digest(self, gpus: int, gpu_class: str | None = None) -> str:
+        """The `hardware` component of a task that takes `gpus` GPUs of class `gpu_class`."""
+        if gpus:
+            return digest_text(self.runtime.hardware_fingerprint(gpus, gpu_class))
+        return digest_text(self.runtime.hardware_fingerprint())
 
     def _memo_digest(self, rel: str, path: str, st: os.stat_result | None = None, generation: int = -1) -> str:
         """The digest of input `rel` (at `path`) through the run's memo: a regular file digested

@@ -28,9 +28,14 @@ def command_environment() -> dict[str, str]:
 
 
 class Runtime:
-    def __init__(self, probes: dict[str, str], cwd: str):
+    def __init__(self, probes: dict[str, str], cwd: str, gpu_setting: tuple | None = None,
+                 gpu_cli: str | None = None):
         self.probes = probes
         self.cwd = cwd
+        self.gpu_setting = gpu_setting   # [workspace] gpus as (value, "file:line"), or None
+        self.gpu_cli = gpu_cli           # --gpus, or None
+        self._inventory = None
+        self._pool = None
         self._values: dict[str, str] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -76,10 +81,51 @@ class Runtime:
                 return "not-installed"
         return self._once("pkg:" + name, lookup)
 
-    def hardware_fingerprint(self) -> str:
-        """GPU model, compute capability, driver, CUDA version and MIG mode of the visible GPUs
-        (never their index); the CPU model where there is no GPU."""
-        return self._once("hardware", _hardware_fingerprint)
+    def hardware_fingerprint(self, gpus: int = 0, gpu_class: str | None = None) -> str:
+        """What a `cache = "hardware"` result depends on, never a device index or UUID: for a task
+        that takes `gpus` GPUs, the fingerprint of their class (model, compute capability, driver,
+        CUDA version, MIG mode, memory) once per GPU; `gpu_class` is the class it will be granted,
+        by default the pool's first with enough GPUs. For a task that takes none, that of every
+        GPU visible to nxrun; the CPU model where there is no GPU (or the pool has no hardware)."""
+        if gpus > 0:
+            if gpu_class is None:
+                classes = [c for c in self.gpu_pool().classes(gpus) if c]
+                gpu_class = classes[0] if classes else None
+            if gpu_class:
+                return "; ".join([gpu_class] * gpus)
+        return self._once("hardware", self._host_fingerprint)
+
+    def gpu_inventory(self):
+        """What nvidia-smi says about this host's GPUs (run/gpus.py), asked once per invocation."""
+        with self._guard:
+            if self._inventory is None:
+                from .run.gpus import query_inventory
+
+                self._inventory = query_inventory()
+            return self._inventory
+
+    def gpu_pool(self):
+        """The run's GPU pool (run/gpus.py): from --gpus, NXRUN_GPUS, [workspace] gpus, else every GPU."""
+        with self._guard:
+            pool = self._pool
+        if pool is None:
+            from .run.gpus import GpuSetting, pool_from
+
+            workspace = GpuSetting(*self.gpu_setting) if self.gpu_setting else None
+            pool = pool_from(self.gpu_cli, workspace, inventory=self.gpu_inventory())
+            with self._guard:
+                if self._pool is None:
+                    self._pool = pool
+                pool = self._pool
+        return pool
+
+    def _host_fingerprint(self) -> str:
+        from .run.gpus import visible
+
+        rows = [gpu.fingerprint for gpu in visible(self.gpu_inventory(), os.environ.get("CUDA_VISIBLE_DEVICES"))]
+        import platform
+
+        return "; ".join(rows) or f"cpu {platform.machine()} {_cpu_model()}"
 
     def facts(self) -> dict[str, str]:
         """What was probed this run, for the cache entry's record (probe outputs are not secret)."""
@@ -97,33 +143,3 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown-cpu"
-
-
-def _hardware_fingerprint() -> str:
-    import shutil
-    import subprocess
-
-    smi = shutil.which("nvidia-smi")
-    gpus: list[str] = []
-    if smi:
-        query = "name,compute_cap,driver_version,mig.mode.current,memory.total"
-        try:
-            result = subprocess.run([smi, f"--query-gpu={query}", "--format=csv,noheader"],
-                                    capture_output=True, text=True, timeout=30)
-            header = subprocess.run([smi], capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            result = header = None
-        if result is not None and result.returncode == 0:
-            rows = [line.strip() for line in result.stdout.splitlines() if line.strip()]
-            visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-            if visible is not None and visible.strip() and all(p.strip().isdigit() for p in visible.split(",")):
-                indices = [int(p) for p in visible.split(",")]
-                rows = [rows[i] for i in indices if i < len(rows)]
-            cuda = ""
-            if header is not None:
-                for token in header.stdout.split("CUDA Version:")[1:2]:
-                    cuda = token.split()[0]
-            gpus = [f"{row}|cuda {cuda}" for row in rows]
-    import platform
-
-    return "; ".join(gpus) or f"cpu {platform.machine()} {_cpu_model()}"

@@ -21,7 +21,7 @@ from .graph import Task, TaskGraph, build_graph, matrix_glob_stems, new_file_ind
 from .hashing import digest_bytes
 from .records import as_dict
 
-SNAPSHOT_FORMAT = 2
+SNAPSHOT_FORMAT = 3
 _CODE = [Path(__file__).with_name(name) for name in ("config.py", "graph.py", "snapshot.py")]
 
 
@@ -67,7 +67,7 @@ def _encode(graph: TaskGraph, key: str) -> str:
         "workspace": {
             "root": str(ws.root), "cache_dir": str(ws.cache_dir), "parallel": ws.parallel, "restore": ws.restore,
             "default_inputs": ws.default_inputs, "named_inputs": ws.named_inputs, "runtime": ws.runtime,
-            "remote": ws.remote, "config_files": [str(p) for p in ws.config_files],
+            "remote": ws.remote, "config_files": [str(p) for p in ws.config_files], "gpus": ws.gpus,
             # without their target specs: only build_graph reads those, and they would double the
             # snapshot; a graph from the snapshot has targets=None, so a new reader fails loudly
             "projects": {name: {**as_dict(project), "targets": None} for name, project in ws.projects.items()},
@@ -86,7 +86,8 @@ def _decode(data: dict) -> TaskGraph:
         root=Path(w["root"]), cache_dir=Path(w["cache_dir"]), parallel=w["parallel"], restore=w["restore"],
         default_inputs=w["default_inputs"], named_inputs=w["named_inputs"], runtime=w["runtime"],
         remote=w["remote"], projects=projects, config_files=[Path(p) for p in w["config_files"]],
-        discovered=[tuple(d) for d in data["discovered"]])
+        discovered=[tuple(d) for d in data["discovered"]],
+        gpus=tuple(w["gpus"]) if w["gpus"] is not None else None)
     tasks = {t["id"]: Task(**t) for t in data["tasks"]}
     order = [t["id"] for t in data["tasks"]]
     return TaskGraph(workspace, tasks, order, data["warnings"], new_file_index(workspace, tasks),

@@ -107,3 +107,18 @@ def test_an_include_that_names_a_folder_is_a_clear_error(ws: Workspace):
     result = ws.nxrun("graph")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "sub" in result.stderr and "is a folder" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["0", "-1", '"2"', "true", "1.5"])
+def test_target_gpus_must_be_a_whole_number(ws: Workspace, value: str):
+    err = error_of(ws, f'[projects.p.targets.t]\ncommand = "true"\ngpus = {value}\n')
+    assert "nxrun.toml:3" in err and "'p:t'" in err and "gpus = 2" in err
+
+
+@pytest.mark.parametrize("value, problem", [
+    ('"gpu0"', "neither an nvidia-smi index nor a UUID"), ("0", "at least 1"), ('["0", "0"]', "twice"),
+    ("[0, 1]", "as strings"),
+])
+def test_workspace_gpus_errors_name_the_line_and_the_fix(ws: Workspace, value: str, problem: str):
+    err = error_of(ws, f'[workspace]\nparallel = 2\ngpus = {value}\n[projects.p.targets.t]\ncommand = "true"\n')
+    assert "nxrun.toml:3" in err and problem in err
