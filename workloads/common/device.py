@@ -83,3 +83,15 @@ def _device_facts_cached(device_index: int) -> dict:
 def device_facts(device_index: int = 0) -> dict:
     """Facts about the device results were measured on; backend "cpu" when no CUDA device answers."""
     return dict(_device_facts_cached(device_index))
+
+
+def gpu_identity() -> dict:
+    """NVML's facts about the CUDA device in use (UUID, model, power limits, clocks; see
+    clocks.NvmlSampler.facts), or {} without a CUDA device."""
+    if not cuda_available():
+        return {}
+    import cupy
+
+    from workloads.common.clocks import NvmlSampler
+
+    return NvmlSampler(cupy.cuda.Device().pci_bus_id).facts()

@@ -48,13 +48,17 @@ def invocation(proc: Path | str = "/proc", pid: int | None = None) -> str | None
 
 
 def record(gpu: dict | None = None) -> dict:
-    """The provenance block of a results JSON: invocation token, task, time, and the GPU's identity."""
+    """The provenance block of a results JSON: invocation token, task, time, the GPU's identity (NVML
+    facts, clocks.NvmlSampler.facts()) and the GPU ids nxrun granted the task (NXRUN_GPU_IDS)."""
     gpu = gpu or {}
+    granted = os.environ.get("NXRUN_GPU_IDS")
     return {"invocation": invocation(), "task": os.environ.get("NXRUN_TASK"),
             "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "gpu_uuid": gpu.get("uuid"), "gpu_name": gpu.get("name"),
             "power_limit_w": gpu.get("enforced_power_limit_w") or gpu.get("power_limit_w"),
-            "application_clocks_mhz": gpu.get("application_clocks_mhz")}
+            "application_clocks_mhz": gpu.get("application_clocks_mhz"),
+            "max_clocks_mhz": gpu.get("max_clocks_mhz"),
+            "nxrun_gpu_ids": granted.split(",") if granted else None}
 
 
 def restored(document: dict, current: str | None) -> bool | None:

@@ -1,4 +1,5 @@
-"""Result files: one JSON document per bench task, stamped with the device it ran on.
+"""Result files: one JSON document per bench task, stamped with the device it ran on and its provenance
+(the GPU's UUID, model, clocks and power limit; the nxrun run and task; see provenance.py).
 
 Written atomically (temporary file, then rename) so that a killed task never leaves a torn file that a
 report or a cache entry could pick up.
@@ -13,17 +14,20 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-from workloads.common.device import device_facts
+from workloads.common import device, provenance
 
 SCHEMA_VERSION = 1
 
 
 def write_results(path: Path | str, payload: dict) -> dict:
-    """Write `payload` plus `device`, `created` (UTC, ISO 8601) and `schema` to `path`; return the document."""
+    """Write `payload` plus `device`, `created` (UTC, ISO 8601), `schema` and (unless the payload has its
+    own) `provenance` to `path`; return the document."""
     path = Path(path)
     document = {"schema": SCHEMA_VERSION,
                 "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "device": device_facts(), **payload}
+                "device": device.device_facts(), **payload}
+    if "provenance" not in document:
+        document["provenance"] = provenance.record(payload.get("gpu") or device.gpu_identity())
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
     try:
