@@ -58,6 +58,8 @@ def _run_options(function):
                      show_default=True, help="Use the remote cache if configured / never / fail without it."),
         click.option("--namespace", default=None, help="Remote namespace to write (e.g. trusted, scratch/REF)."),
         click.option("-q", "--quiet", is_flag=True, help="Print only failures and the summary."),
+        click.option("--gpus", default=None, metavar="IDS", help="The GPUs tasks may take: nvidia-smi indices "
+                     "or UUIDs (0,2), or auto (default: NXRUN_GPUS, else [workspace] gpus, else every GPU)."),
     ]
     for option in reversed(options):
         function = option(function)

@@ -31,6 +31,7 @@ class Console:
         self.quiet = quiet
         self._task_colors: dict[str, str] = {}
         self._running: dict[str, float] = {}
+        self._gpus: dict[str, str] = {}      # task id -> the GPU ids it holds, as shown
         self.counts = {"done": 0, "hits": 0, "failed": 0, "total": 0}
         self._started = time.monotonic()
         self._status_shown = False
@@ -60,7 +61,8 @@ class Console:
         if not self._running and not self.counts["total"]:
             return
         elapsed = time.monotonic() - self._started
-        running = ", ".join(sorted(self._running)[:3])
+        running = ", ".join(t + (f" [GPU {self._gpus[t]}]" if t in self._gpus else "")
+                            for t in sorted(self._running)[:3])
         more = len(self._running) - 3
         if more > 0:
             running += f" +{more}"
@@ -102,11 +104,16 @@ class Console:
                 self.stream.flush()
 
     # ---------------------------------------------------------------- events
-    def task_started(self, task_id: str, command: str) -> None:
+    def task_started(self, task_id: str, command: str, gpus: list[str] | None = None) -> None:
+        """A command starts; `gpus`: the GPU ids it was granted (shown with it while it runs)."""
         with self.lock:
             self._running[task_id] = time.monotonic()
+            held = ""
+            if gpus:
+                self._gpus[task_id] = ",".join(gpus)
+                held = self._paint(f"  [GPU {self._gpus[task_id]}]", "36")
             if not self.quiet:
-                self._write(self._paint(f"> {task_id}", "1") + self._paint(f"  $ {command}", "2") + "\n")
+                self._write(self._paint(f"> {task_id}", "1") + held + self._paint(f"  $ {command}", "2") + "\n")
 
     def task_output(self, task_id: str, line: bytes) -> None:
         if self.quiet:
@@ -128,6 +135,7 @@ class Console:
     def task_finished(self, task_id: str, status: str, duration: float, note: str = "") -> None:
         with self.lock:
             self._running.pop(task_id, None)
+            self._gpus.pop(task_id, None)
             self.counts["done"] += 1
             if status.endswith("hit"):
                 self.counts["hits"] += 1

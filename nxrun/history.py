@@ -31,6 +31,7 @@ class TaskRecord:
     outputs_digest: str | None = None
     error: str = ""
     explain_stored: bool = False  # a hit: its explain was stored with the entry it came from
+    gpus: list[str] = default_factory(list)   # the GPU ids it held while its command ran
 
 
 @record
@@ -71,9 +72,9 @@ def save_run(store: LocalStore, run: RunRecord) -> int:
         run_id = cursor.lastrowid
         conn.executemany(
             "INSERT INTO run_tasks (run_id, task_id, etag, status, origin, duration, started, saved, "
-            "outputs_digest, error) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            "outputs_digest, error, gpus) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             [(run_id, t.task_id, t.etag, t.status, t.origin, t.duration, t.started, t.saved, t.outputs_digest,
-              t.error) for t in run.tasks])
+              t.error, ",".join(t.gpus) if t.gpus else None) for t in run.tasks])
         conn.executemany(
             "INSERT INTO task_latest (task_id, run_id, etag, status, origin, duration, started) "
             "VALUES (?,?,?,?,?,?,?) ON CONFLICT(task_id) DO UPDATE SET run_id = excluded.run_id, "
@@ -104,16 +105,19 @@ def last_task_record(store: LocalStore, task_id: str) -> dict | None:
 
 
 def task_history(store: LocalStore, task_id: str | None = None, limit: int = 20) -> list[dict]:
-    sql = ("SELECT r.run_id, r.task_id, r.etag, r.status, r.origin, r.duration, r.saved, runs.started, r.error "
-           "FROM run_tasks r JOIN runs ON runs.id = r.run_id")
+    sql = ("SELECT r.run_id, r.task_id, r.etag, r.status, r.origin, r.duration, r.saved, runs.started, r.error, "
+           "r.gpus FROM run_tasks r JOIN runs ON runs.id = r.run_id")
     params: list = []
     if task_id:
         sql += " WHERE r.task_id = ?"
         params.append(task_id)
     sql += " ORDER BY r.run_id DESC, r.rowid ASC LIMIT ?"
     params.append(limit)
-    keys = ("run_id", "task_id", "etag", "status", "origin", "duration", "saved", "time", "error")
-    return [dict(zip(keys, row)) for row in store.read(sql, params)]
+    keys = ("run_id", "task_id", "etag", "status", "origin", "duration", "saved", "time", "error", "gpus")
+    rows = [dict(zip(keys, row)) for row in store.read(sql, params)]
+    for row in rows:
+        row["gpus"] = row["gpus"].split(",") if row["gpus"] else []
+    return rows
 
 
 def runs(store: LocalStore, limit: int = 50) -> list[dict]:

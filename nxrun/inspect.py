@@ -108,11 +108,11 @@ def history_text(obj, task: str | None, limit: int, as_json: bool) -> str:
         rows = task_history(obj.store, task, limit)
         if as_json:
             return json.dumps(rows, indent=2)
-        lines = [f"{'time':19}  {'run':>5}  {'etag':16}  {'status':10}  {'origin':6}  {'duration':>9}"]
+        lines = [f"{'time':19}  {'run':>5}  {'etag':16}  {'status':10}  {'origin':6}  {'duration':>9}  gpus"]
         for row in rows:
             lines.append(f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(row['time']))}  {row['run_id']:>5}  "
                          f"{(row['etag'] or '-')[:16]:16}  {row['status']:10}  {row['origin'] or '-':6}  "
-                         f"{row['duration']:8.2f}s")
+                         f"{row['duration']:8.2f}s  {','.join(row['gpus']) or '-'}")
         return "\n".join(lines)
     rows = runs(obj.store, limit)
     if as_json:

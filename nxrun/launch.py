@@ -17,7 +17,8 @@ from . import __version__
 
 _FLAGS = {"-q": "quiet", "--quiet": "quiet", "--keep-going": "keep_going", "--skip-cache": "skip_cache",
           "--only": "only", "--dry-run": "dry_run", "--json": "as_json"}
-_VALUED = {"-p": "parallel", "--parallel": "parallel", "--remote": "remote_mode", "--namespace": "namespace"}
+_VALUED = {"-p": "parallel", "--parallel": "parallel", "--remote": "remote_mode", "--namespace": "namespace",
+           "--gpus": "gpus"}
 _REMOTE_MODES = ("auto", "off", "required")
 
 

@@ -16,7 +16,7 @@ from .console import use_colour
 from .errors import NxrunError
 
 RUN_DEFAULTS = {"parallel": None, "keep_going": False, "skip_cache": False, "only": False, "dry_run": False,
-                "as_json": False, "remote_mode": "auto", "namespace": None, "quiet": False}
+                "as_json": False, "remote_mode": "auto", "namespace": None, "quiet": False, "gpus": None}
 
 
 class Context:
@@ -82,7 +82,7 @@ def run_tasks(obj: Context, names: list[str], args: list[str], **options) -> Non
 
 
 def execute(obj: Context, task_ids: list[str], args: list[str], args_for: set[str], *, parallel, keep_going,
-            skip_cache, only, dry_run, as_json, remote_mode, namespace, quiet) -> None:
+            skip_cache, only, dry_run, as_json, remote_mode, namespace, quiet, gpus=None) -> None:
     from .console import Console
     from .runner import Runner, RunOptions
 

@@ -38,7 +38,7 @@ from ..errors import NxrunError
 from ..hashing import digest_file, hash_rest, read_head
 from . import CacheEntry, CorruptBlob, OutputRecord, encode_explain
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 _DEFER_MAX = 200          # deferred entries written together at most this many ...
 _DEFER_SECONDS = 1.0      # ... or this long after the first
 
@@ -343,13 +343,15 @@ class LocalStore:
             if version == SCHEMA_VERSION:
                 conn.execute("COMMIT")
                 return
-            if version in (4, 7):
-                # what the upgrade removes must not stay in free pages or old cells of the file:
-                # SQLite builds differ in whether they overwrite deleted content by default
-                conn.execute("PRAGMA secure_delete = ON")
-                if version == 4:
-                    _migrate_from_4(db, conn)
-                _migrate_from_7(db, conn)
+            if version in (4, 7, 8):
+                if version in (4, 7):
+                    # what the upgrade removes must not stay in free pages or old cells of the file:
+                    # SQLite builds differ in whether they overwrite deleted content by default
+                    conn.execute("PRAGMA secure_delete = ON")
+                    if version == 4:
+                        _migrate_from_4(db, conn)
+                    _migrate_from_7(db, conn)
+                _migrate_from_8(conn)
             else:   # a new cache, or one of a layout never released: start again
                 for stale in _TABLES:
                     if db[stale].exists():
@@ -1067,7 +1069,7 @@ def _create_table(db, name: str) -> None:
     elif name == "run_tasks":
         db["run_tasks"].create({"run_id": int, "task_id": str, "etag": str, "status": str, "origin": str,
                                 "duration": float, "started": float, "saved": float,
-                                "outputs_digest": str, "error": str})
+                                "outputs_digest": str, "error": str, "gpus": str})
         # run_tasks only grows at its end (indexed by run_id alone): an index by task would take a
         # write to nearly every one of its pages per run, a cost that grew with the history
         db["run_tasks"].create_index(["run_id"])
@@ -1116,6 +1118,12 @@ def _migrate_from_4(db, conn: sqlite3.Connection) -> None:
         conn.execute('ALTER TABLE run_tasks DROP COLUMN "explain"')
     except sqlite3.OperationalError:
         pass   # SQLite before 3.35: the column stays, unused (rows are written with named columns)
+
+
+def _migrate_from_8(conn: sqlite3.Connection) -> None:
+    """Layout 8 did not record which GPUs a task held; older rows have none."""
+    if "gpus" not in {row[1] for row in conn.execute('PRAGMA table_info("run_tasks")')}:
+        conn.execute('ALTER TABLE run_tasks ADD COLUMN "gpus" TEXT')
 
 
 def _migrate_from_7(db, conn: sqlite3.Connection) -> None:

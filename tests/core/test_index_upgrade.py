@@ -131,3 +131,22 @@ def test_a_layout_7_cache_keeps_its_history_but_no_unkeyed_env_digest_or_clear_a
         index.close()
     assert ws.statuses(ws.run_json("p:deploy", "p:plain", env={"PIN": "4821"})) == \
         {"p:deploy": "miss", "p:plain": "local-hit"}
+
+
+def test_a_layout_8_cache_keeps_its_history_and_records_gpus_from_now_on(ws: Workspace):
+    ws.write("nxrun.toml", '[projects.p.targets.t]\ncommand = "echo hi > out.txt"\noutputs = ["out.txt"]\n')
+    ws.run_json("p:t")
+    index_path = ws.root / ".nxrun" / "index.db"
+    index = sqlite3.connect(index_path)
+    index.execute('ALTER TABLE run_tasks DROP COLUMN "gpus"')
+    index.execute("PRAGMA user_version = 8")
+    index.commit()
+    index.close()
+    rows = json.loads(ws.nxrun("history", "p:t", "--json", check=True).stdout)
+    assert len(rows) == 1 and rows[0]["gpus"] == []
+    index = sqlite3.connect(index_path)
+    try:
+        assert index.execute("PRAGMA user_version").fetchone()[0] >= 9
+        assert "gpus" in {row[1] for row in index.execute('PRAGMA table_info("run_tasks")')}
+    finally:
+        index.close()

@@ -31,6 +31,8 @@ ACCEPTED = [
     ["-C", "sub", "run", "p:a"],
     ["--directory", "sub", "run", "p:a", "-q"],
     ["--directory=sub", "run", "p:a"],
+    ["run", "p:a", "--gpus", "0,2"],
+    ["run", "p:a", "--gpus=auto", "-q"],
 ]
 
 LEFT_TO_CLICK = [
