@@ -293,3 +293,37 @@ def pool_from(cli: str | None, workspace: GpuSetting | None, environ: dict[str, 
     if inventory is None:
         inventory = query_inventory()
     return build_pool(setting, inventory, environ.get("CUDA_VISIBLE_DEVICES"))
+
+
+def describe(pool: GpuPool) -> str:
+    """Where the pool came from and what it holds, for messages."""
+    held = ", ".join(pool.ids) if pool.ids else "no GPU"
+    if pool.source == "auto":
+        return f"every GPU nvidia-smi lists ({held})"
+    if pool.source in ("--gpus", ENV):
+        return f"set by {pool.source} ({held})"
+    return f"set by [workspace] gpus at {pool.source} ({held})"
+
+
+def check_requests(pool: GpuPool, tasks) -> None:
+    """Before a run starts: an NxrunError naming every task that asks for more GPUs than the pool has."""
+    too_many = [task for task in tasks if task.gpus and pool.too_many(task.gpus)]
+    if not too_many:
+        return
+    lines = [f"{task.id} asks for {task.gpus} GPUs ({task.source})" for task in too_many]
+    raise NxrunError("; ".join(lines) + f", but the GPU pool has {pool.size}: {describe(pool)}. Lower the task's "
+                     "`gpus`, or give the run more GPUs (--gpus, NXRUN_GPUS or [workspace] gpus).")
+
+
+def choose_class(pool: GpuPool, count: int, cached) -> str | None:
+    """The GPU class a `cache = "hardware"` task that takes `count` GPUs is hashed for and granted:
+    None when the pool has no choice to make (one class, or no fingerprints); else the first class
+    whose ETag `cached(fingerprint)` says is in the cache, else the one with the most GPUs free now
+    (pool order breaks ties)."""
+    classes = [c for c in pool.classes(count) if c]
+    if len(classes) <= 1:
+        return classes[0] if classes else None
+    for gpu_class in classes:
+        if cached(gpu_class):
+            return gpu_class
+    return max(classes, key=lambda c: (pool.free_count(c), -classes.index(c)))

@@ -163,3 +163,31 @@ def test_concurrent_takers_never_share_a_gpu():
     for thread in threads:
         thread.join()
     assert clashes == [] and pool.free_count() == 4
+
+
+def test_a_request_larger_than_the_pool_names_the_task_and_the_pool():
+    from nxrun.graph import Task
+
+    def task(task_id: str, count: int) -> Task:
+        return Task(id=task_id, project="p", target="t", matrix={}, command="x", inputs=[], outputs=[], deps=[],
+                    env={}, resources=[], cache="always", cwd=".", source="nxrun.toml:7", gpus=count)
+
+    pool = build_pool(parse_setting("0,1", "NXRUN_GPUS"), Inventory([]), None)
+    gpus.check_requests(pool, [task("p:a", 2), task("p:b", 0)])
+    with pytest.raises(NxrunError, match=r"p:big asks for 3 GPUs \(nxrun.toml:7\), but the GPU pool has 2: "
+                                         r"set by NXRUN_GPUS \(0, 1\)"):
+        gpus.check_requests(pool, [task("p:a", 1), task("p:big", 3)])
+    deviceless = build_pool(GpuSetting("auto", "auto"), Inventory([]), None)
+    gpus.check_requests(deviceless, [task("p:big", 3)])
+
+
+def test_a_hardware_task_prefers_a_cached_class_then_the_freest(two_models):
+    pool = build_pool(GpuSetting("auto", "auto"), two_models, None)
+    h100, a100 = pool.classes(1)
+    assert gpus.choose_class(pool, 1, lambda c: c == a100) == a100
+    assert gpus.choose_class(pool, 1, lambda c: False) == h100        # two H100s free, one A100
+    pool.try_take(2, fingerprint=h100)
+    assert gpus.choose_class(pool, 1, lambda c: False) == a100
+    assert gpus.choose_class(pool, 2, lambda c: False) == h100        # only the H100s come in twos
+    single = build_pool(parse_setting("0,1", "NXRUN_GPUS"), Inventory([]), None)
+    assert gpus.choose_class(single, 1, lambda c: True) is None        # no fingerprints: nothing to choose
