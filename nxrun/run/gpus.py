@@ -23,8 +23,6 @@ its ETag was computed for (runtime.py, hashing.py).
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 import threading
 
 from ..errors import ConfigError, NxrunError
@@ -55,6 +53,9 @@ class Inventory:
 def query_inventory(timeout: float = 30) -> Inventory:
     """Every GPU nvidia-smi lists: index, UUID and fingerprint (two nvidia-smi calls: one for the
     fields, one for the CUDA version the driver supports, which only its header shows)."""
+    import shutil
+    import subprocess
+
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return Inventory([])
