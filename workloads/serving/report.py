@@ -74,7 +74,7 @@ def _trace_line(trace: dict) -> str:
 
 def render(documents: list[dict], chart_names: dict[str, tuple[str, str]] | None) -> str:
     config = documents[0]["config"]
-    lines = ["# Serving: where the KV cache goes (allocator replay, backend: cpu)", "",
+    lines = ["# Serving: where the KV cache goes (allocator replay, backend: cpu); engine sweep and peer below", "",
              "Generated from " + ", ".join(f"`{Path(d['_path']).name}`" for d in documents)
              + f" ({documents[0]['created']}). A trace replayed at iteration level (continuous batching, "
              f"FCFS, one token per running request per iteration) through each KV-memory policy: a pool of "
