@@ -82,3 +82,8 @@ def test_reserved_kv_tables_are_contiguous_ranges():
     assert table == list(range(table[0], table[0] + 2)) and kv.allocated_tokens() == 2 * 160
     kv.free("a")
     assert kv.can_admit(1, 160) and kv.allocated_tokens() == 160
+
+
+def test_a_request_that_cannot_fit_an_empty_cache_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="request 0 .*cannot be admitted into an empty KV cache of 32 slots"):
+        _serve(PagedKV(2, 16), [(40, 5)])

@@ -26,7 +26,7 @@ REPO = Path(__file__).parents[2]
 TASKS = REPO / "workloads" / "serving" / "tasks.toml"
 SERVING_TASKS = {"serving:trace[dataset=sharegpt]", "serving:trace[dataset=alpaca]",
                  "serving:replay[dataset=sharegpt]", "serving:replay[dataset=alpaca]", "serving:report",
-                 "serving:peer", "paged:build",
+                 "serving:peer", "serving:stepbench", "paged:build",
                  *(f"serving:engine[engine={e},rate={r}]" for e in ("paged", "reservation")
                    for r in ("1.5", "3", "4.5", "6", "9", "12"))}
 
@@ -73,6 +73,7 @@ def test_bench_serving_runs_traces_replay_and_report_and_a_second_run_restores_e
         assert document["backend"] == "cpu" and document["model"]["name"] == "tiny"
         assert document["metrics"]["requests"] == 3
     assert json.loads((results / "peer.json").read_text())["backend"] == "cpu"
+    assert json.loads((results / "stepbench.json").read_text())["backend"] == "cpu"
     assert "Not measured here" in readme
     for name in ("memory_sharegpt.png", "memory_alpaca.png", "token_states_sharegpt.png"):
         assert (results / "report" / name).read_bytes()[:4] == b"\x89PNG"
@@ -140,7 +141,7 @@ def _lazy_imports(path: Path) -> set[str]:
 
 def test_every_task_declares_the_modules_and_packages_its_command_imports():
     targets = tomllib.loads(TASKS.read_text())["projects"]["serving"]["targets"]
-    assert list(targets) == ["trace", "replay", "report", "engine", "peer"]
+    assert list(targets) == ["trace", "replay", "report", "engine", "peer", "stepbench"]
     for name, target in targets.items():
         module = re.search(r"python -m (\S+)", target["command"]).group(1)
         files, packages = _imports(module)

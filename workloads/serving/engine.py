@@ -253,9 +253,10 @@ class Engine:
             elif self._running:
                 self._decode()
             else:
-                raise RuntimeError(f"request {self._waiting[0].id} of {len(self._waiting[0].prompt)} tokens "
-                                   f"cannot be admitted into an empty KV cache of {self.kv.capacity_tokens()} "
-                                   "slots; give the engine more KV memory")
+                stuck = (self._swapped or self._waiting)[0]
+                raise RuntimeError(f"request {stuck.id} ({len(stuck.prompt) + len(stuck.output)} tokens) cannot be "
+                                   f"admitted into an empty KV cache of {self.kv.capacity_tokens()} slots; give the "
+                                   "engine more KV memory")
             still = []
             for seq in self._running:
                 if seq.done:

@@ -221,6 +221,25 @@ def peer_section(peer: dict) -> list[str]:
     return lines
 
 
+def stepbench_section(doc: dict) -> list[str]:
+    if doc.get("skipped"):
+        return ["## Decode step: paged vs contiguous KV", "", f"Not measured here: {doc['skipped']}.", ""]
+    gpu = doc.get("gpu_before") or {}
+    rows = [{"shape": f"{r['batch']} x {r['context']}", "paged": 1e3 * r["paged_step_s"],
+             "contig": 1e3 * r["contiguous_step_s"], "ratio": r["paged_over_contiguous"],
+             "spread": f"[{r['ratio_p10_p90'][0]:.3f}, {r['ratio_p10_p90'][1]:.3f}]",
+             "gb": r["step_bytes"] / 1e9, "tbs": r["step_bytes"] / r["paged_step_s"] / 1e12, "kernel": r["kernel"]}
+            for r in doc["shapes"]]
+    return ["## Decode step: paged vs contiguous KV (same step, same call)", "",
+            f"Device: {gpu.get('name')} (UUID {gpu.get('uuid')}). The {doc['model']['name']} decode step as a CUDA "
+            "graph; attention by our paged kernel through shuffled block tables, or by torch SDPA over the same KV "
+            "laid out contiguously; rounds alternate, medians. Target: paged within 10 % of contiguous.", "",
+            markdown_table(rows, [("shape", "batch x context"), ("kernel", "paged kernel"), ("paged", "paged (ms)"),
+                                  ("contig", "contiguous SDPA (ms)"), ("ratio", "paged / contiguous"),
+                                  ("spread", "p10-p90 of rounds"), ("gb", "step bytes (GB)"),
+                                  ("tbs", "paged effective TB/s")]), ""]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workloads.serving.report", description=__doc__.split("\n")[0])
     parser.add_argument("results", nargs="+", type=Path, help="replay result files or folders of them")
@@ -237,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     documents = [d for d in loaded if d.get("task") == "serving:replay"]
     engine_runs = [d for d in loaded if d.get("task") == "serving:engine"]
     peers = [d for d in loaded if d.get("task") == "serving:peer"]
+    stepbenches = [d for d in loaded if d.get("task") == "serving:stepbench"]
     if not documents:
         print(f"report: no serving:replay result among {', '.join(map(str, args.results))}; run "
               "nxrun run serving:replay first", file=sys.stderr)
@@ -260,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         text += "\n" + "\n".join(engine_section(engine_runs, args.latency_bound, chart))
     for peer in peers:
         text += "\n" + "\n".join(peer_section(peer))
+    for doc in stepbenches:
+        text += "\n" + "\n".join(stepbench_section(doc))
     (args.out / "README.md").write_text(text)
     print(f"serving report -> {args.out / 'README.md'}")
     return 0
