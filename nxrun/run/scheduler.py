@@ -28,8 +28,9 @@ from ..errors import NxrunError
 from ..graph import Task, TaskGraph, check_linked_output_owners
 from ..hashing import InputMemo, StatCache, TaskHasher, digest_text, etag_of
 from ..records import record
-from ..runtime import Runtime, command_environment
+from ..runtime import Runtime
 from ..store import CacheEntry, CorruptBlob, UnsafeEntry
+from ..executors.base import Finished, Job
 from ..store.capture import LogCapture, digest_of_records, scan_outputs
 from ..store.local import LocalStore
 from ..store.restore import restore_entry
@@ -118,7 +119,9 @@ class _TerminateAsInterrupt:
 
 class Runner:
     def __init__(self, graph: TaskGraph, store: LocalStore, options: RunOptions, console: Console,
-                 remote=None, argv: list[str] | None = None, env_key=None):
+                 remote=None, argv: list[str] | None = None, env_key=None, executor="local"):
+        """`executor`: the name of the executor that runs cache misses (executors/), or one made
+        already (an object with the methods of executors.base.Executor)."""
         self.graph = graph
         self.workspace = graph.workspace
         self.root = graph.workspace.root
@@ -153,7 +156,8 @@ class Runner:
         self._held_resources: set[str] = set()
         self._etag_claims: dict[str, threading.Event | None] = {}
         self._interrupted = threading.Event()
-        self._task_processes = None   # a task_process.TaskProcesses from the first command on
+        self._executor_choice = executor
+        self.executor = None   # made at the start of run()
         # task locks kept until the index holds their tasks' entries (a waiting run must find them)
         self._locks_until_flushed: list[tuple[str, str]] = []   # (task id, etag)
         self._touched: list[str] = []
@@ -170,6 +174,7 @@ class Runner:
         check_linked_output_owners(self.root, self.graph.tasks.values(), reserved)
         digests: dict[str, str | None] = {}
         waiting = f"waiting for a `nxrun cache prune`, `clear` or `verify` of {self.store.cache_dir} to finish..."
+        self.executor = self._make_executor()
         with self.store.in_use(on_wait=lambda: self.console.warn(waiting)), _TerminateAsInterrupt():
             if len(selected) > _PREFETCH_FROM and not self.options.skip_cache:
                 self.store.prefetch_hits(selected)
@@ -188,11 +193,23 @@ class Runner:
                     self._finish(started)
                 finally:
                     self.task_locks.close()   # after _finish: the index holds every entry by now
-                    if self._task_processes is not None:
-                        self._task_processes.close(clean)
+                    self.executor.close(clean)
         ordered = {t: self.results[t] for t in selected if t in self.results}
         summary = self.remote.summary() if self.remote is not None else {}
         return RunResult(ordered, time.monotonic() - wall, self.warnings, summary)
+
+    def _make_executor(self):
+        choice = self._executor_choice
+        if not isinstance(choice, str):
+            executor = choice
+        else:
+            from ..executors import make_executor
+
+            executor = make_executor(choice, self.workspace, self.remote, self.console, store=self.store,
+                                     watchdog_holds=self.task_locks.inheritable_fds)
+        if not self.options.dry_run:
+            executor.check()
+        return executor
 
     # ------------------------------------------------------------------ scheduling
     def _schedule(self, selected: list[str], digests: dict[str, str | None]) -> None:
@@ -503,53 +520,45 @@ class Runner:
         if not cwd.is_dir():
             return self._fail(task, record, tick, f"working folder '{task.cwd}' does not exist ({task.source}); "
                                                   "create it or fix the target's cwd.", etag)
-        env = command_environment()
-        env.update(task.env)
+        env = dict(task.env)
         env["NXRUN_TASK"] = task.id
         env["NXRUN_WORKSPACE"] = str(self.root)
-        env.setdefault("PYTHONUNBUFFERED", "1")
+        job = Job(task, etag, command, env, task.cwd,
+                  [(name[5:], digest) for name, digest in record.explain.items() if name.startswith("file:")])
         if not self._acquire(task.resources):
             record.status = "skipped"
             return TaskResult(task.id, "skipped", etag, note="interrupted")
-        log = None
-        # the command may change any file (its outputs are cleared first): no input digest of this
-        # run is trusted from now until it has ended
-        self.input_memo.writing_started()
+        executor = self.executor
+        in_workspace = not executor.produces_entries
+        tail: list[bytes] = []
+
+        def on_line(line: bytes) -> None:
+            self.console.task_output(task.id, line)
+            tail.append(line)
+            if len(tail) > 5:
+                tail.pop(0)
+
+        # a local command may change any file (its outputs are cleared first): no input digest of
+        # this run is trusted from now until it has ended
+        if in_workspace:
+            self.input_memo.writing_started()
         try:
-            problem = self._clear_outputs(task, cwd, pending.inputs)
-            if problem is not None:
-                return self._fail(task, record, tick, problem, etag)
-            run_tick = time.monotonic()
+            if in_workspace:
+                problem = self._clear_outputs(task, cwd, pending.inputs)
+                if problem is not None:
+                    return self._fail(task, record, tick, problem, etag)
             self.console.task_started(task.id, command)
-            processes = self._processes()
-            try:
-                process = processes.start(command, cwd, env)
-            except OSError as exc:
-                return self._fail(task, record, tick, f"could not start the command: {exc}", etag)
-            log = LogCapture(self.store)
-            try:
-                tail: list[bytes] = []
-                assert process.stdout is not None
-                for line in iter(process.stdout.readline, b""):
-                    log.write(line)
-                    self.console.task_output(task.id, line)
-                    tail.append(line)
-                    if len(tail) > 5:
-                        tail.pop(0)
-                exit_code = processes.wait(process)
-            except BaseException:
-                log.discard()
-                raise
-            finally:
-                process.stdout.close()
-                log.close()
-            duration = time.monotonic() - run_tick
+            finished = executor.run(job, on_line)
         finally:
-            self.input_memo.writing_ended()
+            if in_workspace:
+                self.input_memo.writing_ended()
             self._release(task.resources)
         try:
+            if finished.problem is not None:
+                return self._fail(task, record, tick, finished.problem, etag)
             if self._interrupted.is_set():
                 return self._fail(task, record, tick, "interrupted", etag)
+            exit_code = finished.exit_code
             if exit_code != 0:
                 if exit_code < 0:
                     reason = f"killed by signal {-exit_code}"
@@ -560,25 +569,65 @@ class Runner:
                     reason += (f": the command was not found. Check `command` of {task.id} ({task.source}) "
                                "and that the program is installed and on PATH")
                 return self._fail(task, record, tick, reason, etag)
+            if not in_workspace:
+                return self._adopt(task, pending, finished)
             changed = first_changed(pending.inputs)
             if changed is not None:
                 path, what = changed
                 rel = os.path.relpath(path, self.root).replace(os.sep, "/")
                 self._warn(f"{task.id}: input '{rel}' {what} while the task ran, so its result is not cached "
                            "(the next run runs it again).")
-            return self._store(task, etag, record, tick, duration, log, cache_result=changed is None)
+            return self._store(task, etag, record, tick, finished.duration, finished.log,
+                               cache_result=changed is None)
         finally:
-            log.discard()
+            if finished.log is not None:
+                finished.log.discard()
 
-    def _processes(self):
-        """The run's task processes (and their watchdog), from the first command on."""
-        with self._lock:
-            if self._task_processes is None:
-                from ..executors.task_process import TaskProcesses
+    def _adopt(self, task: Task, pending: _Pending, finished: Finished) -> TaskResult:
+        """A command that ran elsewhere and stored its entry in the remote cache: index that entry
+        locally and restore its outputs, as for a remote hit (the entry is untrusted alike)."""
+        etag, record, tick = pending.etag, pending.record, pending.tick
+        entry, problem = self._index_entry(task, etag, finished.entry)
+        if entry is not None:
+            try:
+                problem = self._restore_files(task, entry, "remote")
+            except OSError as exc:   # the workspace's disk (full, read-only)
+                from ..store.disk import describe
 
-                self._task_processes = TaskProcesses(self._interrupted,
-                                                     watchdog_holds=self.task_locks.inheritable_fds)
-            return self._task_processes
+                where = os.path.dirname(exc.filename) if exc.filename else self.root
+                problem = f"could not restore its outputs from the cache into {where}: {describe(exc, where)}"
+            if problem is not None or task.cache == "never":
+                self.store.delete_entry(entry.etag)
+        if problem is not None:
+            return self._fail(task, record, tick, f"{problem} (it ran on the {self.executor.name} executor)", etag)
+        record.status = "miss"
+        record.duration = time.monotonic() - tick
+        record.outputs_digest = entry.outputs_digest
+        self.console.task_finished(task.id, "miss", finished.duration)
+        return TaskResult(task.id, "miss", etag, record.duration, outputs_digest=entry.outputs_digest)
+
+    def _index_entry(self, task: Task, etag: str, entry: CacheEntry | None) -> tuple[CacheEntry | None, str | None]:
+        """(the entry, now in the local index with its blobs, None), or (None, why it cannot be)."""
+        if entry is None:
+            return None, "the executor returned no cache entry"
+        if entry.etag != etag or entry.declared_outputs != task.outputs:
+            return None, f"the executor returned a cache entry of another task or ETag ({str(entry.etag)[:12]})"
+        try:
+            check_entry(entry, task.outputs)
+        except UnsafeEntry as exc:
+            return None, f"rejected unsafe cache entry: {exc}"
+        if all(self.store.has_blob(digest) for digest in entry.blob_digests()):
+            try:
+                self.store.put_entry(entry, origin="remote")
+            except (OSError, sqlite3.Error) as exc:
+                return None, f"could not index its cache entry ({exc})"
+            return entry, None
+        if self.remote is None:
+            return None, "its outputs are in no cache this run can read (no remote cache is configured)"
+        fetched = self.remote.fetch(etag, self.store)
+        if fetched is None or fetched.outputs_digest != entry.outputs_digest:
+            return None, "its cache entry could not be fetched from the remote cache"
+        return fetched, None
 
     def _clear_outputs(self, task: Task, cwd, inputs: InputStats) -> str | None:
         """Remove the task's declared outputs before its command runs; why not, when that failed."""
@@ -708,13 +757,8 @@ class Runner:
         self._interrupted.set()
         with self._resource_cond:
             self._resource_cond.notify_all()   # tasks waiting for a resource give up
-        with self._lock:
-            processes = self._task_processes
-        if processes is not None:
-            try:
-                processes.stop_all()
-            except KeyboardInterrupt:   # a second Ctrl-C or SIGTERM during the grace period: no more grace
-                processes.kill_all()
+        if self.executor is not None:
+            self.executor.cancel_all()
 
     def _finish(self, started: float) -> None:
         try:
