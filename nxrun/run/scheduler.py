@@ -1,18 +1,18 @@
-"""Run a set of tasks: hit -> restore outputs and replay the log; miss -> run the command,
-stream and capture its output, store outputs and log.
+"""The scheduler: run a set of tasks in graph order. A hit restores outputs and replays the log;
+a miss goes to the executor (nxrun/executors/), and its outputs and log are stored.
 
 Tasks become ready when their dependencies have finished; each ready task is hashed (its ETag
 keyed on its upstream tasks' output digests, for early cutoff), looked up, and either restored or
-run in a worker thread. `resources` serialise tasks that need exclusive hardware; tasks with the
-same ETag in one run execute once.
+queued to run. A queued task takes a worker only once its `resources` are granted (resources.py)
+and the task with the same ETag before it, if any, is done: a task waiting for a resource holds no
+worker, and tasks with the same ETag in one run execute once.
 
 Runs in one workspace never race on a task's outputs: a task's lock (task_locks.py) is held from
 before its cache lookup until its outputs are restored, or run and recorded in the index, so a
 second run waits and then hits. Locks are never held while waiting for dependencies, a twin or
 another lock; the scheduling thread only tries them, and a worker waits when one is taken. A
 command's input files are re-checked when it exits (input_check.py): a result made while an input
-changed is not cached. A command starts from clean declared outputs (fresh_outputs.py), and its
-processes die with nxrun (task_process.py).
+changed is not cached. A local command starts from clean declared outputs (fresh_outputs.py).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from ..store.restore import restore_entry
 from ..store.safety import check_entry
 from .history import RunRecord, TaskRecord, save_run
 from .input_check import InputStats, RecordingStatCache, compact, first_changed
+from .resources import Grant, Resources
 from .results import RunOptions, RunResult, TaskResult
 from .task_locks import TaskLocks
 
@@ -81,6 +82,7 @@ class _Pending:
     owner_event: threading.Event | None   # set when an identical task of this run is done
     inputs: InputStats                    # its input files as they were hashed
     locked: bool = False                  # whether this run holds the task's lock already
+    grant: Grant | None = None            # its resources, granted before it took a worker
 
 
 # An ETag's claim in one run: absent until a task with it is prepared; None while its first task
@@ -152,8 +154,9 @@ class Runner:
             "are not kept from running the same task."))
         self.records: dict[str, TaskRecord] = {}
         self.results: dict[str, TaskResult] = {}
-        self._resource_cond = threading.Condition()
-        self._held_resources: set[str] = set()
+        # set when a worker finishes or a grant is released: the scheduling thread has work
+        self._wake = threading.Event()
+        self.resources = Resources(on_release=self._wake.set)
         self._etag_claims: dict[str, threading.Event | None] = {}
         self._interrupted = threading.Event()
         self._executor_choice = executor
@@ -245,9 +248,34 @@ class Runner:
             finished(task_id)
             return result.status == "failed" and not self.options.keep_going
 
-        with _LazyPool(max(1, self.options.parallel)) as pool:
+        workers = max(1, self.options.parallel)
+        # prepared misses waiting for a worker, their resources, or the identical task before them
+        queued: deque[tuple[str, _Pending]] = deque()
+        wake = self._wake
+
+        def dispatch() -> None:
+            """Hand queued tasks to free workers, in order, each once its resources are granted and
+            the identical task before it (if any) is done; the others stay queued, holding nothing."""
+            if len(running) >= workers:
+                return
+            for item in list(queued):
+                task_id, pending = item
+                if pending.owner_event is not None and not pending.owner_event.is_set():
+                    continue
+                grant = self.resources.try_grant(tasks[task_id])
+                if grant is None:
+                    continue
+                queued.remove(item)
+                pending.grant = grant
+                future = pool.submit(self._complete, tasks[task_id], pending)
+                future.add_done_callback(lambda _future: wake.set())
+                running[future] = task_id
+                if len(running) >= workers:
+                    return
+
+        with _LazyPool(workers) as pool:
             try:
-                while ready or running:
+                while ready or running or queued:
                     while ready:
                         task_id = ready.popleft()
                         bad = [d for d in remaining_deps[task_id]
@@ -270,15 +298,18 @@ class Runner:
                         if isinstance(outcome, TaskResult):
                             stop_launching |= done_with(task_id, outcome)
                         else:
-                            running[pool.submit(self._complete, tasks[task_id], outcome)] = task_id
+                            queued.append((task_id, outcome))
+                    dispatch()
                     if not running:
+                        if queued:   # nothing runs, so nothing is held: every queued task can go
+                            raise NxrunError(f"internal error: {len(queued)} tasks cannot be scheduled "
+                                             f"({queued[0][0]} first)")
                         continue
-                    from concurrent.futures import FIRST_COMPLETED, wait
-
-                    done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
+                    wake.wait(0.5)
+                    wake.clear()
                     self.store.flush_due()
                     self._release_flushed_locks()
-                    for future in done:
+                    for future in [f for f in running if f.done()]:
                         task_id = running.pop(future)
                         try:
                             result = future.result()
@@ -289,6 +320,19 @@ class Runner:
             except KeyboardInterrupt:
                 self._interrupt()   # before the pool waits for its workers: stop their commands first
                 raise
+            finally:
+                self._drop_queued(queued)
+
+    def _drop_queued(self, queued) -> None:
+        """The run stopped with prepared tasks that never got a worker: they are skipped, and
+        give back their locks and their claims on their ETags."""
+        while queued:
+            task_id, pending = queued.popleft()
+            pending.record.status = "skipped"
+            if pending.locked:
+                self.task_locks.release(task_id)
+            if pending.owner_event is None:
+                self._release_claim(pending.etag)
 
     def _record_skip(self, task_id: str, reason: str) -> None:
         self.results[task_id] = TaskResult(task_id, "skipped", note=reason)
@@ -361,8 +405,8 @@ class Runner:
             waiting.set()
 
     def _complete(self, task: Task, pending: _Pending) -> TaskResult:
-        """In a worker: wait for an identical task and for the task's lock, try the caches, else
-        run the command."""
+        """In a worker, holding the task's resources: wait for the task's lock (its identical task
+        is done already), try the caches, else run the command."""
         owner_event = pending.owner_event
         if owner_event is not None:
             owner_event.wait()
@@ -386,6 +430,7 @@ class Runner:
             keep_lock = result.status == "miss" and self.store.is_deferred(pending.etag)
             return result
         finally:
+            self.resources.release(pending.grant)   # a hit, or stopped before running: held no longer
             if pending.locked:
                 if keep_lock:
                     with self._lock:
@@ -486,25 +531,6 @@ class Runner:
         except UnsafeEntry as exc:
             return f"rejected unsafe cache entry from {origin} cache: {exc}"
 
-    def _acquire(self, resources: list[str]) -> bool:
-        """Wait for the resources; False (and none held) when the run is stopped meanwhile."""
-        if not resources:
-            return True
-        with self._resource_cond:
-            while any(r in self._held_resources for r in resources):
-                if self._interrupted.is_set():
-                    return False
-                self._resource_cond.wait()
-            self._held_resources.update(resources)
-        return True
-
-    def _release(self, resources: list[str]) -> None:
-        if not resources:
-            return
-        with self._resource_cond:
-            self._held_resources.difference_update(resources)
-            self._resource_cond.notify_all()
-
     def _execute(self, task: Task, pending: _Pending) -> TaskResult:
         etag, record, tick = pending.etag, pending.record, pending.tick
         if self._interrupted.is_set():
@@ -525,9 +551,10 @@ class Runner:
         env["NXRUN_WORKSPACE"] = str(self.root)
         job = Job(task, etag, command, env, task.cwd,
                   [(name[5:], digest) for name, digest in record.explain.items() if name.startswith("file:")])
-        if not self._acquire(task.resources):
-            record.status = "skipped"
-            return TaskResult(task.id, "skipped", etag, note="interrupted")
+        grant = pending.grant
+        if grant is not None and grant.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = env["NXRUN_GPU_IDS"] = ",".join(grant.gpus)
+            job.gpus = list(grant.gpus)
         executor = self.executor
         in_workspace = not executor.produces_entries
         tail: list[bytes] = []
@@ -552,7 +579,7 @@ class Runner:
         finally:
             if in_workspace:
                 self.input_memo.writing_ended()
-            self._release(task.resources)
+            self.resources.release(grant)   # now, not after storing: a queued task may start
         try:
             if finished.problem is not None:
                 return self._fail(task, record, tick, finished.problem, etag)
@@ -755,8 +782,7 @@ class Runner:
         """Stop the run: no command starts from now on (one starting right now is killed by the
         worker that starts it), and running ones are stopped, SIGKILLed after a grace period."""
         self._interrupted.set()
-        with self._resource_cond:
-            self._resource_cond.notify_all()   # tasks waiting for a resource give up
+        self.resources.interrupt()
         if self.executor is not None:
             self.executor.cancel_all()
 
