@@ -25,15 +25,15 @@ from collections import deque
 
 from ..console import Console
 from ..errors import NxrunError
+from ..executors.base import Finished, Job
 from ..graph import Task, TaskGraph, check_linked_output_owners
 from ..hashing import InputMemo, StatCache, TaskHasher, digest_text, etag_of
 from ..records import record
 from ..runtime import Runtime
 from ..store import CacheEntry, CorruptBlob, UnsafeEntry
-from ..executors.base import Finished, Job
+from ..store.cache import TieredCache
 from ..store.capture import LogCapture, digest_of_records, scan_outputs
 from ..store.local import LocalStore
-from ..store.restore import restore_entry
 from ..store.safety import check_entry
 from .history import RunRecord, TaskRecord, save_run
 from .input_check import InputStats, RecordingStatCache, compact, first_changed
@@ -92,8 +92,6 @@ _DONE = threading.Event()
 _DONE.set()
 # from this many tasks on, a run reads the entries of their latest ETags in one query up front
 _PREFETCH_FROM = 32
-# entries handed out more recently than this are not marked used again (LRU order for prune)
-_TOUCH_AFTER = 3600.0
 
 
 class _TerminateAsInterrupt:
@@ -137,6 +135,8 @@ class Runner:
         # a cache disk that is full or read-only turns caching off for this run, with one warning
         store.uncached_on_disk_problems(self._warn)
         self.stat_cache = StatCache(store.load_stat_cache(under=str(self.root)))
+        # the cache tiers: local first, then remote
+        self.cache = TieredCache(store, remote, self.root, graph.workspace.restore, self.stat_cache)
         self.runtime = Runtime(graph.workspace.runtime, str(self.root))
         if env_key is None:   # the key of the configured remote, asked for when needed (show, why)
             from ..store.keys import EnvKeySource
@@ -163,8 +163,6 @@ class Runner:
         self.executor = None   # made at the start of run()
         # task locks kept until the index holds their tasks' entries (a waiting run must find them)
         self._locks_until_flushed: list[tuple[str, str]] = []   # (task id, etag)
-        self._touched: list[str] = []
-        self._now = time.time()
 
     # ------------------------------------------------------------------ public
     def run(self, requested: list[str]) -> RunResult:
@@ -198,7 +196,7 @@ class Runner:
                     self.task_locks.close()   # after _finish: the index holds every entry by now
                     self.executor.close(clean)
         ordered = {t: self.results[t] for t in selected if t in self.results}
-        summary = self.remote.summary() if self.remote is not None else {}
+        summary = self.cache.summary()
         return RunResult(ordered, time.monotonic() - wall, self.warnings, summary)
 
     def _make_executor(self):
@@ -363,7 +361,7 @@ class Runner:
         self.records[task.id] = record
 
         if self.options.dry_run:
-            entry, origin = self._lookup(etag, task, dry_run=True)
+            entry, origin = self.cache.lookup(etag, task, dry_run=True)
             status = "predicted-hit" if entry else "predicted-miss"
             self.records.pop(task.id, None)
             self.console.task_finished(task.id, status, 0.0, f"{origin} " if entry else "")
@@ -385,7 +383,7 @@ class Runner:
             pending.locked = True
             if task.cache != "never" and not self.options.skip_cache:
                 try:
-                    entry, origin = self._lookup(etag, task, remote=False)
+                    entry, origin = self.cache.lookup(etag, task, remote=False)
                     result = self._hit(task, entry, origin, pending) if entry is not None else None
                 except BaseException:
                     self.task_locks.release(task.id)
@@ -420,7 +418,7 @@ class Runner:
                 pending.locked = True
             if task.cache != "never" and not self.options.skip_cache:
                 # the local cache again when the task's twin or another run may have stored it meanwhile
-                entry, origin = self._lookup(pending.etag, task, local=waited)
+                entry, origin = self.cache.lookup(pending.etag, task, local=waited)
                 if entry is not None:
                     result = self._hit(task, entry, "dedup" if owner_event is not None else origin, pending)
                     if result is not None:
@@ -481,36 +479,17 @@ class Runner:
         return TaskResult(task.id, record.status, pending.etag, record.duration, origin,
                           outputs_digest=entry.outputs_digest)
 
-    def _lookup(self, etag: str, task: Task, dry_run: bool = False, local: bool = True,
-                remote: bool = True) -> tuple[CacheEntry | None, str]:
-        entry = self.store.get_hit(etag) if local else None
-        if entry is not None:
-            if entry.declared_outputs != task.outputs:
-                entry = None
-            else:
-                if entry.last_used < self._now - _TOUCH_AFTER:
-                    self._touched.append(etag)
-                return entry, "local"
-        if remote and self.remote is not None and task.cache != "never":
-            try:
-                entry = self.remote.fetch(etag, self.store, dry_run=dry_run)
-            except NxrunError:
-                raise
-            if entry is not None:
-                return entry, "remote"
-        return None, ""
-
     def _restore(self, task: Task, entry: CacheEntry, origin: str) -> bool:
         problem = self._restore_files(task, entry, origin)
         log = b""
         if problem is None and entry.log_digest and not self.console.quiet:
             try:
-                log = self.store.read_blob(entry.log_digest)
+                log = self.cache.read_log(entry)
             except CorruptBlob as exc:
                 problem = f"cache entry {entry.etag[:12]} has a corrupt or missing blob ({exc})"
         if problem is not None:
             self._warn(f"{task.id}: {problem}; treating it as a miss and running the task.")
-            self.store.delete_entry(entry.etag)
+            self.cache.forget(entry.etag)
             return False
         self.console.replay(task.id, log, origin)
         return True
@@ -521,8 +500,7 @@ class Runner:
             written = -1
             self.input_memo.writing_started(forget=False)
             try:
-                written = restore_entry(entry, self.store, self.root, task.outputs, self.stat_cache,
-                                        self.workspace.restore, origin=origin)
+                written = self.cache.restore(task, entry, origin)
             finally:
                 self.input_memo.writing_ended(changed=written != 0)
             return None
@@ -614,7 +592,7 @@ class Runner:
         """A command that ran elsewhere and stored its entry in the remote cache: index that entry
         locally and restore its outputs, as for a remote hit (the entry is untrusted alike)."""
         etag, record, tick = pending.etag, pending.record, pending.tick
-        entry, problem = self._index_entry(task, etag, finished.entry)
+        entry, problem = self.cache.adopt(task, etag, finished.entry)
         if entry is not None:
             try:
                 problem = self._restore_files(task, entry, "remote")
@@ -624,7 +602,7 @@ class Runner:
                 where = os.path.dirname(exc.filename) if exc.filename else self.root
                 problem = f"could not restore its outputs from the cache into {where}: {describe(exc, where)}"
             if problem is not None or task.cache == "never":
-                self.store.delete_entry(entry.etag)
+                self.cache.forget(entry.etag)
         if problem is not None:
             return self._fail(task, record, tick, f"{problem} (it ran on the {self.executor.name} executor)", etag)
         record.status = "miss"
@@ -632,29 +610,6 @@ class Runner:
         record.outputs_digest = entry.outputs_digest
         self.console.task_finished(task.id, "miss", finished.duration)
         return TaskResult(task.id, "miss", etag, record.duration, outputs_digest=entry.outputs_digest)
-
-    def _index_entry(self, task: Task, etag: str, entry: CacheEntry | None) -> tuple[CacheEntry | None, str | None]:
-        """(the entry, now in the local index with its blobs, None), or (None, why it cannot be)."""
-        if entry is None:
-            return None, "the executor returned no cache entry"
-        if entry.etag != etag or entry.declared_outputs != task.outputs:
-            return None, f"the executor returned a cache entry of another task or ETag ({str(entry.etag)[:12]})"
-        try:
-            check_entry(entry, task.outputs)
-        except UnsafeEntry as exc:
-            return None, f"rejected unsafe cache entry: {exc}"
-        if all(self.store.has_blob(digest) for digest in entry.blob_digests()):
-            try:
-                self.store.put_entry(entry, origin="remote")
-            except (OSError, sqlite3.Error) as exc:
-                return None, f"could not index its cache entry ({exc})"
-            return entry, None
-        if self.remote is None:
-            return None, "its outputs are in no cache this run can read (no remote cache is configured)"
-        fetched = self.remote.fetch(etag, self.store)
-        if fetched is None or fetched.outputs_digest != entry.outputs_digest:
-            return None, "its cache entry could not be fetched from the remote cache"
-        return fetched, None
 
     def _clear_outputs(self, task: Task, cwd, inputs: InputStats) -> str | None:
         """Remove the task's declared outputs before its command runs; why not, when that failed."""
@@ -706,9 +661,7 @@ class Runner:
                     outputs_digest=digest, log_digest=log_digest, exit_code=0, duration=duration,
                     created=time.time(), runtime_facts=self._public_facts(), explain=record.explain)
                 check_entry(entry, task.outputs)     # what a hit could not restore is not stored
-                self.store.put_entry(entry, defer=True)
-                if self.remote is not None:
-                    self.remote.upload(entry, self.store)
+                self.cache.store(entry)
             except (OSError, sqlite3.Error) as exc:
                 if not self.store.writes_off:   # else the store has said once that caching is off
                     self._warn(f"{task.id}: could not write its cache entry ({exc}); it will run again next time.")
@@ -796,8 +749,7 @@ class Runner:
         try:
             self.store.save_stat_cache(self.stat_cache.dirty)
             self.stat_cache.dirty = {}
-            if self._touched:
-                self.store.touch_entries(self._touched)
+            self.cache.mark_used()
             if self.options.dry_run:
                 return
             run = RunRecord(started=started, argv=self.argv, cwd=str(self.root))
@@ -805,7 +757,7 @@ class Runner:
             run.finished = time.time()
             run.status = "failed" if any(t.status == "failed" for t in run.tasks) else "ok"
             if self.remote is not None:
-                run.remote_skipped = self.remote.summary().get("skipped", 0)
+                run.remote_skipped = self.cache.summary().get("skipped", 0)
             run_id = save_run(self.store, run)
             tasks = self.graph.tasks
             if any(tasks[t.task_id].is_bench for t in run.tasks if t.task_id in tasks):
