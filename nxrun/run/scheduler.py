@@ -27,7 +27,7 @@ from ..console import Console
 from ..errors import NxrunError
 from ..executors.base import Finished, Job
 from ..graph import Task, TaskGraph, check_linked_output_owners
-from ..hashing import InputMemo, StatCache, TaskHasher, digest_text, etag_of
+from ..hashing import InputMemo, StatCache, TaskHasher, etag_of
 from ..records import record
 from ..runtime import Runtime
 from ..store import CacheEntry, CorruptBlob, UnsafeEntry
@@ -35,6 +35,7 @@ from ..store.cache import TieredCache
 from ..store.capture import LogCapture, digest_of_records, scan_outputs
 from ..store.local import LocalStore
 from ..store.safety import check_entry
+from .etag import CurrentETags, aggregate_digest
 from .history import RunRecord, TaskRecord, save_run
 from .input_check import InputStats, RecordingStatCache, compact, first_changed
 from .resources import Grant, Resources
@@ -42,11 +43,6 @@ from .results import RunOptions, RunResult, TaskResult
 from .task_locks import TaskLocks
 
 AGGREGATE = "aggregate"
-
-
-def _aggregate_digest(dep_digests: dict) -> str:
-    """An aggregate task has no outputs of its own: it stands for its dependencies' outputs."""
-    return digest_text("\n".join(f"{k}={v}" for k, v in sorted(dep_digests.items())))
 
 
 class _LazyPool:
@@ -149,6 +145,9 @@ class Runner:
         self.input_memo = InputMemo()
         self.hasher = TaskHasher(self.root, graph.file_index, self._input_stats, self.runtime, env_key,
                                  memo=self.input_memo)
+        # what upstream tasks of --only tasks stand for: their entries restored, else as on disk
+        self.current = CurrentETags(graph, store, self.hasher, self.stat_cache, after_hash=self._input_stats.take,
+                                    use_entry=self._restore_locked)
         self.task_locks = TaskLocks(store.cache_dir, self.root, on_broken=lambda exc: self._warn(
             f"could not lock tasks in {self.task_locks.path} ({exc}); runs in this workspace at the same time "
             "are not kept from running the same task."))
@@ -221,7 +220,7 @@ class Runner:
             for task_id in selected:
                 for dep in tasks[task_id].deps:
                     if dep not in selected_set:
-                        digests[dep] = self._dep_digest_from_disk(dep, restore=True)
+                        digests[dep] = self.current.outputs_digest(dep)
         children: dict[str, list[str]] = {t: [] for t in selected}
         unfinished: dict[str, int] = {}
         for task_id in selected:
@@ -344,7 +343,7 @@ class Runner:
         started = time.time()
         tick = time.monotonic()
         if task.is_aggregate:
-            return TaskResult(task.id, AGGREGATE, outputs_digest=_aggregate_digest(dep_digests))
+            return TaskResult(task.id, AGGREGATE, outputs_digest=aggregate_digest(dep_digests))
         if any(v is None for v in dep_digests.values()):
             # dry run: an upstream task would run, so this ETag cannot be known yet
             return TaskResult(task.id, "unknown", note="an upstream task would run first")
@@ -682,29 +681,7 @@ class Runner:
             facts[key] = value[:2000]
         return facts
 
-    # ------------------------------------------------------------------ --only and inspection
-    def _dep_digest_from_disk(self, task_id: str, restore: bool, _memo: dict | None = None) -> str:
-        """The output digest of an upstream task as the workspace has it now: its cache entry's when
-        its ETag (computed from what is on disk) is cached, else a scan of its outputs on disk."""
-        memo = {} if _memo is None else _memo
-        if task_id in memo:
-            return memo[task_id]
-        task = self.graph.tasks[task_id]
-        dep_digests = {d: self._dep_digest_from_disk(d, restore, memo) for d in task.deps}
-        if task.is_aggregate:
-            digest = _aggregate_digest(dep_digests)
-        else:
-            components, _ = self.hasher.components(task, dep_digests)
-            self._input_stats.take()   # only a task about to run needs them
-            entry = self.store.get_hit(etag_of(components)) if task.cache != "never" else None
-            if entry is not None and (not restore or self._restore_locked(task, entry)):
-                digest = entry.outputs_digest
-            else:
-                records, _missing = scan_outputs(self.root, task.outputs, self.stat_cache, None)
-                digest = digest_of_records(records)
-        memo[task_id] = digest
-        return digest
-
+    # ------------------------------------------------------------------ --only
     def _restore_locked(self, task: Task, entry: CacheEntry) -> bool:
         """Restore an upstream task's entry for --only, under the task's lock; whether it worked."""
         if not self._wait_for_lock(task):
@@ -713,17 +690,6 @@ class Runner:
             return self._restore_files(task, entry) is None
         finally:
             self.task_locks.release(task.id)
-
-    def explain(self, task_id: str, memo: dict | None = None) -> tuple[dict[str, str], str]:
-        """The task's current explain manifest and ETag, upstream outputs taken as they are on disk.
-        Pass one `memo` dict to successive calls to hash each upstream task once (the graph page)."""
-        task = self.graph.tasks[task_id]
-        memo = {} if memo is None else memo
-        dep_digests = {d: self._dep_digest_from_disk(d, False, memo) for d in task.deps}
-        components, warnings = self.hasher.components(task, dep_digests)
-        self._input_stats.take()
-        self.warnings.extend(warnings)
-        return components, etag_of(components)
 
     # ------------------------------------------------------------------ end of run
     def _warn(self, message: str) -> None:
