@@ -104,7 +104,8 @@ def execute(obj: Context, task_ids: list[str], args: list[str], args_for: set[st
 
     graph = obj.graph
     options = RunOptions(parallel=parallel or obj.workspace.parallel, keep_going=keep_going,
-                         skip_cache=skip_cache, only=only, dry_run=dry_run, args=args, args_for=args_for)
+                         skip_cache=skip_cache, only=only, dry_run=dry_run, args=args, args_for=args_for,
+                         gpus=gpus)
     selected = task_ids if only else graph.with_dependencies(task_ids)
     real = [t for t in selected if not graph.tasks[t].is_aggregate]
     console = Console(stream=sys.stderr if as_json else sys.stdout, prefix_tasks=len(real) > 1, quiet=quiet)

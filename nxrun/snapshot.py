@@ -68,6 +68,7 @@ def _encode(graph: TaskGraph, key: str) -> str:
             "root": str(ws.root), "cache_dir": str(ws.cache_dir), "parallel": ws.parallel, "restore": ws.restore,
             "default_inputs": ws.default_inputs, "named_inputs": ws.named_inputs, "runtime": ws.runtime,
             "remote": ws.remote, "config_files": [str(p) for p in ws.config_files], "gpus": ws.gpus,
+            "executor": ws.executor,
             # without their target specs: only build_graph reads those, and they would double the
             # snapshot; a graph from the snapshot has targets=None, so a new reader fails loudly
             "projects": {name: {**as_dict(project), "targets": None} for name, project in ws.projects.items()},
@@ -87,7 +88,7 @@ def _decode(data: dict) -> TaskGraph:
         default_inputs=w["default_inputs"], named_inputs=w["named_inputs"], runtime=w["runtime"],
         remote=w["remote"], projects=projects, config_files=[Path(p) for p in w["config_files"]],
         discovered=[tuple(d) for d in data["discovered"]],
-        gpus=tuple(w["gpus"]) if w["gpus"] is not None else None)
+        gpus=tuple(w["gpus"]) if w["gpus"] is not None else None, executor=w["executor"])
     tasks = {t["id"]: Task(**t) for t in data["tasks"]}
     order = [t["id"] for t in data["tasks"]]
     return TaskGraph(workspace, tasks, order, data["warnings"], new_file_index(workspace, tasks),

@@ -48,7 +48,7 @@ class CurrentETags:
         if warn is not None:
             store.uncached_on_disk_problems(warn)
         stat_cache = StatCache(store.load_stat_cache(under=str(root)))
-        runtime = Runtime(graph.workspace.runtime, str(root))
+        runtime = Runtime(graph.workspace.runtime, str(root), gpu_setting=graph.workspace.gpus)
         env_key = EnvKeySource(store, graph.workspace, None, warn=warn)
         hasher = TaskHasher(root, graph.file_index, stat_cache, runtime, env_key, memo=InputMemo())
         return cls(graph, store, hasher, stat_cache)

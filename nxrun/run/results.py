@@ -14,6 +14,7 @@ class RunOptions:
     dry_run: bool = False
     args: list[str] = default_factory(list)
     args_for: set[str] = default_factory(set)   # task ids the args after `--` go to
+    gpus: str | None = None                      # --gpus: the GPU pool of this run (run/gpus.py)
 
 
 @record
@@ -25,6 +26,7 @@ class TaskResult:
     origin: str = ""
     note: str = ""
     outputs_digest: str | None = None
+    gpus: list[str] = default_factory(list)      # the GPU ids it held while its command ran
 
 
 @record
@@ -49,7 +51,7 @@ class RunResult:
                                                   "predicted-hit", "predicted-miss", "unknown")
                        if self.count(s)},
             "tasks": [{"id": r.task_id, "status": r.status, "etag": r.etag, "duration": round(r.duration, 4),
-                       "origin": r.origin, "note": r.note} for r in self.results.values()],
+                       "origin": r.origin, "note": r.note, "gpus": r.gpus} for r in self.results.values()],
             "warnings": self.warnings,
             "remote": self.remote_summary,
         }

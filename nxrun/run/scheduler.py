@@ -79,6 +79,7 @@ class _Pending:
     inputs: InputStats                    # its input files as they were hashed
     locked: bool = False                  # whether this run holds the task's lock already
     grant: Grant | None = None            # its resources, granted before it took a worker
+    gpu_class: str | None = None          # the GPU class its ETag names (`cache = "hardware"`)
 
 
 # An ETag's claim in one run: absent until a task with it is prepared; None while its first task
@@ -133,7 +134,8 @@ class Runner:
         self.stat_cache = StatCache(store.load_stat_cache(under=str(self.root)))
         # the cache tiers: local first, then remote
         self.cache = TieredCache(store, remote, self.root, graph.workspace.restore, self.stat_cache)
-        self.runtime = Runtime(graph.workspace.runtime, str(self.root))
+        self.runtime = Runtime(graph.workspace.runtime, str(self.root), gpu_setting=graph.workspace.gpus,
+                               gpu_cli=options.gpus)
         if env_key is None:   # the key of the configured remote, asked for when needed (show, why)
             from ..store.keys import EnvKeySource
 
@@ -175,6 +177,7 @@ class Runner:
         digests: dict[str, str | None] = {}
         waiting = f"waiting for a `nxrun cache prune`, `clear` or `verify` of {self.store.cache_dir} to finish..."
         self.executor = self._make_executor()
+        self._check_gpu_requests(selected)
         with self.store.in_use(on_wait=lambda: self.console.warn(waiting)), _TerminateAsInterrupt():
             if len(selected) > _PREFETCH_FROM and not self.options.skip_cache:
                 self.store.prefetch_hits(selected)
@@ -210,6 +213,39 @@ class Runner:
         if not self.options.dry_run:
             executor.check()
         return executor
+
+    def _check_gpu_requests(self, selected: list[str]) -> None:
+        """Give the run its GPU pool when a selected task takes GPUs and this machine runs them, and
+        fail now, before anything runs, when a task asks for more GPUs than the pool has."""
+        if self.executor.produces_entries:   # a remote executor places GPU tasks itself
+            return
+        gpu_tasks = [self.graph.tasks[t] for t in selected if self.graph.tasks[t].gpus]
+        if not gpu_tasks:
+            return
+        from .gpus import check_requests
+
+        pool = self.runtime.gpu_pool()
+        check_requests(pool, gpu_tasks)
+        self.resources.gpu_pool = pool
+
+    def _gpu_class(self, task: Task, components: dict[str, str]) -> str | None:
+        """The GPU class a `cache = "hardware"` task is hashed for and will be granted (gpus.choose_class);
+        its `hardware` component is set for that class."""
+        pool = self.resources.gpu_pool
+        if pool is None:
+            return None
+        from .gpus import choose_class
+
+        def cached(gpu_class: str) -> bool:
+            if self.options.skip_cache:
+                return False
+            trial = dict(components, hardware=self.hasher.hardware_digest(task.gpus, gpu_class))
+            return self.store.get_hit(etag_of(trial)) is not None
+
+        gpu_class = choose_class(pool, task.gpus, cached)
+        if gpu_class is not None:
+            components["hardware"] = self.hasher.hardware_digest(task.gpus, gpu_class)
+        return gpu_class
 
     # ------------------------------------------------------------------ scheduling
     def _schedule(self, selected: list[str], digests: dict[str, str | None]) -> None:
@@ -259,7 +295,7 @@ class Runner:
                 task_id, pending = item
                 if pending.owner_event is not None and not pending.owner_event.is_set():
                     continue
-                grant = self.resources.try_grant(tasks[task_id])
+                grant = self.resources.try_grant(tasks[task_id], pending.gpu_class)
                 if grant is None:
                     continue
                 queued.remove(item)
@@ -355,6 +391,7 @@ class Runner:
             hashed_inputs = self._input_stats.take()
         for warning in warnings:
             self._warn(warning)
+        gpu_class = self._gpu_class(task, components) if task.gpus and task.cache == "hardware" else None
         etag = etag_of(components)
         record = TaskRecord(task.id, etag, "miss", started=started, explain=components)
         self.records[task.id] = record
@@ -375,7 +412,7 @@ class Runner:
                 owner_event = self._etag_claims[etag]
                 if owner_event is None:
                     owner_event = self._etag_claims[etag] = threading.Event()
-        pending = _Pending(etag, record, tick, owner_event, [])
+        pending = _Pending(etag, record, tick, owner_event, [], gpu_class=gpu_class)
         # the task's lock, taken here only when it is free: when another run holds it, or a twin
         # of this run is on it, a worker waits instead of the scheduling thread
         if owner_event is None and self.task_locks.try_acquire(task.id):
@@ -423,6 +460,7 @@ class Runner:
                     if result is not None:
                         return result
             result = self._execute(task, pending)
+            result.gpus = list(pending.record.gpus)
             # an entry still waiting for its batch write: keep the lock until the index has it
             keep_lock = result.status == "miss" and self.store.is_deferred(pending.etag)
             return result
@@ -530,8 +568,9 @@ class Runner:
                   [(name[5:], digest) for name, digest in record.explain.items() if name.startswith("file:")])
         grant = pending.grant
         if grant is not None and grant.gpus:
-            env["CUDA_VISIBLE_DEVICES"] = env["NXRUN_GPU_IDS"] = ",".join(grant.gpus)
+            env.update(self.resources.gpu_pool.env_for(grant.gpus))   # type: ignore[union-attr]
             job.gpus = list(grant.gpus)
+            record.gpus = list(grant.gpus)
         executor = self.executor
         in_workspace = not executor.produces_entries
         tail: list[bytes] = []
@@ -551,7 +590,7 @@ class Runner:
                 problem = self._clear_outputs(task, cwd, pending.inputs)
                 if problem is not None:
                     return self._fail(task, record, tick, problem, etag)
-            self.console.task_started(task.id, command)
+            self.console.task_started(task.id, command, job.gpus)
             finished = executor.run(job, on_line)
         finally:
             if in_workspace:

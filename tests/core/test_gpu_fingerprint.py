@@ -77,3 +77,18 @@ def test_a_pool_without_hardware_fingerprints_the_cpu(tmp_path, monkeypatch):
     monkeypatch.setenv("NXRUN_GPUS", "0,1")
     fingerprint = Runtime({}, str(tmp_path)).hardware_fingerprint(1)
     assert fingerprint.startswith("cpu ")
+
+
+def test_the_graph_snapshot_keeps_the_workspace_gpu_setting_and_task_counts(tmp_path):
+    from nxrun import snapshot
+
+    (tmp_path / "nxrun.toml").write_text('[workspace]\ngpus = ["1"]\nexecutor = "local"\n'
+                                         '[projects.p.targets.t]\ncommand = "x"\ngpus = 2\n'
+                                         '[projects.p.targets.u]\ncommand = "x"\nresources = ["gpu"]\n')
+    for _ in range(2):   # built, then read back from the snapshot
+        graph = snapshot.load_graph(tmp_path)
+        assert graph.workspace.gpus == (["1"], "nxrun.toml:2")
+        assert graph.workspace.executor == "local"
+        assert graph.tasks["p:t"].gpus == 2 and graph.tasks["p:u"].gpus == 1
+    (tmp_path / "nxrun.toml").write_text('[workspace]\nexecutor = "ray"\n[projects.p.targets.t]\ncommand = "x"\n')
+    assert [snapshot.load_graph(tmp_path).workspace.executor for _ in range(2)] == ["ray", "ray"]

@@ -17,7 +17,7 @@ from fake_nvidia_smi import A100, H100, install, uuid_of
 
 RECORDER = """
 import json, os, sys, time
-log, role, singles = sys.argv[1], sys.argv[2], int(sys.argv[3])
+log, role, singles = sys.argv[1], sys.argv[2], int(sys.argv[3])   # argv[4]: tells the tasks' ETags apart
 me = os.environ["NXRUN_TASK"]
 
 def append(event):
@@ -51,7 +51,7 @@ def gpu_workspace(ws: Workspace, singles: int = 4, extra: str = "", workspace_gp
     ws.write("recorder.py", RECORDER)
     targets = "".join(f"""
 [projects.p.targets.g{n}]
-command   = "python recorder.py {log} single {singles}"
+command   = "python recorder.py {log} single {singles} g{n}"
 resources = ["gpu"]
 cache     = "never"
 """ for n in range(1, singles + 1))
@@ -104,6 +104,9 @@ def test_four_gpu_tasks_on_a_pool_of_two_run_two_at_a_time_on_distinct_gpus(ws: 
     held = {t["id"]: t["gpus"] for t in summary["tasks"]}
     starts = {e["task"]: [e["ids"]] for e in events if e["event"] == "start"}
     assert held == starts
+    # the history keeps them
+    history = json.loads(ws.nxrun("history", "p:g3", "--json", check=True).stdout)
+    assert history[0]["gpus"] == starts["p:g3"]
 
 
 def test_a_pool_declared_without_a_gpu_schedules_the_same(ws: Workspace, tmp_path):
@@ -192,10 +195,11 @@ cache     = "hardware"
         summary = ws.run_json("p:bench", *args, env=env)
         return {t["id"]: t["status"] for t in summary["tasks"]}["p:bench"]
 
-    assert run("--gpus", "0") == "miss" and ws.read("result.txt").strip() == uuid_of(0)
-    assert run("--gpus", "1") == "miss" and ws.read("result.txt").strip() == uuid_of(1)   # the A100: its own
-    assert run("--gpus", "0") == "local-hit" and ws.read("result.txt").strip() == uuid_of(0)
-    assert run("--gpus", "1") == "local-hit" and ws.read("result.txt").strip() == uuid_of(1)
+    # given by index, the command sees the index (nvidia-smi's order)
+    assert run("--gpus", "0") == "miss" and ws.read("result.txt").strip() == "0"
+    assert run("--gpus", "1") == "miss" and ws.read("result.txt").strip() == "1"   # the A100: its own
+    assert run("--gpus", "0") == "local-hit" and ws.read("result.txt").strip() == "0"
+    assert run("--gpus", uuid_of(1)) == "local-hit" and ws.read("result.txt").strip() == "1"
     # both in the pool, both cached: a hit of either model, never a run
     assert run() == "local-hit"
 

@@ -132,7 +132,7 @@ def test_resources_serialise_tasks(ws: Workspace):
         command   = "date +%s.%N > t{i}.start && sleep 0.3 && date +%s.%N > t{i}.end"
         inputs    = []
         outputs   = ["t{i}.start", "t{i}.end"]
-        resources = ["gpu"]""" for i in range(3))
+        resources = ["licence"]""" for i in range(3))
     ws.write("nxrun.toml", "[workspace]\nparallel = 3\n" + body + """
         [projects.g.targets.all]
         depends-on = ["t0", "t1", "t2"]
@@ -140,7 +140,7 @@ def test_resources_serialise_tasks(ws: Workspace):
     ws.run_json("g:all")
     spans = sorted((float(ws.read(f"t{i}.start")), float(ws.read(f"t{i}.end"))) for i in range(3))
     for (_, end), (start, _) in zip(spans, spans[1:]):
-        assert start >= end, f"gpu tasks overlapped: {spans}"
+        assert start >= end, f"tasks holding one resource overlapped: {spans}"
 
 
 def test_identical_tasks_in_one_run_execute_once(ws: Workspace):
