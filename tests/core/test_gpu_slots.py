@@ -137,6 +137,9 @@ cache   = "never"
     (tp,) = [e for e in events if e["event"] == "start" and e["role"] == "tp"]
     assert tp["ids"] == "0,1" and tp["cuda"] == "0,1"
     assert {t["id"]: t["gpus"] for t in summary["tasks"]}["p:tp"] == ["0", "1"]
+    # the console names the GPUs a task holds when it starts
+    shown = ws.nxrun("run", "p:tp", env={**two_gpus, "NXRUN_GPUS": "0,1"}, check=True).stdout
+    assert "> p:tp  [GPU 0,1]  $ python recorder.py" in shown
 
 
 def test_a_task_asking_for_more_gpus_than_the_pool_fails_the_run_before_anything_runs(ws: Workspace, two_gpus):
