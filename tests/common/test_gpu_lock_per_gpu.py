@@ -148,3 +148,21 @@ def test_unbound_timed_work_shuts_out_every_compile_and_the_keys_come_from_the_g
     with gpu_lock.exclusive("bench") as info:
         assert info["gpus"] == ["GPU-y", "GPU-z"]
         assert gpu_lock.gpu_lock_path("GPU-y").exists()
+
+
+def test_a_compile_waiting_for_one_gpu_does_not_hold_up_the_others(holders):
+    first = holders("timed-a-first", "exclusive", "GPU-a")     # GPU-a's lock file exists from now on
+    wait_until(first.holds, what="a first timed block on GPU-a")
+    first.release()
+    timed_b = holders("timed-b", "exclusive", "GPU-b")
+    wait_until(timed_b.holds, what="the timed block on GPU-b")
+    build = holders("build", "shared", None)
+    wait_until(build.waiting, what="the unbound compile to wait for GPU-b")
+    timed_a = holders("timed-a", "exclusive", "GPU-a")
+    wait_until(lambda: timed_a.holds() or timed_a.waiting(), what="timed work on GPU-a to start or wait")
+    assert timed_a.holds() and not timed_a.waiting(), timed_a.err
+    timed_b.release()
+    assert not build.holds()                       # GPU-a is timing now: the compile still waits
+    timed_a.release()
+    wait_until(build.holds, what="the compile once both GPUs are free")
+    build.release()

@@ -14,12 +14,13 @@ to no GPU (a build task, a bench run by hand) counts as using every GPU: its com
 timed block on the machine, and its timed work shuts out every compile and every other timed block.
 
 Files: the base $NXRUN_TIMING_LOCK, else <tmp>/nxrun-gpu-timing.lock, and one `<base>.<gpu id>` per GPU.
-A process bound to no GPU holds the base file (in its own mode) and every GPU file that exists; a process
-bound to GPUs creates their files under the base file held exclusively, so no GPU file appears while an
-unbound holder holds the lock, and then holds only its GPUs' files. Locks are always taken base first,
-then GPU files in sorted order, so no two processes wait on each other. Within one process the lock is
-reentrant: a process that holds it exclusively may compile (the autotuner does) without waiting on
-itself, and compile threads of one process share one set of file locks.
+A process bound to no GPU holds the base file (in its own mode) and every GPU file that exists, taken
+without waiting: when one is busy it lets all go, waits for that one alone and tries again, so a compile
+waiting for one GPU never holds up timed work on the others. A process bound to GPUs creates their files
+under the base file held exclusively, so no GPU file appears while an unbound holder holds the lock, and
+then holds only its GPUs' files, in sorted order, so no two processes wait on each other. Within one
+process the lock is reentrant: a process that holds it exclusively may compile (the autotuner does)
+without waiting on itself, and compile threads of one process share one set of file locks.
 """
 
 from __future__ import annotations
@@ -95,33 +96,62 @@ class _ProcessLock:
 
     def _lock_files(self, mode: str, keys: list[str] | None, who: str) -> list[int]:
         operation = fcntl.LOCK_EX if mode == "exclusive" else fcntl.LOCK_SH
+        if keys is None:
+            return self._lock_every_gpu(operation, mode, who)
+        paths = [gpu_lock_path(key) for key in keys]
+        if not all(path.exists() for path in paths):
+            # new GPU files only while no unbound holder holds the lock (it could not see them)
+            base = _open(lock_path())
+            try:
+                _flock(base, fcntl.LOCK_EX, "exclusive", who, lock_path())
+                for path in paths:
+                    os.close(_open(path))
+            finally:
+                os.close(base)   # closing the descriptor lets the lock go
         fds: list[int] = []
         try:
-            if keys is None:
-                base = _open(lock_path())
-                fds.append(base)
-                _flock(base, operation, mode, who, lock_path())
-                paths = sorted(glob.glob(glob.escape(str(lock_path())) + ".*"))
-            else:
-                paths = [str(gpu_lock_path(key)) for key in keys]
-                if not all(os.path.exists(path) for path in paths):
-                    # new GPU files only while no unbound holder holds the lock (it could not see them)
-                    base = _open(lock_path())
-                    try:
-                        _flock(base, fcntl.LOCK_EX, "exclusive", who, lock_path())
-                        for path in paths:
-                            os.close(_open(Path(path)))
-                    finally:
-                        os.close(base)   # closing the descriptor lets the lock go
             for path in paths:
-                fd = _open(Path(path))
-                fds.append(fd)
-                _flock(fd, operation, mode, who, Path(path))
+                fds.append(_open(path))
+                _flock(fds[-1], operation, mode, who, path)
         except BaseException:
-            for fd in fds:
-                os.close(fd)
+            _close(fds)
             raise
         return fds
+
+    def _lock_every_gpu(self, operation: int, mode: str, who: str) -> list[int]:
+        """The base file, then every GPU file, each without waiting; when one is busy, let all go and
+        wait for that one alone before trying again, so a compile waiting for one GPU's timed block
+        never keeps the other GPUs from their next ones."""
+        said = False
+        while True:
+            fds = [_open(lock_path())]
+            busy: tuple[int, Path] | None = None
+            try:
+                _flock(fds[0], operation, mode, who, lock_path())
+                for name in sorted(glob.glob(glob.escape(str(lock_path())) + ".*")):
+                    fd = _open(Path(name))
+                    try:
+                        fcntl.flock(fd, operation | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        busy = (fd, Path(name))
+                        break
+                    fds.append(fd)
+            except BaseException:
+                _close(fds + ([busy[0]] if busy else []))
+                raise
+            if busy is None:
+                return fds
+            _close(fds)
+            fd, path = busy
+            try:
+                if not said:
+                    holder = "compiles" if mode == "exclusive" else "a timed task"
+                    print(f"{who}: waiting for {holder} to release the GPU timing lock {path}", file=sys.stderr,
+                          flush=True)
+                    said = True
+                fcntl.flock(fd, operation)   # until that GPU is free; then try them all again
+            finally:
+                os.close(fd)
 
     def release(self) -> None:
         with self._cond:
@@ -133,6 +163,11 @@ class _ProcessLock:
                 os.close(fd)
             self.mode, self._fds, self.keys = None, [], None
             self._cond.notify_all()
+
+
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
 
 
 def _flock(fd: int, operation: int, mode: str, who: str, path: Path) -> None:
