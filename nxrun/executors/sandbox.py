@@ -236,7 +236,14 @@ def run_action(spec: dict, digest: str, env_values: dict[str, str], gpu_ids: lis
                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                        preexec_fn=_die_with_parent)
             try:
-                exit_code = process.wait()
+                # short waits, not one: Ray's cancel raises KeyboardInterrupt in this thread only
+                # between Python instructions, never inside one long waitpid
+                while True:
+                    try:
+                        exit_code = process.wait(timeout=0.2)
+                        break
+                    except subprocess.TimeoutExpired:
+                        continue
             except BaseException:      # ray.cancel (KeyboardInterrupt), the worker shutting down
                 _kill_group(process)
                 raise
