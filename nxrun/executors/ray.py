@@ -14,10 +14,12 @@ nxrun runs.
   when the task ends; a worker that dies mid-task is retried once by Ray (`max_retries=1`; each
   try has a fresh sandbox, and only the driver writes entries, so nothing is ever half-stored),
   and a second death fails the task with a `problem`.
-- Hardware: the worker takes the hardware fingerprint where it runs, under the GPUs Ray gave it.
-  A task whose ETag holds a fingerprint (cache = "hardware") carries it in its action record, and
-  a worker whose own fingerprint differs stores nothing and fails the task, naming both, so a
-  timing from one GPU model is never filed under another (see docs/ray.md for the choice).
+- Hardware: a `cache = "hardware"` task's ETag holds the fingerprint of the cluster's nodes
+  that will run it, not of this machine (`hardware_fingerprint`, asked once per run of every node
+  with enough GPUs), and the task is routed to those nodes (a `ray.io/node-id` label selector).
+  The worker takes its own fingerprint where it runs, under the GPUs Ray gave it; one that differs
+  from the action record's stores nothing and fails the task, naming both, so a timing from one
+  GPU model is never filed under another (docs/ray.md says why this design).
 - The cluster: RAY_ADDRESS, or `[workspace] ray-address`, as Ray users expect; neither starts a
   local Ray instance (ray.init()). An address that does not answer is a clear error within
   NXRUN_RAY_CONNECT_TIMEOUT seconds (default 30), never a hang.
@@ -67,7 +69,24 @@ def _run_on_worker(spec: dict, digest: str, env_values: dict[str, str]) -> dict:
     from nxrun.executors.sandbox import run_action
 
     gpu_ids = [str(g) for g in ray.get_gpu_ids()]
-    return run_action(spec, digest, env_values, gpu_ids)
+    return run_action(spec, digest, env_values, gpu_ids, {"ray_node": ray.get_runtime_context().get_node_id()})
+
+
+def _probe_hardware(gpus: int) -> str:
+    """On a node: the hardware fingerprint a task with `gpus` GPUs would take there (its first
+    `gpus` GPUs; the fingerprint never holds an index, so which ones does not matter on a node of
+    one GPU model)."""
+    from nxrun.runtime import _hardware_fingerprint
+
+    saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(gpus))
+    try:
+        return _hardware_fingerprint()
+    finally:
+        if saved is None:
+            os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+        else:
+            os.environ["CUDA_VISIBLE_DEVICES"] = saved
 
 
 def _address_host_port(address: str) -> tuple[str, int] | None:
@@ -79,12 +98,6 @@ def _address_host_port(address: str) -> tuple[str, int] | None:
     if not host or not port.isdigit():
         return None
     return host.strip("[]"), int(port)
-
-
-def _driver_hardware() -> str:
-    from ..runtime import _hardware_fingerprint
-
-    return _hardware_fingerprint()
 
 
 class RayExecutor:
@@ -115,7 +128,8 @@ class RayExecutor:
         self._lock = threading.Lock()
         self._running: dict[object, str] = {}     # ObjectRef -> task id
         self._cancelled = False
-        self._hardware: str | None = None
+        self._classes: dict[int, tuple[str, list[str]]] = {}   # GPUs -> (fingerprint, node ids)
+        self._classes_lock = threading.Lock()
         self.gpu_ids: dict[str, list[str]] = {}   # task id -> GPU ids Ray gave it (reported by the worker)
 
     # ------------------------------------------------------------------ start
@@ -208,20 +222,55 @@ class RayExecutor:
         return list(dict.fromkeys(outputs))
 
     def _gpu_count(self, job: Job) -> int:
-        if job.gpus:
-            return len(job.gpus)
-        wanted = getattr(job.task, "gpus", 0) or 0
+        return len(job.gpus) if job.gpus else self.gpus_of(job.task)
+
+    def gpus_of(self, task) -> int:
+        wanted = getattr(task, "gpus", 0) or 0
         if isinstance(wanted, int) and wanted > 0:
             return wanted
-        return 1 if "gpu" in job.task.resources else 0
+        return 1 if "gpu" in task.resources else 0
 
-    def hardware_for(self, job: Job) -> str:
-        """The fingerprint the job's ETag holds ("" unless cache = "hardware"): this machine's."""
-        if job.task.cache != "hardware":
-            return ""
-        if self._hardware is None:
-            self._hardware = _driver_hardware()
-        return self._hardware
+    def hardware_fingerprint(self, task) -> str:
+        """The hardware fingerprint for the ETag of a `cache = "hardware"` task that runs on this
+        cluster: that of the nodes it will be routed to (see hardware_class), not this machine's."""
+        return self.hardware_class(self.gpus_of(task))[0]
+
+    def hardware_class(self, gpus: int) -> tuple[str, list[str]]:
+        """(fingerprint, node ids) of the nodes that run `cache = "hardware"` tasks asking for
+        `gpus` GPUs: every alive node with that many GPUs is asked for its fingerprint (once per
+        run, a task of no CPU pinned to it), and the fingerprint shared by the most GPUs (nodes, for
+        CPU tasks) wins, ties broken by name, so every run against the same cluster picks the same
+        one. Such tasks are routed to those nodes only, and a worker whose own fingerprint differs
+        still refuses to store its result."""
+        with self._classes_lock:
+            if gpus in self._classes:
+                return self._classes[gpus]
+            ray = self._ray
+            if ray is None:
+                raise RuntimeError("RayExecutor.check() must run before hardware_fingerprint()")
+            nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("GPU", 0) >= gpus]
+            if not nodes:
+                raise NxrunError(f"no node of the Ray cluster has {gpus} GPUs for a task that asks for them.")
+            probe = ray.remote(num_cpus=0, max_retries=1)(_probe_hardware)
+            refs = [probe.options(label_selector={"ray.io/node-id": n["NodeID"]}).remote(gpus) for n in nodes]
+            try:
+                found = ray.get(refs, timeout=max(self.connect_timeout, 60.0))
+            except ray.exceptions.GetTimeoutError:
+                raise NxrunError("the nodes of the Ray cluster did not say what hardware they have within "
+                                 f"{max(self.connect_timeout, 60.0):.0f}s.") from None
+            groups: dict[str, list[dict]] = {}
+            for node, fingerprint in zip(nodes, found):
+                groups.setdefault(fingerprint, []).append(node)
+
+            def weight(item) -> tuple:
+                fingerprint, members = item
+                total = sum(n.get("Resources", {}).get("GPU", 0) for n in members) if gpus else len(members)
+                return (-total, fingerprint)
+
+            fingerprint, members = sorted(groups.items(), key=weight)[0]
+            chosen = (fingerprint, sorted(n["NodeID"] for n in members))
+            self._classes[gpus] = chosen
+            return chosen
 
     def run(self, job: Job, on_line: Callable[[bytes], None]) -> Finished:
         ray = self._ray
@@ -240,17 +289,19 @@ class RayExecutor:
             with self._lock:
                 self._known_blobs |= known
             env_names = sorted(k for k in job.env if k not in _LOCAL_ONLY_ENV)
+            hardware, nodes = self.hardware_class(self._gpu_count(job)) if task.cache == "hardware" else ("", [])
             action = Action(task_id=task.id, etag=job.etag, command=job.command, cwd=job.cwd or "",
-                            env_names=env_names, inputs=inputs, outputs=list(task.outputs),
-                            hardware=self.hardware_for(job))
+                            env_names=env_names, inputs=inputs, outputs=list(task.outputs), hardware=hardware)
             digest = area.put_action(action)
-        except InputError as exc:
+        except (InputError, NxrunError) as exc:
             return self._failed(started, f"could not send it to the cluster: {exc}")
         except (RemoteUnavailable, RemoteRefused, OSError) as exc:
             return self._failed(started, f"could not upload its inputs to the remote cache ({exc})")
         env_values = {k: job.env[k] for k in env_names}
         options = {"num_cpus": max(0, int(job.cpus)), "num_gpus": self._gpu_count(job),
                    "name": f"nxrun:{task.id}"}
+        if nodes:        # cache = "hardware": only where the ETag's fingerprint is the node's
+            options["label_selector"] = {"ray.io/node-id": f"in({','.join(nodes)})"}
         ref = self._remote_fn.options(**options).remote(self._spec.as_plain(), digest, env_values)
         with self._lock:
             self._running[ref] = task.id

@@ -196,12 +196,14 @@ def worker_facts(gpu_ids: list[str]) -> dict[str, str]:
             "gpu_ids": ",".join(gpu_ids), "python": sys.version.split()[0]}
 
 
-def run_action(spec: dict, digest: str, env_values: dict[str, str], gpu_ids: list[str] | None = None) -> dict:
+def run_action(spec: dict, digest: str, env_values: dict[str, str], gpu_ids: list[str] | None = None,
+               where: dict[str, str] | None = None) -> dict:
     """Materialise, run, scan and upload one action; the result as plain data:
     {exit_code, duration, log_digest, log_size, entry (a manifest dict, or None), problem, facts, sandbox}.
 
     `gpu_ids`: the GPUs the scheduler gave this task (CUDA_VISIBLE_DEVICES is taken from the
-    environment it set). The entry is only made for exit code 0 and when the hardware matches."""
+    environment it set); `where`: more facts about the place (the Ray node id). The entry is only
+    made for exit code 0 and when the hardware matches."""
     area = ActionArea.open(RemoteSpec(**spec))
     sandbox = make_sandbox()
     result: dict = {"exit_code": -1, "duration": 0.0, "log_digest": None, "log_size": 0, "entry": None,
@@ -214,6 +216,7 @@ def run_action(spec: dict, digest: str, env_values: dict[str, str], gpu_ids: lis
             result["problem"] = f"could not prepare the sandbox: {exc}"
             return result
         facts = worker_facts(list(gpu_ids or []))
+        facts.update(where or {})
         result["facts"] = facts
         cwd = sandbox if action.cwd in ("", ".") else sandbox / action.cwd
         cwd.mkdir(parents=True, exist_ok=True)

@@ -54,7 +54,7 @@ def remote(s3_server) -> Remote:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster(s3_server):
+def ray_cluster(s3_server, tmp_path_factory):
     """One local Ray cluster (127.0.0.1, two fake GPUs) for the whole session; its workers reach
     the session's S3 server with credentials from their environment."""
     from ray_cluster import LOOPBACK_ENV
@@ -67,6 +67,6 @@ def ray_cluster(s3_server):
     from ray_cluster import start_cluster
     from weed_server import client_env
 
-    cluster = start_cluster(client_env(s3_server.endpoint))
+    cluster = start_cluster(client_env(s3_server.endpoint), tmp_path_factory.mktemp("fake-gpu-tools"))
     yield cluster
     cluster.shutdown()

@@ -237,3 +237,28 @@ def _listening_addresses(pids: list[int]) -> set[tuple[str, int]]:
                     host = "127.0.0.1"
             found.add((host, int(port, 16)))
     return found
+
+
+def test_hardware_tasks_take_the_fingerprint_of_the_node_they_run_on_not_the_drivers(executor, ray_cluster):
+    from ray_cluster import FAKE_GPU_MODEL
+
+    from nxrun.runtime import _hardware_fingerprint
+
+    gpu_task = _task("h:gpu", "mkdir -p out; echo $CUDA_VISIBLE_DEVICES > out/h.txt", ["out/h.txt"],
+                     resources=["gpu"], cache="hardware")
+    fingerprint = executor.hardware_fingerprint(gpu_task)
+    assert FAKE_GPU_MODEL in fingerprint and fingerprint != _hardware_fingerprint()
+    job = _job(gpu_task, gpus=1)
+    job.task.cache = "hardware"
+    finished, _ = _run_all(executor, [job])[0]
+    assert finished.problem is None and finished.entry is not None, finished.problem
+    facts = finished.entry.runtime_facts
+    assert facts["hardware"] == fingerprint and facts["ray_node"] == ray_cluster.gpu_node.node_id
+    # a CPU task with cache = "hardware" goes to the nodes of the fingerprint its ETag holds
+    cpu_task = _task("h:cpu", "mkdir -p out; echo cpu > out/c.txt", ["out/c.txt"], cache="hardware")
+    fingerprint, nodes = executor.hardware_class(0)
+    assert executor.hardware_fingerprint(cpu_task) == fingerprint
+    for _ in range(3):
+        finished, _ = _run_all(executor, [_job(_task("h:cpu", cpu_task.command, cpu_task.outputs, cache="hardware"))])[0]
+        assert finished.entry is not None and finished.entry.runtime_facts["hardware"] == fingerprint
+        assert finished.entry.runtime_facts["ray_node"] in nodes
