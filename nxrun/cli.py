@@ -141,7 +141,7 @@ def affected(obj: Context, targets, base: str, head: str | None, list_only: bool
 @click.pass_obj
 def graph(obj: Context, tasks, fmt: str, html_path, open_page: bool, affected_base) -> None:
     """Show the task graph (text tree, DOT or JSON; --html for a page)."""
-    from .graph_view import render_dot, render_json, render_text
+    from .views.graph_view import render_dot, render_json, render_text
 
     graph = obj.graph
     ids = None
@@ -151,7 +151,7 @@ def graph(obj: Context, tasks, fmt: str, html_path, open_page: bool, affected_ba
             ids.extend(graph.resolve(name))
         ids = graph.with_dependencies(ids)
     if html_path:
-        from .graph_page import write_page
+        from .views.graph_page import write_page
 
         write_page(obj, Path(html_path), ids, affected_base)
         click.echo(f"wrote {html_path}")
@@ -168,7 +168,7 @@ def graph(obj: Context, tasks, fmt: str, html_path, open_page: bool, affected_ba
 @click.pass_obj
 def show(obj: Context, task: str, as_json: bool) -> None:
     """Resolved config, input files, ETag and each ETag component of TASK."""
-    from .inspect import show_task
+    from .views.inspect import show_task
 
     click.echo(show_task(obj, task, as_json))
 
@@ -179,7 +179,7 @@ def show(obj: Context, task: str, as_json: bool) -> None:
 @click.pass_obj
 def why(obj: Context, task: str, as_json: bool) -> None:
     """What changed since the last run of TASK, component by component."""
-    from .inspect import why_task
+    from .views.inspect import why_task
 
     click.echo(why_task(obj, task, as_json))
 
@@ -191,7 +191,7 @@ def why(obj: Context, task: str, as_json: bool) -> None:
 @click.pass_obj
 def history(obj: Context, task: str | None, limit: int, as_json: bool) -> None:
     """The last runs of TASK (or of every task) from the run history."""
-    from .inspect import history_text
+    from .views.inspect import history_text
 
     click.echo(history_text(obj, task, limit, as_json))
 
@@ -206,7 +206,7 @@ def cache() -> None:
 @click.pass_obj
 def stats(obj: Context, as_json: bool) -> None:
     """Entries, blobs and bytes in the cache; hit counts from the history."""
-    from .inspect import cache_stats
+    from .views.inspect import cache_stats
 
     click.echo(cache_stats(obj, as_json))
 
@@ -293,7 +293,7 @@ def verify(obj: Context) -> None:
 @click.pass_obj
 def push(obj: Context, tasks, namespace) -> None:
     """Upload the cached entries of TASKS (their current ETags) to the remote cache."""
-    from .inspect import sync_tasks
+    from .views.inspect import sync_tasks
 
     with _in_use(obj):
         click.echo(sync_tasks(obj, tasks, "push", namespace))
@@ -305,7 +305,7 @@ def push(obj: Context, tasks, namespace) -> None:
 @click.pass_obj
 def pull(obj: Context, tasks, namespace) -> None:
     """Download the entries of TASKS (their current ETags) from the remote cache."""
-    from .inspect import sync_tasks
+    from .views.inspect import sync_tasks
 
     with _in_use(obj):
         click.echo(sync_tasks(obj, tasks, "pull", namespace))
@@ -333,7 +333,7 @@ def init(obj: Context, force: bool) -> None:
 @click.pass_obj
 def report(obj: Context, out_dir: str, summary_md: str | None) -> None:
     """A markdown report and plots of cache hit rates, time saved and benchmark trends."""
-    from .report import write_report
+    from .views.report import write_report
 
     paths = write_report(obj, Path(out_dir), Path(summary_md) if summary_md else None)
     for path in paths:

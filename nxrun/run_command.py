@@ -84,7 +84,8 @@ def run_tasks(obj: Context, names: list[str], args: list[str], **options) -> Non
 def execute(obj: Context, task_ids: list[str], args: list[str], args_for: set[str], *, parallel, keep_going,
             skip_cache, only, dry_run, as_json, remote_mode, namespace, quiet) -> None:
     from .console import Console
-    from .runner import Runner, RunOptions
+    from .run.results import RunOptions
+    from .run.scheduler import Runner
 
     graph = obj.graph
     options = RunOptions(parallel=parallel or obj.workspace.parallel, keep_going=keep_going,

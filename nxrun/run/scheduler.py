@@ -23,72 +23,23 @@ import threading
 import time
 from collections import deque
 
-from .console import Console
-from .errors import NxrunError
-from .graph import Task, TaskGraph, check_linked_output_owners
-from .hashing import InputMemo, StatCache, TaskHasher, digest_text, etag_of
+from ..console import Console
+from ..errors import NxrunError
+from ..graph import Task, TaskGraph, check_linked_output_owners
+from ..hashing import InputMemo, StatCache, TaskHasher, digest_text, etag_of
+from ..records import record
+from ..runtime import Runtime, command_environment
+from ..store import CacheEntry, CorruptBlob, UnsafeEntry
+from ..store.capture import LogCapture, digest_of_records, scan_outputs
+from ..store.local import LocalStore
+from ..store.restore import restore_entry
+from ..store.safety import check_entry
 from .history import RunRecord, TaskRecord, save_run
 from .input_check import InputStats, RecordingStatCache, compact, first_changed
-from .records import default_factory, record
-from .runtime import Runtime, command_environment
-from .store import CacheEntry, CorruptBlob, UnsafeEntry
-from .store.capture import LogCapture, digest_of_records, scan_outputs
-from .store.local import LocalStore
-from .store.restore import restore_entry
-from .store.safety import check_entry
+from .results import RunOptions, RunResult, TaskResult
 from .task_locks import TaskLocks
 
 AGGREGATE = "aggregate"
-
-
-@record
-class RunOptions:
-    parallel: int = 4
-    keep_going: bool = False
-    skip_cache: bool = False
-    only: bool = False
-    dry_run: bool = False
-    args: list[str] = default_factory(list)
-    args_for: set[str] = default_factory(set)   # task ids the args after `--` go to
-
-
-@record
-class TaskResult:
-    task_id: str
-    status: str
-    etag: str | None = None
-    duration: float = 0.0
-    origin: str = ""
-    note: str = ""
-    outputs_digest: str | None = None
-
-
-@record
-class RunResult:
-    results: dict[str, TaskResult]
-    duration: float
-    warnings: list[str]
-    remote_summary: dict = default_factory(dict)
-
-    @property
-    def failed(self) -> bool:
-        return any(r.status == "failed" for r in self.results.values())
-
-    def count(self, status: str) -> int:
-        return sum(1 for r in self.results.values() if r.status == status)
-
-    def to_json(self) -> dict:
-        return {
-            "ok": not self.failed,
-            "duration": round(self.duration, 4),
-            "counts": {s: self.count(s) for s in ("local-hit", "remote-hit", "miss", "failed", "skipped",
-                                                  "predicted-hit", "predicted-miss", "unknown")
-                       if self.count(s)},
-            "tasks": [{"id": r.task_id, "status": r.status, "etag": r.etag, "duration": round(r.duration, 4),
-                       "origin": r.origin, "note": r.note} for r in self.results.values()],
-            "warnings": self.warnings,
-            "remote": self.remote_summary,
-        }
 
 
 def _aggregate_digest(dep_digests: dict) -> str:
@@ -183,7 +134,7 @@ class Runner:
         self.stat_cache = StatCache(store.load_stat_cache(under=str(self.root)))
         self.runtime = Runtime(graph.workspace.runtime, str(self.root))
         if env_key is None:   # the key of the configured remote, asked for when needed (show, why)
-            from .store.keys import EnvKeySource
+            from ..store.keys import EnvKeySource
 
             env_key = EnvKeySource(store, graph.workspace, remote, warn=console.warn)
         # the hasher's view of the stat cache notes each input's stat, for the check after the run
@@ -449,7 +400,7 @@ class Runner:
         try:
             restored = self._restore(task, entry, origin)
         except OSError as exc:   # the workspace's disk (full, read-only): the task fails, saying where
-            from .store.disk import describe
+            from ..store.disk import describe
 
             where = os.path.dirname(exc.filename) if exc.filename else self.root
             return self._fail(task, pending.record, pending.tick,
@@ -623,7 +574,7 @@ class Runner:
         """The run's task processes (and their watchdog), from the first command on."""
         with self._lock:
             if self._task_processes is None:
-                from .task_process import TaskProcesses
+                from ..executors.task_process import TaskProcesses
 
                 self._task_processes = TaskProcesses(self._interrupted,
                                                      watchdog_holds=self.task_locks.inheritable_fds)

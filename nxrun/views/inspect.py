@@ -6,9 +6,9 @@ import json
 import sys
 import time
 
-from .console import Console
-from .errors import GraphError
-from .history import diff_explain, last_task_record, runs, task_history
+from ..console import Console
+from ..errors import GraphError
+from ..run.history import diff_explain, last_task_record, runs, task_history
 
 
 def _one_task(obj, name: str) -> str:
@@ -20,7 +20,8 @@ def _one_task(obj, name: str) -> str:
 
 
 def _runner(obj):
-    from .runner import Runner, RunOptions
+    from ..run.results import RunOptions
+    from ..run.scheduler import Runner
 
     console = Console(stream=sys.stderr, quiet=True)
     return Runner(obj.graph, obj.store, RunOptions(), console)
@@ -133,7 +134,7 @@ def cache_stats(obj, as_json: bool) -> str:
                   "time_saved_s": round(totals[3], 3)})
     remote_rows = obj.store.read("SELECT coalesce(sum(size),0) FROM entries WHERE origin = 'remote'")
     stats["remote_bytes_restored_entries"] = remote_rows[0][0]
-    from .store.tiered import transfer_totals
+    from ..store.tiered import transfer_totals
 
     stats["remote"] = transfer_totals(obj.store)
     if as_json:
