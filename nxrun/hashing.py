@@ -608,7 +608,7 @@ class TaskHasher:
         for dep_id, dep_digest in dep_digests.items():
             components["dep:" + dep_id] = dep_digest
         if task.cache == "hardware":
-            components["hardware"] = digest_text(self.runtime.hardware_fingerprint())
+            components["hardware"] = digest_text(self.runtime.hardware_fingerprint(task))
         return components, warnings
 
     def _memo_digest(self, rel: str, path: str, st: os.stat_result | None = None, generation: int = -1) -> str:

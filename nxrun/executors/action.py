@@ -188,13 +188,18 @@ class InputError(Exception):
     """An input of the action cannot be described (a link out of the workspace, a device file)."""
 
 
-def describe_inputs(root: Path, paths: list[tuple[str, str | None]], upstream_outputs: list[str]) -> list[OutputRecord]:
+def describe_inputs(root: Path, paths: list[tuple[str, str | None]], upstream_outputs: list[str],
+                    memo: dict | None = None) -> list[OutputRecord]:
     """Records of the files a worker must materialise: the inputs the ETag hashed (path, digest
     as hashed; a digest that is not the file's content digest, a link's say, is recomputed) and
     every file under the declared outputs of the task's upstream tasks, as they are on disk now.
 
     An input that is a link is materialised as a copy of what it leads to; a link inside an
-    upstream output stays a link when it leads to a path inside the same output, else a copy."""
+    upstream output stays a link when it leads to a path inside the same output, else a copy.
+    `memo` (kept by the caller for a run): digests by (path, size, mtime, inode, ctime), so a
+    file read by many tasks is hashed once."""
+    if memo is None:
+        memo = {}
     root_text = str(root)
     records: dict[str, OutputRecord] = {}
 
@@ -217,7 +222,10 @@ def describe_inputs(root: Path, paths: list[tuple[str, str | None]], upstream_ou
             raise InputError(f"input '{rel}' is not a regular file")
         digest = known if known and not os.path.islink(full) else None
         if digest is None or len(digest) != 32:
-            digest = _file_digest(full)
+            key = (full, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+            digest = memo.get(key)
+            if digest is None:
+                digest = memo[key] = _file_digest(full)
         records[rel] = OutputRecord(rel, "file", digest=digest, size=st.st_size, mode=st.st_mode & 0o755)
 
     def add_entry(rel: str, top: str) -> None:

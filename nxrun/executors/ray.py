@@ -125,6 +125,7 @@ class RayExecutor:
         self._spec: RemoteSpec | None = None
         self._area: ActionArea | None = None
         self._known_blobs: set[str] = set()
+        self._digests: dict = {}                  # file digests of this run (action.describe_inputs)
         self._lock = threading.Lock()
         self._running: dict[object, str] = {}     # ObjectRef -> task id
         self._cancelled = False
@@ -225,10 +226,9 @@ class RayExecutor:
         return len(job.gpus) if job.gpus else self.gpus_of(job.task)
 
     def gpus_of(self, task) -> int:
-        wanted = getattr(task, "gpus", 0) or 0
-        if isinstance(wanted, int) and wanted > 0:
-            return wanted
-        return 1 if "gpu" in task.resources else 0
+        from ..runtime import _gpu_demand
+
+        return _gpu_demand(task)
 
     def hardware_fingerprint(self, task) -> str:
         """The hardware fingerprint for the ETag of a `cache = "hardware"` task that runs on this
@@ -245,9 +245,9 @@ class RayExecutor:
         with self._classes_lock:
             if gpus in self._classes:
                 return self._classes[gpus]
+            if self._ray is None:        # a dry run does not check the executor at start
+                self.check()
             ray = self._ray
-            if ray is None:
-                raise RuntimeError("RayExecutor.check() must run before hardware_fingerprint()")
             nodes = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("GPU", 0) >= gpus]
             if not nodes:
                 raise NxrunError(f"no node of the Ray cluster has {gpus} GPUs for a task that asks for them.")
@@ -282,7 +282,7 @@ class RayExecutor:
         if self._cancelled:
             return Finished(exit_code=-2, duration=0.0, log=None, entry=None, problem="cancelled")
         try:
-            inputs = describe_inputs(self.root, list(job.inputs), self.upstream_outputs(job))
+            inputs = describe_inputs(self.root, list(job.inputs), self.upstream_outputs(job), self._digests)
             with self._lock:
                 known = set(self._known_blobs)
             upload_inputs(area, self.root, inputs, known)
