@@ -103,6 +103,7 @@ def _address_host_port(address: str) -> tuple[str, int] | None:
 class RayExecutor:
     name = "ray"
     produces_entries = True
+    places_resources = ("gpu",)        # Ray places GPU tasks on its nodes' GPUs (num_gpus)
 
     def __init__(self, workspace, remote, console=None, *, address: str | None = None, graph=None,
                  connect_timeout: float | None = None):
@@ -111,10 +112,7 @@ class RayExecutor:
         self.remote = remote
         self.console = console
         self.graph = graph
-        settings = getattr(workspace, "settings", None) or {}
-        self.address = (address or os.environ.get("RAY_ADDRESS")
-                        or (settings.get("ray-address") if isinstance(settings, dict) else None)
-                        or getattr(workspace, "ray_address", None) or None)
+        self.address = address or os.environ.get("RAY_ADDRESS") or getattr(workspace, "ray_address", None) or None
         timeout = connect_timeout or os.environ.get("NXRUN_RAY_CONNECT_TIMEOUT") or CONNECT_TIMEOUT
         try:
             self.connect_timeout = float(timeout)

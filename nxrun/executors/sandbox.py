@@ -220,6 +220,11 @@ def run_action(spec: dict, digest: str, env_values: dict[str, str], gpu_ids: lis
         result["facts"] = facts
         cwd = sandbox if action.cwd in ("", ".") else sandbox / action.cwd
         cwd.mkdir(parents=True, exist_ok=True)
+        # the folders that hold the declared outputs exist, as they would in a workspace (Bazel
+        # does the same): a command may write out/x.txt without making out/ first
+        for declared in action.outputs:
+            if "/" in declared:
+                (sandbox / declared.rsplit("/", 1)[0]).mkdir(parents=True, exist_ok=True)
         from ..runtime import command_environment
 
         env = command_environment()
