@@ -331,13 +331,14 @@ class RayExecutor:
         assert area is not None
         task = job.task
         self.gpu_ids[task.id] = [g for g in str(result.get("facts", {}).get("gpu_ids", "")).split(",") if g]
-        if result.get("log_digest"):
+        log = result.get("log")
+        if log is None and result.get("log_digest"):
             try:
                 log = area.read_blob(result["log_digest"])
             except (CorruptBlob, RemoteUnavailable, RemoteRefused, ValueError) as exc:
                 log = f"(the log of this task could not be fetched: {exc})\n".encode()
-            for line in log.splitlines(keepends=True):
-                on_line(line)
+        for line in (log or b"").splitlines(keepends=True):
+            on_line(line)
         duration = float(result.get("duration") or 0.0)
         exit_code = int(result.get("exit_code", -1))
         if result.get("problem"):

@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -196,15 +197,32 @@ def worker_facts(gpu_ids: list[str]) -> dict[str, str]:
             "gpu_ids": ",".join(gpu_ids), "python": sys.version.split()[0]}
 
 
+INLINE_LOG = 64 << 10      # a log up to this size also travels back with the result (no GET for it)
+_areas: dict[tuple, ActionArea] = {}
+_areas_lock = threading.Lock()
+
+
+def _area_for(spec: dict) -> ActionArea:
+    """One client per remote and worker process: Ray reuses its worker processes, and making a
+    boto3 client costs more than a small task's requests."""
+    key = tuple(sorted((k, repr(v)) for k, v in spec.items()))
+    with _areas_lock:
+        area = _areas.get(key)
+        if area is None:
+            area = _areas[key] = ActionArea.open(RemoteSpec(**spec))
+        return area
+
+
 def run_action(spec: dict, digest: str, env_values: dict[str, str], gpu_ids: list[str] | None = None,
                where: dict[str, str] | None = None) -> dict:
     """Materialise, run, scan and upload one action; the result as plain data:
-    {exit_code, duration, log_digest, log_size, entry (a manifest dict, or None), problem, facts, sandbox}.
+    {exit_code, duration, log_digest, log_size, log (its bytes, when small), entry (a manifest dict,
+    or None), problem, facts, sandbox}.
 
     `gpu_ids`: the GPUs the scheduler gave this task (CUDA_VISIBLE_DEVICES is taken from the
     environment it set); `where`: more facts about the place (the Ray node id). The entry is only
     made for exit code 0 and when the hardware matches."""
-    area = ActionArea.open(RemoteSpec(**spec))
+    area = _area_for(spec)
     sandbox = make_sandbox()
     result: dict = {"exit_code": -1, "duration": 0.0, "log_digest": None, "log_size": 0, "entry": None,
                     "problem": None, "facts": {}, "sandbox": str(sandbox), "missing": []}
@@ -261,6 +279,8 @@ def run_action(spec: dict, digest: str, env_values: dict[str, str], gpu_ids: lis
         log_digest = _file_digest(str(log_path))
         area.put_blob_file(log_digest, log_path, log_size)
         result["log_digest"], result["log_size"] = log_digest, log_size
+        if log_size <= INLINE_LOG:
+            result["log"] = log_path.read_bytes()
         log_path.unlink()
         if exit_code != 0:
             return result
@@ -280,7 +300,6 @@ def run_action(spec: dict, digest: str, env_values: dict[str, str], gpu_ids: lis
         result["entry"] = as_dict(entry)
         return result
     finally:
-        area.close()
         if os.environ.get(KEEP_SANDBOX_ENV, "") not in ("1", "true", "yes"):
             shutil.rmtree(sandbox, ignore_errors=True)
             try:
