@@ -211,3 +211,52 @@ def test_a_hardware_task_is_keyed_by_the_gpu_node_that_ran_it_not_the_driver(ray
     # this machine has no such GPU: locally the task's ETag differs, so the timing is not reused
     local = ws.run_json("b:bench", "--executor", "local", env=_env(remote))
     assert Workspace.statuses(local) == {"b:bench": "miss"} and local["tasks"][0]["etag"] != etag
+
+
+def test_ctrl_c_cancels_the_runs_ray_tasks_and_their_commands(ray_cluster, remote, tmp_path):
+    import os
+    import signal
+    import subprocess
+
+    marker = tmp_path / "started"
+    ws = Workspace(tmp_path / "ws")
+    ws.write("nxrun.toml", f"""\
+        [remote]
+        url = "{remote.url}"
+
+        [projects.p.targets.long]
+        command = "echo $$ > {marker}.pid; touch {marker}; exec sleep 300"
+        outputs = ["out/long.txt"]
+        """)
+    env = dict(os.environ)
+    env.pop("NXRUN_REMOTE", None)
+    env.update(_env(remote, ray_cluster))
+    process = subprocess.Popen([sys.executable, "-m", "nxrun", "run", "p:long", "--executor", "ray"], cwd=ws.root,
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the task never started on the cluster"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode != 0 and "interrupted" in (stdout + stderr), stdout + stderr
+    pid = int(Path(f"{marker}.pid").read_text())
+    deadline = time.monotonic() + 30
+    while _runs_sleep(pid):
+        assert time.monotonic() < deadline, "the command still runs on the worker after Ctrl-C"
+        time.sleep(0.1)
+    assert not remote.keys("trusted/entries")
+
+
+def _runs_sleep(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return b"sleep" in handle.read()
+    except OSError:
+        return False
