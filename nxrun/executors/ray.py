@@ -348,6 +348,7 @@ class RayExecutor:
             return Finished(exit_code=exit_code, duration=duration, log=None, entry=None)
         try:
             entry = CacheEntry.from_json(json.dumps(result["entry"]))
+            entry.explain = dict(getattr(job, "explain", None) or {})    # what the ETag was made of, for `why`
             if entry.etag != job.etag or entry.task_id != task.id:
                 raise UnsafeEntry(f"{task.id}: the worker returned the manifest of another task")
             check_entry(entry, list(task.outputs))

@@ -260,3 +260,28 @@ def _runs_sleep(pid: int) -> bool:
             return b"sleep" in handle.read()
     except OSError:
         return False
+
+
+def test_a_task_that_ran_on_the_cluster_has_its_explain_manifest_and_why_works(ray_cluster, remote, tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    ws.write("src/in.txt", "one\n")
+    ws.write("nxrun.toml", f"""\
+        [remote]
+        url = "{remote.url}"
+
+        [projects.p.targets.t]
+        command = "mkdir -p out; cat src/in.txt > out/t.txt"
+        inputs = ["src/in.txt"]
+        outputs = ["out/t.txt"]
+        """)
+    summary = ws.run_json("p:t", "--executor", "ray", env=_env(remote, ray_cluster))
+    assert ws.read("out/t.txt") == "one\n"
+    # the entry the cluster's run left in the remote cache says what its ETag was made of, as a
+    # local run's does (`cache sync`, other machines)
+    import json
+
+    manifest = json.loads(remote.get(f"trusted/entries/{summary['tasks'][0]['etag']}.json"))
+    assert "file:src/in.txt" in manifest["explain"] and "command" in manifest["explain"]
+    ws.write("src/in.txt", "two\n")
+    why = ws.nxrun("why", "p:t", env=_env(remote))
+    assert why.returncode == 0 and "src/in.txt" in why.stdout, why.stdout + why.stderr
