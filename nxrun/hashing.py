@@ -599,7 +599,7 @@ class TaskHasher:
         for entry in task.inputs:
             kind, _, name = entry.partition(":")
             if kind == "runtime":
-                components[entry] = digest_text(self.runtime.probe(name, task.id))
+                components[entry] = digest_text(self.runtime.probe(name, task.id, task))
             elif kind == "pkg":
                 components[entry] = digest_text(self.runtime.package_version(name))
             elif kind == "env":

@@ -43,8 +43,16 @@ class Runtime:
                 self._values[key] = compute()
             return self._values[key]
 
-    def probe(self, name: str, task_id: str = "") -> str:
-        """stdout of the `runtime:NAME` probe command, run once per invocation."""
+    def probe(self, name: str, task_id: str = "", task=None) -> str:
+        """stdout of the `runtime:NAME` probe command, run once per invocation. With a
+        `probe_source` (an executor that runs tasks elsewhere, executors/ray.py), run where `task`
+        will run."""
+        source = self.probe_source
+        if source is not None and task is not None:
+            command = self.probes[name]
+            return self._once(f"probe:{name}:{source.__qualname__}:{_gpu_demand(task)}",
+                              lambda: source(name, command, task))
+
         def run() -> str:
             import subprocess
 
@@ -87,6 +95,8 @@ class Runtime:
 
     # callable(task) -> fingerprint of the machines that will run the task; None: this machine
     hardware_source = None
+    # callable(name, command, task) -> the probe's output where the task will run; None: here
+    probe_source = None
 
     def facts(self) -> dict[str, str]:
         """What was probed this run, for the cache entry's record (probe outputs are not secret)."""

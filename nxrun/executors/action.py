@@ -42,6 +42,7 @@ class Action:
     inputs: list[OutputRecord]                # files, links and folders to materialise
     outputs: list[str]                        # declared outputs, workspace-relative
     hardware: str = ""                        # the hardware fingerprint the ETag holds ("" if none)
+    probes: dict = default_factory(dict)      # runtime probes the ETag holds: name -> [command, output]
     format: int = ACTION_FORMAT
 
     def to_json(self) -> bytes:

@@ -19,7 +19,9 @@ nxrun runs.
   with enough GPUs), and the task is routed to those nodes (a `ray.io/node-id` label selector).
   The worker takes its own fingerprint where it runs, under the GPUs Ray gave it; one that differs
   from the action record's stores nothing and fails the task, naming both, so a timing from one
-  GPU model is never filed under another (docs/ray.md says why this design).
+  GPU model is never filed under another (docs/ray.md says why this design). `runtime:` probes
+  alike: run on those nodes for the ETag (`probe_output`), the task routed there, and re-run in
+  the sandbox before the command.
 - The cluster: RAY_ADDRESS, or `[workspace] ray-address`, as Ray users expect; neither starts a
   local Ray instance (ray.init()). An address that does not answer is a clear error within
   NXRUN_RAY_CONNECT_TIMEOUT seconds (default 30), never a hang.
@@ -38,7 +40,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import NxrunError
+from ..errors import NxrunError, ProbeError
 from ..records import as_dict
 from ..store import CacheEntry, CorruptBlob, UnsafeEntry
 from ..store.s3 import RemoteRefused, RemoteUnavailable
@@ -89,6 +91,20 @@ def _probe_hardware(gpus: int) -> str:
             os.environ["CUDA_VISIBLE_DEVICES"] = saved
 
 
+def _run_probe(command: str) -> tuple[int, str]:
+    """On a node: a `runtime:` probe, in an empty folder of its own."""
+    import shutil
+    import tempfile
+
+    from nxrun.executors.sandbox import probe_here
+
+    folder = tempfile.mkdtemp(prefix="nxrun-probe-")
+    try:
+        return probe_here(command, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _address_host_port(address: str) -> tuple[str, int] | None:
     text = address.strip()
     if "://" in text:
@@ -129,6 +145,7 @@ class RayExecutor:
         self._cancelled = False
         self._classes: dict[int, tuple[str, list[str]]] = {}   # GPUs -> (fingerprint, node ids)
         self._classes_lock = threading.Lock()
+        self._probes: dict[tuple[str, int], str] = {}           # (probe, GPUs) -> output on the nodes
         self.gpu_ids: dict[str, list[str]] = {}   # task id -> GPU ids Ray gave it (reported by the worker)
 
     # ------------------------------------------------------------------ start
@@ -270,6 +287,39 @@ class RayExecutor:
             self._classes[gpus] = chosen
             return chosen
 
+    def probe_output(self, name: str, command: str, task) -> str:
+        """The output of `runtime:NAME` for a task's ETag: run on every node the task may be
+        routed to (those of its hardware class); nodes that disagree are an error that names them,
+        since the task's ETag could only hold one of the answers."""
+        gpus = self.gpus_of(task)
+        key = (name, gpus)
+        with self._classes_lock:
+            if key in self._probes:
+                return self._probes[key]
+        _fingerprint, nodes = self.hardware_class(gpus)
+        ray = self._ray
+        run = ray.remote(num_cpus=0, max_retries=1)(_run_probe)
+        refs = [run.options(label_selector={"ray.io/node-id": node}).remote(command) for node in nodes]
+        try:
+            answers = ray.get(refs, timeout=180)
+        except ray.exceptions.GetTimeoutError:
+            raise ProbeError(f"runtime probe '{name}' did not answer on the Ray nodes within 180 s "
+                             f"(needed by {task.id}).") from None
+        for node, (code, text) in zip(nodes, answers):
+            if code != 0:
+                raise ProbeError(f"runtime probe '{name}' failed with exit code {code} on Ray node {node[:12]} "
+                                 f"(needed by {task.id}):\n  command: {command}\n  stderr: {text or '(no stderr)'}\n"
+                                 "Fix the command under [runtime] in nxrun.toml, or install what it calls on the nodes.")
+        outputs = {text for _code, text in answers}
+        if len(outputs) > 1:
+            raise ProbeError(f"runtime probe '{name}' answers differently on the Ray nodes that may run {task.id} "
+                             f"({', '.join(repr(o[:60]) for o in sorted(outputs))}); its ETag can hold one answer "
+                             "only. Make those nodes alike, or run the task with --executor local.")
+        output = outputs.pop()
+        with self._classes_lock:
+            self._probes[key] = output
+        return output
+
     def run(self, job: Job, on_line: Callable[[bytes], None]) -> Finished:
         ray = self._ray
         area = self._area
@@ -287,9 +337,20 @@ class RayExecutor:
             with self._lock:
                 self._known_blobs |= known
             env_names = sorted(k for k in job.env if k not in _LOCAL_ONLY_ENV)
-            hardware, nodes = self.hardware_class(self._gpu_count(job)) if task.cache == "hardware" else ("", [])
+            probe_names = [i[len("runtime:"):] for i in task.inputs if i.startswith("runtime:")]
+            hardware, nodes = "", []
+            if task.cache == "hardware" or probe_names:
+                hardware, nodes = self.hardware_class(self._gpu_count(job))
+                if task.cache != "hardware":
+                    hardware = ""
+            probes = {}
+            for name in probe_names:
+                command = self._probe_commands().get(name)
+                if command is not None:
+                    probes[name] = [command, self.probe_output(name, command, task)]
             action = Action(task_id=task.id, etag=job.etag, command=job.command, cwd=job.cwd or "",
-                            env_names=env_names, inputs=inputs, outputs=list(task.outputs), hardware=hardware)
+                            env_names=env_names, inputs=inputs, outputs=list(task.outputs), hardware=hardware,
+                            probes=probes)
             digest = area.put_action(action)
         except (InputError, NxrunError) as exc:
             return self._failed(started, f"could not send it to the cluster: {exc}")
@@ -298,7 +359,7 @@ class RayExecutor:
         env_values = {k: job.env[k] for k in env_names}
         options = {"num_cpus": max(0, int(job.cpus)), "num_gpus": self._gpu_count(job),
                    "name": f"nxrun:{task.id}"}
-        if nodes:        # cache = "hardware": only where the ETag's fingerprint is the node's
+        if nodes:        # only where the ETag's fingerprint and probe outputs are the node's
             options["label_selector"] = {"ray.io/node-id": f"in({','.join(nodes)})"}
         ref = self._remote_fn.options(**options).remote(self._spec.as_plain(), digest, env_values)
         with self._lock:
@@ -321,6 +382,10 @@ class RayExecutor:
             with self._lock:
                 self._running.pop(ref, None)
         return self._collect(job, result, on_line, started)
+
+    def _probe_commands(self) -> dict[str, str]:
+        probes = getattr(self.workspace, "runtime", None)
+        return probes if isinstance(probes, dict) else {}
 
     def _failed(self, started: float, problem: str, exit_code: int = -1) -> Finished:
         return Finished(exit_code=exit_code, duration=time.monotonic() - started, log=None, entry=None,

@@ -188,6 +188,19 @@ def _kill_group(process: subprocess.Popen) -> None:
         process.wait()
 
 
+def probe_here(command: str, cwd: str) -> tuple[int, str]:
+    """(exit code, stdout stripped) of a `runtime:` probe command run on this node, as
+    runtime.Runtime.probe runs it on the machine of a local run."""
+    from ..runtime import command_environment
+
+    try:
+        done = subprocess.run(command, shell=True, cwd=cwd, capture_output=True, text=True,
+                              env=command_environment(), timeout=120)
+    except subprocess.TimeoutExpired:
+        return 124, "(did not finish in 120 s)"
+    return done.returncode, (done.stdout.strip() if done.returncode == 0 else done.stderr.strip()[-2000:])
+
+
 def worker_facts(gpu_ids: list[str]) -> dict[str, str]:
     """Where the action ran: host, GPUs and the hardware fingerprint of those GPUs (computed here,
     under the CUDA_VISIBLE_DEVICES this worker got), as the entry's runtime facts."""
@@ -236,6 +249,15 @@ def run_action(spec: dict, digest: str, env_values: dict[str, str], gpu_ids: lis
         facts = worker_facts(list(gpu_ids or []))
         facts.update(where or {})
         result["facts"] = facts
+        # the runtime probes the ETag holds, run here (as a local run runs them in the workspace):
+        # a node that answers otherwise does not run the task
+        for name, (command, expected) in sorted(action.probes.items()):
+            found = probe_here(command, str(sandbox))
+            if found != (0, expected):
+                said = f"exit code {found[0]}" if found[0] else repr(found[1][:200])
+                result["problem"] = (f"runtime probe '{name}' gives {said} on {facts['node']}, not the output its "
+                                     f"ETag holds ({expected[:200]!r}); it did not run there")
+                return result
         cwd = sandbox if action.cwd in ("", ".") else sandbox / action.cwd
         cwd.mkdir(parents=True, exist_ok=True)
         # the folders that hold the declared outputs exist, as they would in a workspace (Bazel

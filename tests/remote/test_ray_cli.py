@@ -285,3 +285,30 @@ def test_a_task_that_ran_on_the_cluster_has_its_explain_manifest_and_why_works(r
     ws.write("src/in.txt", "two\n")
     why = ws.nxrun("why", "p:t", env=_env(remote))
     assert why.returncode == 0 and "src/in.txt" in why.stdout, why.stdout + why.stderr
+
+
+def test_a_runtime_probe_is_answered_by_the_nodes_that_run_the_task(ray_cluster, remote, tmp_path):
+    import json
+
+    from nxrun.hashing import digest_text
+
+    ws = Workspace(tmp_path / "ws")
+    ws.write("nxrun.toml", f"""\
+        [remote]
+        url = "{remote.url}"
+
+        [runtime]
+        smi = "command -v nvidia-smi >/dev/null && echo has-smi || echo no-smi"
+
+        [projects.b.targets.bench]
+        command = "mkdir -p results; echo timing > results/t.txt"
+        inputs = ["runtime:smi"]
+        outputs = ["results/t.txt"]
+        resources = ["gpu"]
+        """)
+    summary = ws.run_json("b:bench", "--executor", "ray", env=_env(remote, ray_cluster))
+    etag = summary["tasks"][0]["etag"]
+    manifest = json.loads(remote.get(f"trusted/entries/{etag}.json"))
+    assert manifest["explain"]["runtime:smi"] == digest_text("has-smi")     # the GPU node's answer
+    local = ws.run_json("b:bench", "--executor", "local", env=_env(remote))  # here: no nvidia-smi
+    assert Workspace.statuses(local) == {"b:bench": "miss"} and local["tasks"][0]["etag"] != etag

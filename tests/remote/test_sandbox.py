@@ -181,3 +181,19 @@ def test_input_blobs_are_uploaded_once(s3_env, tmp_path):
             upload_inputs(area, root, fresh, set())
     finally:
         area.close()
+
+
+def test_a_node_whose_runtime_probe_answers_otherwise_does_not_run_the_task(s3_env, tmp_path):
+    root = _workspace(tmp_path / "ws")
+    marker = tmp_path / "ran"
+    spec = _spec(s3_env)
+    area = ActionArea.open(spec)
+    try:
+        digest = area.put_action(Action(task_id="p:t", etag=ETAG, command=f"touch {marker}", cwd="", env_names=[],
+                                        inputs=describe_inputs(root, [], []), outputs=["out"],
+                                        probes={"tool": ["echo tool 2.0", "tool 1.0"]}))
+    finally:
+        area.close()
+    result = run_action(spec.as_plain(), digest, {})
+    assert result["entry"] is None and "runtime probe 'tool' gives 'tool 2.0'" in result["problem"], result
+    assert not marker.exists()
