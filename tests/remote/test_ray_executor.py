@@ -150,6 +150,18 @@ def test_check_says_why_a_remote_is_needed(tmp_path):
     assert "[remote]" in str(caught.value)
 
 
+def test_check_refuses_a_read_only_remote(tmp_path, remote):
+    from nxrun.executors.ray import RayExecutor
+
+    workspace = SimpleNamespace(root=tmp_path, remote={"endpoint-url": remote.endpoint, "read-only": True})
+    cache = open_remote(remote.url, workspace, False, None, None)
+    try:
+        with pytest.raises(NxrunError, match="read-only"):
+            RayExecutor(workspace, cache).check()
+    finally:
+        cache.close()
+
+
 def test_check_without_ray_says_how_to_install_it(tmp_path, remote, monkeypatch):
     from nxrun.executors.ray import RayExecutor
 
