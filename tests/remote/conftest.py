@@ -54,9 +54,8 @@ def remote(s3_server) -> Remote:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster(s3_server, tmp_path_factory):
-    """One local Ray cluster (127.0.0.1, two fake GPUs) for the whole session; its workers reach
-    the session's S3 server with credentials from their environment."""
+def ray_installed() -> None:
+    """Ray can be imported (a skip without it, a failure under NXRUN_REQUIRE_RAY=1)."""
     from ray_cluster import LOOPBACK_ENV
 
     os.environ.update(LOOPBACK_ENV)   # read when ray is imported: before the first import
@@ -64,6 +63,12 @@ def ray_cluster(s3_server, tmp_path_factory):
         import ray  # noqa: F401
     except ImportError:
         missing("RAY", "ray is not installed (pip install 'nxrun[ray]')")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_server, tmp_path_factory, ray_installed):
+    """One local Ray cluster (127.0.0.1, two fake GPUs) for the whole session; its workers reach
+    the session's S3 server with credentials from their environment."""
     from ray_cluster import start_cluster
     from weed_server import client_env
 

@@ -110,7 +110,7 @@ def test_no_remote_cache_is_a_clear_error_that_says_why(tmp_path):
     assert "remote cache" in result.stderr and "[remote]" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_an_unreachable_cluster_is_a_clear_error_at_start_not_a_hang(remote, tmp_path):
+def test_an_unreachable_cluster_is_a_clear_error_at_start_not_a_hang(remote, tmp_path, ray_installed):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]

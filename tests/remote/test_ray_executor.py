@@ -175,7 +175,7 @@ def test_check_without_ray_says_how_to_install_it(tmp_path, remote, monkeypatch)
         cache.close()
 
 
-def test_an_unreachable_cluster_is_a_clear_error_at_start(tmp_path, remote):
+def test_an_unreachable_cluster_is_a_clear_error_at_start(tmp_path, remote, ray_installed):
     from nxrun.executors.ray import RayExecutor
 
     with socket.socket() as sock:
