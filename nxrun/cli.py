@@ -57,6 +57,8 @@ def _run_options(function):
         click.option("--remote", "remote_mode", type=click.Choice(["auto", "off", "required"]), default="auto",
                      show_default=True, help="Use the remote cache if configured / never / fail without it."),
         click.option("--namespace", default=None, help="Remote namespace to write (e.g. trusted, scratch/REF)."),
+        click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
+                     help="What runs cache misses (default: NXRUN_EXECUTOR, else [workspace] executor, else local)."),
         click.option("-q", "--quiet", is_flag=True, help="Print only failures and the summary."),
     ]
     for option in reversed(options):

@@ -16,7 +16,7 @@ from .console import use_colour
 from .errors import NxrunError
 
 RUN_DEFAULTS = {"parallel": None, "keep_going": False, "skip_cache": False, "only": False, "dry_run": False,
-                "as_json": False, "remote_mode": "auto", "namespace": None, "quiet": False}
+                "as_json": False, "remote_mode": "auto", "namespace": None, "quiet": False, "executor": None}
 
 
 class Context:
@@ -81,8 +81,22 @@ def run_tasks(obj: Context, names: list[str], args: list[str], **options) -> Non
     execute(obj, list(dict.fromkeys(ids)), args, set(ids), **options)
 
 
+def executor_name(option: str | None, workspace) -> str:
+    """The executor a run uses: --executor, else NXRUN_EXECUTOR, else [workspace] executor."""
+    if option:
+        return option
+    name = os.environ.get("NXRUN_EXECUTOR")
+    if name is None or name == "":
+        return workspace.executor
+    from .config import EXECUTORS
+
+    if name not in EXECUTORS:
+        raise NxrunError(f"NXRUN_EXECUTOR={name!r} names no executor; use one of {', '.join(EXECUTORS)}.")
+    return name
+
+
 def execute(obj: Context, task_ids: list[str], args: list[str], args_for: set[str], *, parallel, keep_going,
-            skip_cache, only, dry_run, as_json, remote_mode, namespace, quiet) -> None:
+            skip_cache, only, dry_run, as_json, remote_mode, namespace, quiet, executor) -> None:
     from .console import Console
     from .run.results import RunOptions
     from .run.scheduler import Runner
@@ -100,7 +114,8 @@ def execute(obj: Context, task_ids: list[str], args: list[str], args_for: set[st
 
     env_key = EnvKeySource(obj.store, obj.workspace, remote, contact=remote_mode != "off", create=not dry_run,
                            warn=console.warn)
-    runner = Runner(graph, obj.store, options, console, remote=remote, argv=sys.argv[1:], env_key=env_key)
+    runner = Runner(graph, obj.store, options, console, remote=remote, argv=sys.argv[1:], env_key=env_key,
+                    executor=executor_name(executor, obj.workspace))
     result = runner.run(task_ids)
     if remote is not None:
         remote.close()

@@ -55,17 +55,16 @@ def _recent_rows(store, ids: set[str]) -> dict[str, list[dict]]:
 def _current_manifests(obj, ids: list[str]) -> dict[str, tuple[dict[str, str], str]]:
     """Each task's explain manifest and ETag as the workspace is now (upstream outputs as on disk)."""
     from ..console import Console
-    from ..run.results import RunOptions
-    from ..run.scheduler import Runner
+    from ..run.etag import CurrentETags
 
-    runner = Runner(obj.graph, obj.store, RunOptions(), Console(stream=sys.stderr, quiet=True))
+    current_etags = CurrentETags.for_views(obj.graph, obj.store, warn=Console(stream=sys.stderr, quiet=True).warn)
     memo: dict = {}
     current = {}
     for task_id in ids:
         if obj.graph.tasks[task_id].is_aggregate:
             continue
         try:
-            current[task_id] = runner.explain(task_id, memo)
+            current[task_id] = current_etags.explain(task_id, memo)
         except (OSError, ValueError):  # a file vanished mid-scan: the page still draws, without it
             continue
     return current
