@@ -206,9 +206,13 @@ class Runner:
             from ..executors import make_executor
 
             executor = make_executor(choice, self.workspace, self.remote, self.console, store=self.store,
-                                     watchdog_holds=self.task_locks.inheritable_fds)
+                                     watchdog_holds=self.task_locks.inheritable_fds, graph=self.graph)
         if not self.options.dry_run:
             executor.check()
+        # an executor that runs tasks elsewhere says what hardware a task's ETag must hold, and may
+        # place GPU tasks itself
+        self.runtime.hardware_source = getattr(executor, "hardware_fingerprint", None)
+        self.resources.placed_elsewhere = frozenset(getattr(executor, "places_resources", ()))
         return executor
 
     # ------------------------------------------------------------------ scheduling
