@@ -212,6 +212,7 @@ class Runner:
         # an executor that runs tasks elsewhere says what hardware a task's ETag must hold, and may
         # place GPU tasks itself
         self.runtime.hardware_source = getattr(executor, "hardware_fingerprint", None)
+        self.runtime.probe_source = getattr(executor, "probe_output", None)
         self.resources.placed_elsewhere = frozenset(getattr(executor, "places_resources", ()))
         return executor
 
