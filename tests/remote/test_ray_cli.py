@@ -312,3 +312,26 @@ def test_a_runtime_probe_is_answered_by_the_nodes_that_run_the_task(ray_cluster,
     assert manifest["explain"]["runtime:smi"] == digest_text("has-smi")     # the GPU node's answer
     local = ws.run_json("b:bench", "--executor", "local", env=_env(remote))  # here: no nvidia-smi
     assert Workspace.statuses(local) == {"b:bench": "miss"} and local["tasks"][0]["etag"] != etag
+
+
+def test_without_ray_installed_the_ray_executor_says_how_to_install_it(remote, tmp_path):
+    import os
+
+    hidden = tmp_path / "no-ray" / "ray"          # an importable `ray` that fails as a missing one does
+    hidden.mkdir(parents=True)
+    (hidden / "__init__.py").write_text("raise ImportError('No module named ray')\n")
+    ws = Workspace(tmp_path / "ws")
+    ws.write("nxrun.toml", f"""\
+        [remote]
+        url = "{remote.url}"
+
+        [projects.p.targets.t]
+        command = "echo hi > out.txt"
+        outputs = ["out.txt"]
+        """)
+    env = _env(remote)
+    env["PYTHONPATH"] = os.pathsep.join([str(hidden.parent)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    result = ws.nxrun("run", "p:t", "--executor", "ray", env=env)
+    assert result.returncode == 2 and "pip install 'nxrun[ray]'" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert ws.nxrun("run", "p:t", env=_env(remote)).returncode == 0      # the local executor needs no ray
