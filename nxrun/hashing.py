@@ -602,7 +602,7 @@ class TaskHasher:
         for entry in task.inputs:
             kind, _, name = entry.partition(":")
             if kind == "runtime":
-                components[entry] = digest_text(self.runtime.probe(name, task.id))
+                components[entry] = digest_text(self.runtime.probe(name, task.id, task))
             elif kind == "pkg":
                 components[entry] = digest_text(self.runtime.package_version(name))
             elif kind == "env":
@@ -616,14 +616,15 @@ class TaskHasher:
             # is what the command saw before GPUs were counted, so it adds nothing
             components["gpus"] = str(gpus)
         if task.cache == "hardware":
-            components["hardware"] = self.hardware_digest(gpus, gpu_class)
+            components["hardware"] = self.hardware_digest(task, gpu_class)
         return components, warnings
 
-    def hardware_digest(self, gpus: int, gpu_class: str | None = None) -> str:
-        """The `hardware` component of a task that takes `gpus` GPUs of class `gpu_class`."""
-        if gpus:
-            return digest_text(self.runtime.hardware_fingerprint(gpus, gpu_class))
-        return digest_text(self.runtime.hardware_fingerprint())
+    def hardware_digest(self, task, gpu_class: str | None = None) -> str:
+        """The `hardware` component of `task`, granted GPUs of class `gpu_class` (None: the default
+        class, see Runtime.hardware_fingerprint)."""
+        if gpu_class is None:
+            return digest_text(self.runtime.hardware_fingerprint(task))
+        return digest_text(self.runtime.hardware_fingerprint(task, gpu_class))
 
     def _memo_digest(self, rel: str, path: str, st: os.stat_result | None = None, generation: int = -1) -> str:
         """The digest of input `rel` (at `path`) through the run's memo: a regular file digested

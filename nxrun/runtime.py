@@ -48,8 +48,16 @@ class Runtime:
                 self._values[key] = compute()
             return self._values[key]
 
-    def probe(self, name: str, task_id: str = "") -> str:
-        """stdout of the `runtime:NAME` probe command, run once per invocation."""
+    def probe(self, name: str, task_id: str = "", task=None) -> str:
+        """stdout of the `runtime:NAME` probe command, run once per invocation. With a
+        `probe_source` (an executor that runs tasks elsewhere, executors/ray.py), run where `task`
+        will run."""
+        source = self.probe_source
+        if source is not None and task is not None:
+            command = self.probes[name]
+            return self._once(f"probe:{name}:{source.__qualname__}:{_gpu_demand(task)}",
+                              lambda: source(name, command, task))
+
         def run() -> str:
             import subprocess
 
@@ -81,12 +89,18 @@ class Runtime:
                 return "not-installed"
         return self._once("pkg:" + name, lookup)
 
-    def hardware_fingerprint(self, gpus: int = 0, gpu_class: str | None = None) -> str:
+    def hardware_fingerprint(self, task=None, gpu_class: str | None = None) -> str:
         """What a `cache = "hardware"` result depends on, never a device index or UUID: for a task
-        that takes `gpus` GPUs, the fingerprint of their class (model, compute capability, driver,
-        CUDA version, MIG mode, memory) once per GPU; `gpu_class` is the class it will be granted,
-        by default the pool's first with enough GPUs. For a task that takes none, that of every
-        GPU visible to nxrun; the CPU model where there is no GPU (or the pool has no hardware)."""
+        that takes GPUs, the fingerprint of their class (model, compute capability, driver, CUDA
+        version, MIG mode, memory) once per GPU; `gpu_class` is the class it will be granted, by
+        default the pool's first with enough GPUs. For a task that takes none, that of every GPU
+        visible to nxrun; the CPU model where there is no GPU (or the pool has no hardware). With a
+        `hardware_source` (an executor that runs tasks elsewhere, executors/ray.py), that of where
+        `task` will run."""
+        source = self.hardware_source
+        if source is not None and task is not None:
+            return self._once(f"hardware:{source.__qualname__}:{_gpu_demand(task)}", lambda: source(task))
+        gpus = _gpu_demand(task) if task is not None else 0
         if gpus > 0:
             if gpu_class is None:
                 classes = [c for c in self.gpu_pool().classes(gpus) if c]
@@ -120,16 +134,24 @@ class Runtime:
         return pool
 
     def _host_fingerprint(self) -> str:
-        from .run.gpus import visible
+        return _visible_fingerprint(self.gpu_inventory())
 
-        rows = [gpu.fingerprint for gpu in visible(self.gpu_inventory(), os.environ.get("CUDA_VISIBLE_DEVICES"))]
-        import platform
-
-        return "; ".join(rows) or f"cpu {platform.machine()} {_cpu_model()}"
+    # callable(task) -> fingerprint of the machines that will run the task; None: this machine
+    hardware_source = None
+    # callable(name, command, task) -> the probe's output where the task will run; None: here
+    probe_source = None
 
     def facts(self) -> dict[str, str]:
         """What was probed this run, for the cache entry's record (probe outputs are not secret)."""
         return dict(self._values)
+
+
+def _gpu_demand(task) -> int:
+    """How many GPUs a task asks for: `gpus = N`, else one for `resources = ["gpu"]`."""
+    wanted = getattr(task, "gpus", 0) or 0
+    if isinstance(wanted, int) and wanted > 0:
+        return wanted
+    return 1 if "gpu" in getattr(task, "resources", ()) else 0
 
 
 def _cpu_model() -> str:
@@ -143,3 +165,23 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown-cpu"
+
+
+def _hardware_fingerprint() -> str:
+    """The fingerprint of the GPUs this process may use (CUDA_VISIBLE_DEVICES), else of the CPU: what a
+    worker of a remote executor reports about itself."""
+    from .run.gpus import query_inventory
+
+    return _visible_fingerprint(query_inventory())
+
+
+def _visible_fingerprint(inventory) -> str:
+    import platform
+
+    from .run.gpus import visible
+
+    # an empty CUDA_VISIBLE_DEVICES counts as unset, as it always has here: Ray sets it so for tasks
+    # that take no GPU, whose fingerprint is the node's
+    cuda_visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip() or None
+    rows = [gpu.fingerprint for gpu in visible(inventory, cuda_visible)]
+    return "; ".join(rows) or f"cpu {platform.machine()} {_cpu_model()}"

@@ -60,7 +60,9 @@ def query_inventory(timeout: float = 30) -> Inventory:
     if smi is None:
         return Inventory([])
     try:
-        result = subprocess.run([smi, f"--query-gpu=index,uuid,{FINGERPRINT_FIELDS}", "--format=csv,noheader"],
+        # the fingerprint's fields first, as nxrun always asked them (a stand-in that answers only
+        # those still works), then the index and UUID
+        result = subprocess.run([smi, f"--query-gpu={FINGERPRINT_FIELDS},index,uuid", "--format=csv,noheader"],
                                 capture_output=True, text=True, timeout=timeout)
         header = subprocess.run([smi], capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -71,12 +73,15 @@ def query_inventory(timeout: float = 30) -> Inventory:
     for token in header.stdout.split("CUDA Version:")[1:2]:
         cuda = token.split()[0] if token.split() else ""
     gpus = []
+    width = len(FINGERPRINT_FIELDS.split(","))
     for line in result.stdout.splitlines():
         if not line.strip():
             continue
-        index, uuid, rest = (part.strip() for part in (line.split(",", 2) + ["", ""])[:3])
-        fields = ", ".join(part.strip() for part in rest.split(","))
-        gpus.append(Gpu(id=uuid or index, index=index, uuid=uuid or None, fingerprint=f"{fields}|cuda {cuda}"))
+        parts = [part.strip() for part in line.split(",")]
+        index = parts[width] if len(parts) > width and parts[width].isdigit() else str(len(gpus))
+        uuid = parts[width + 1] if len(parts) > width + 1 and parts[width + 1].startswith(("GPU-", "MIG-")) else None
+        fingerprint = ", ".join(parts[:width]) + f"|cuda {cuda}"
+        gpus.append(Gpu(id=uuid or index, index=index, uuid=uuid, fingerprint=fingerprint))
     return Inventory(gpus)
 
 

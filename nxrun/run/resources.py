@@ -40,12 +40,15 @@ class Resources:
         self._on_release = on_release
         self._interrupted = False
         self.gpu_pool = gpu_pool
+        # names an executor places itself (Ray places `gpu` tasks on the GPUs of its nodes): not
+        # held here, or one GPU task at a time would run on a whole cluster
+        self.placed_elsewhere: frozenset[str] = frozenset()
 
     def try_grant(self, task, gpu_class: str | None = None) -> Grant | None:
         """A grant of everything `task` asks for, or None when some of it is held (or the run is
         being stopped): then the task waits, holding nothing. Its GPUs are all of one class, of
         `gpu_class` when given (the class its ETag was computed for)."""
-        names = [name for name in task.resources if name != GPU]
+        names = [name for name in task.resources if name != GPU and name not in self.placed_elsewhere]
         count = (getattr(task, "gpus", 0) or (1 if GPU in task.resources else 0)) if self.gpu_pool is not None else 0
         if not names and not count:
             return Grant([])

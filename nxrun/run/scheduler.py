@@ -209,15 +209,22 @@ class Runner:
             from ..executors import make_executor
 
             executor = make_executor(choice, self.workspace, self.remote, self.console, store=self.store,
-                                     watchdog_holds=self.task_locks.inheritable_fds)
+                                     watchdog_holds=self.task_locks.inheritable_fds, graph=self.graph)
         if not self.options.dry_run:
             executor.check()
+        # an executor that runs tasks elsewhere says what hardware a task's ETag must hold, and may
+        # place GPU tasks itself
+        self.runtime.hardware_source = getattr(executor, "hardware_fingerprint", None)
+        self.runtime.probe_source = getattr(executor, "probe_output", None)
+        self.resources.placed_elsewhere = frozenset(getattr(executor, "places_resources", ()))
         return executor
 
     def _check_gpu_requests(self, selected: list[str]) -> None:
         """Give the run its GPU pool when a selected task takes GPUs and this machine runs them, and
         fail now, before anything runs, when a task asks for more GPUs than the pool has."""
-        if self.executor.produces_entries:   # a remote executor places GPU tasks itself
+        from .resources import GPU
+
+        if GPU in self.resources.placed_elsewhere:   # the executor places GPU tasks itself (Ray)
             return
         gpu_tasks = [self.graph.tasks[t] for t in selected if self.graph.tasks[t].gpus]
         if not gpu_tasks:
@@ -239,12 +246,12 @@ class Runner:
         def cached(gpu_class: str) -> bool:
             if self.options.skip_cache:
                 return False
-            trial = dict(components, hardware=self.hasher.hardware_digest(task.gpus, gpu_class))
+            trial = dict(components, hardware=self.hasher.hardware_digest(task, gpu_class))
             return self.store.get_hit(etag_of(trial)) is not None
 
         gpu_class = choose_class(pool, task.gpus, cached)
         if gpu_class is not None:
-            components["hardware"] = self.hasher.hardware_digest(task.gpus, gpu_class)
+            components["hardware"] = self.hasher.hardware_digest(task, gpu_class)
         return gpu_class
 
     # ------------------------------------------------------------------ scheduling
@@ -566,6 +573,7 @@ class Runner:
         env["NXRUN_WORKSPACE"] = str(self.root)
         job = Job(task, etag, command, env, task.cwd,
                   [(name[5:], digest) for name, digest in record.explain.items() if name.startswith("file:")])
+        job.explain = record.explain     # an executor that writes the entry records it (`nxrun why`)
         grant = pending.grant
         if grant is not None and grant.gpus:
             env.update(self.resources.gpu_pool.env_for(grant.gpus))   # type: ignore[union-attr]

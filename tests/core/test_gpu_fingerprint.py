@@ -22,38 +22,42 @@ def mixed_host(tmp_path, monkeypatch):
 
 def _task(gpus: int, cache: str = "hardware") -> Task:
     return Task(id="p:t", project="p", target="t", matrix={}, command="bench", inputs=[], outputs=["out"],
-                deps=[], env={}, resources=["gpu"], cache=cache, cwd=".", source="nxrun.toml:1", gpus=gpus)
+                deps=[], env={}, resources=["gpu"] if gpus else [], cache=cache, cwd=".", source="nxrun.toml:1",
+                gpus=gpus)
 
 
 def test_each_gpu_class_has_its_own_fingerprint(mixed_host):
     runtime = Runtime({}, str(mixed_host))
     h100, a100 = runtime.gpu_pool().classes(1)
-    on_h100 = runtime.hardware_fingerprint(1, h100)
-    on_a100 = runtime.hardware_fingerprint(1, a100)
+    on_h100 = runtime.hardware_fingerprint(_task(1), h100)
+    on_a100 = runtime.hardware_fingerprint(_task(1), a100)
     assert on_h100 != on_a100 and "H100" in on_h100 and "A100" not in on_h100 and "A100" in on_a100
     for text in (on_h100, on_a100):
         assert not any(uuid_of(n) in text for n in range(3))
 
 
 def test_default_class_is_the_pools_first_with_enough_gpus(mixed_host, monkeypatch):
-    assert "H100" in Runtime({}, str(mixed_host)).hardware_fingerprint(1)
+    assert "H100" in Runtime({}, str(mixed_host)).hardware_fingerprint(_task(1))
     monkeypatch.setenv("NXRUN_GPUS", "2")
-    assert "A100" in Runtime({}, str(mixed_host)).hardware_fingerprint(1)
-    assert "A100" in Runtime({}, str(mixed_host), gpu_cli="2").hardware_fingerprint(1)
+    assert "A100" in Runtime({}, str(mixed_host)).hardware_fingerprint(_task(1))
+    monkeypatch.delenv("NXRUN_GPUS")
+    assert "A100" in Runtime({}, str(mixed_host), gpu_cli="2").hardware_fingerprint(_task(1))
+    assert "A100" in Runtime({}, str(mixed_host), gpu_setting=(["2"], "nxrun.toml:2")).hardware_fingerprint(_task(1))
     monkeypatch.setenv("NXRUN_GPUS", "2,0")
-    # two GPUs of one class: only the H100s qualify, even though the A100 comes first in the pool
+    # two GPUs of one class: none here, as the pool holds one A100 and one H100
     runtime = Runtime({}, str(mixed_host))
-    assert runtime.hardware_fingerprint(1).count("A100") == 1
+    assert runtime.hardware_fingerprint(_task(1)).count("A100") == 1
     assert runtime.gpu_pool().classes(2) == []
 
 
 def test_a_task_on_one_gpu_does_not_take_the_fingerprint_of_all(mixed_host):
     runtime = Runtime({}, str(mixed_host))
-    one = runtime.hardware_fingerprint(1)
+    one = runtime.hardware_fingerprint(_task(1))
     host = runtime.hardware_fingerprint()
     assert host.count("H100") == 2 and "A100" in host      # a task without GPUs: the host as before
+    assert runtime.hardware_fingerprint(_task(0)) == host
     assert one.count("H100") == 1 and "A100" not in one
-    assert runtime.hardware_fingerprint(2).count("H100") == 2
+    assert runtime.hardware_fingerprint(_task(2)).count("H100") == 2
 
 
 def test_the_etag_follows_the_class_and_the_count_but_not_the_ids(mixed_host):
@@ -75,7 +79,7 @@ def test_the_etag_follows_the_class_and_the_count_but_not_the_ids(mixed_host):
 def test_a_pool_without_hardware_fingerprints_the_cpu(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))          # no nvidia-smi
     monkeypatch.setenv("NXRUN_GPUS", "0,1")
-    fingerprint = Runtime({}, str(tmp_path)).hardware_fingerprint(1)
+    fingerprint = Runtime({}, str(tmp_path)).hardware_fingerprint(_task(1))
     assert fingerprint.startswith("cpu ")
 
 
