@@ -29,8 +29,9 @@ depends-on = ["a:build", "b:build"]
 
 PROJECT_A = """
 [targets.build]
-command = "mkdir -p dist && cat src/in.txt > dist/out.txt && echo built a"
+command = "mkdir -p dist && cat src/in.txt > dist/out.txt && echo built a $GREETING"
 outputs = ["dist"]
+env = { GREETING = "hi" }
 """
 
 PROJECT_B = """
@@ -85,6 +86,9 @@ def mono(ws: Workspace) -> Workspace:
     ws.write("packages/b/nxrun.toml", PROJECT_B)
     ws.write("packages/b/src/in.txt", "beta\n")
     ws.write("packages/b/src/deep/more.txt", "more\n")
+    (ws.root / "packages/b/src/empty").mkdir()     # walked, but above no input file
+    (ws.root / "packages/a/docs").mkdir()
+    ws.write("packages/c/src/in.txt", "gamma\n")  # a project once it has an nxrun.toml
     _settle(ws, "run", "--json", "top:all")
     return ws
 
@@ -169,13 +173,13 @@ def test_an_input_edited_in_place_with_its_mtime_put_back_runs_the_task(mono: Wo
 
 
 def test_a_new_file_in_a_globbed_folder_runs_the_task(mono: Workspace):
-    mono.write("packages/b/src/deep/new.txt", "new\n")
+    mono.write("packages/b/src/empty/new.txt", "new\n")
     result = _normal(mono, "run", "--json", "top:all")
     assert _statuses(result) == {"a:build": "local-hit", "b:build": "miss"}
 
 
 def test_a_new_file_in_a_default_inputs_folder_runs_the_task(mono: Workspace):
-    mono.write("packages/a/extra.txt", "extra\n")
+    mono.write("packages/a/docs/extra.txt", "extra\n")
     result = _normal(mono, "run", "--json", "top:all")
     assert _statuses(result) == {"a:build": "miss", "b:build": "local-hit"}
 
@@ -210,10 +214,16 @@ def test_a_config_edit_runs_the_changed_task(mono: Workspace):
     assert _statuses(result)["a:build"] == "miss"
 
 
+def test_an_edit_of_the_root_config_is_seen(mono: Workspace):
+    path = mono.root / "nxrun.toml"
+    path.write_text(path.read_text().replace('"a:build", "b:build"', '"a:build"'))
+    result = _normal(mono, "run", "--json", "top:all")
+    assert _statuses(result) == {"a:build": "local-hit"}
+
+
 def test_a_new_project_folder_is_found(mono: Workspace):
     _settle(mono, "run-many", "--json", "-t", "build")
     mono.write("packages/c/nxrun.toml", PROJECT_C)
-    mono.write("packages/c/src/in.txt", "gamma\n")
     result = _normal(mono, "run-many", "--json", "-t", "build")
     assert _statuses(result) == {"a:build": "local-hit", "b:build": "local-hit", "c:build": "miss"}
 
@@ -226,12 +236,13 @@ def test_a_changed_env_value_runs_the_task(mono: Workspace):
 
 
 def test_a_changed_env_key_runs_the_task(mono: Workspace):
-    """The cache's own key hashes env values: another key gives other ETags (a miss), so the journal,
-    made under the old key, must not answer."""
+    """The cache's own key hashes the env values a target sets: another key gives other ETags (a
+    miss), so the journal, made under the old key, must not answer."""
+    _settle(mono, "run", "--json", "a:build")
     key = mono.root / ".nxrun" / "keys" / "cache"
-    key.write_bytes(os.urandom(32))
-    result = _normal(mono, "run", "--json", "top:all")
-    assert _statuses(result) == {"a:build": "local-hit", "b:build": "miss"}
+    key.write_text(os.urandom(32).hex() + "\n")
+    result = _normal(mono, "run", "--json", "a:build")
+    assert _statuses(result) == {"a:build": "miss"}
 
 
 def test_a_changed_team_key_runs_the_task(mono: Workspace):
