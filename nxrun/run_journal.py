@@ -72,8 +72,27 @@ def request_for(command: str, names: list[str], args: list[str], options: dict, 
             "directory": os.path.realpath(directory)}
 
 
-def _stat_key(st: os.stat_result) -> list[int]:
-    return [st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+def _stamps(root_text: str, lstat_paths: list[str], stat_paths: list[str], started_ns: int | None = None) -> str:
+    """A digest of the stat of every path (lstat, then stat through links; "" is the root; absent
+    paths count as absent). With `started_ns`, _Doubt when one changed within the file system's
+    timestamp granularity of that time, or later."""
+    keys: list = []
+    add = keys.append
+    prefix = root_text + "/"
+    for paths, look in ((lstat_paths, os.lstat), (stat_paths, os.stat)):
+        for rel in paths:
+            try:
+                st = look(prefix + rel if rel else root_text)
+            except FileNotFoundError:
+                add(None)
+                continue
+            add((st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
+            if started_ns is not None:
+                from .hashing import _unsure
+
+                if _unsure(st, started_ns):
+                    raise _Doubt(f"{rel or '.'} changed just before or during the run")
+    return xxhash.xxh3_128_hexdigest(repr(keys).encode())
 
 
 def _code_stamp() -> str:
@@ -125,8 +144,13 @@ def _hit_rows(store, etags: list[str]) -> dict[str, tuple[str, float]]:
     return {etag: (hit, last_used or 0.0) for etag, hit, last_used in rows}
 
 
-def _row_digest(hit: str) -> str:
-    return xxhash.xxh3_128_hexdigest(hit.encode("utf-8", "surrogateescape"))
+def _same_entries(store, hits: list[list]) -> dict[str, float]:
+    """etag -> last used, of the entries whose compact index rows are still exactly the journal's
+    (compared in one query: an entry gone, or stored anew under its ETag, is missing here)."""
+    rows = store.read("SELECT e.etag, e.last_used FROM json_each(?) j JOIN entries e "
+                      "ON e.etag = json_extract(j.value, '$[0]') AND e.hit = json_extract(j.value, '$[1]')",
+                      (json.dumps([[t[2], t[3]] for t in hits]),))
+    return {etag: last_used or 0.0 for etag, last_used in rows}
 
 
 # ---------------------------------------------------------------------------- the short cut
@@ -135,12 +159,17 @@ def replay(directory, request: dict, argv: list[str], started_wall: float) -> bo
     """Answer the request from its journal: True when it did (everything is printed and recorded;
     the caller exits 0), False when the normal path must run (nothing was printed)."""
     wall = time.monotonic()
+    printing: list[bool] = []    # once anything is printed, no way back to the normal path
     try:
-        done = _replay(directory, request, argv, started_wall, wall)
+        done = _replay(directory, request, argv, started_wall, wall, printing)
     except _Doubt as doubt:
+        if printing:
+            raise
         _trace(f"fallback: {doubt}")
         return False
     except Exception as exc:  # any doubt: the normal path decides, and says what is wrong
+        if printing:
+            raise
         _trace(f"fallback: {type(exc).__name__}: {exc}")
         return False
     if done:
@@ -148,15 +177,15 @@ def replay(directory, request: dict, argv: list[str], started_wall: float) -> bo
     return done
 
 
-def _replay(directory, request: dict, argv: list[str], started_wall: float, wall: float) -> bool:
+def _replay(directory, request: dict, argv: list[str], started_wall: float, wall: float,
+            printing: list[bool]) -> bool:
     from pathlib import Path
 
-    from .config import CONFIG_NAME, find_workspace_root
-    from .snapshot import _cache_dir_guess
+    from .workspace_root import CONFIG_NAME, cache_dir_guess, find_workspace_root
 
     root = find_workspace_root(Path(directory)).resolve()
     root_text = str(root)
-    cache_dir = _cache_dir_guess(root, (root / CONFIG_NAME).read_bytes())
+    cache_dir = cache_dir_guess(root, (root / CONFIG_NAME).read_bytes())
     path = _journal_path(cache_dir, root_text, request)
     try:
         data = json.loads(path.read_bytes())
@@ -193,22 +222,18 @@ def _replay(directory, request: dict, argv: list[str], started_wall: float, wall
             except BlockingIOError:
                 raise _Doubt("the cache is being pruned, cleared or verified") from None
             hits = [t for t in data["tasks"] if t[1] == "local-hit"]
-            rows = _hit_rows(store, [t[2] for t in hits])
+            used = _same_entries(store, hits)
+            if len(used) != len({t[2] for t in hits}):
+                raise _Doubt("an entry is gone or was stored anew")
             oldest = time.time() - _touch_after()
-            touched: list[str] = []
-            for task in hits:
-                row = rows.get(task[2])
-                if row is None or _row_digest(row[0]) != task[3]:
-                    raise _Doubt(f"the entry of {task[0]} is gone or changed")
-                if row[1] < oldest:
-                    touched.append(task[2])
+            touched = [etag for etag, last_used in used.items() if last_used < oldest]
         finally:
             locks.close()
-        return _print_and_record(store, data, root_text, argv, started_wall, wall, touched)
+        return _print_and_record(store, data, root_text, argv, started_wall, wall, touched, printing)
     finally:
         if lock_fd is not None:
             os.close(lock_fd)
-        store.close()
+        # the index is left open, as a normal run leaves it: closing it checkpoints the WAL
 
 
 def _touch_after() -> float:
@@ -218,17 +243,10 @@ def _touch_after() -> float:
 
 
 def _check_paths(root_text: str, data: dict) -> None:
-    lstat = os.lstat
-    stat_ = os.stat
-    for paths, look in ((data["lstat"], lstat), (data["stat"], stat_)):
-        for rel, key in paths.items():
-            path = rel if rel.startswith("/") else (f"{root_text}/{rel}" if rel else root_text)
-            try:
-                now = _stat_key(look(path))
-            except FileNotFoundError:
-                now = None
-            if now != key:
-                raise _Doubt(f"{rel or '.'} changed")
+    lstat_paths = data["lstat"].split("\n") if data["lstat"] else []
+    stat_paths = data["stat"].split("\n") if data["stat"] else []
+    if _stamps(root_text, lstat_paths, stat_paths) != data["stamps"]:
+        raise _Doubt("a recorded path changed")
 
 
 def _check_values(store, root_text: str, data: dict) -> None:
@@ -256,7 +274,7 @@ def _check_values(store, root_text: str, data: dict) -> None:
 
 
 def _print_and_record(store, data: dict, root_text: str, argv: list[str], started_wall: float, wall: float,
-                      touched: list[str]) -> bool:
+                      touched: list[str], printing: list[bool]) -> bool:
     from .console import Console
     from .history import RunRecord, TaskRecord, save_run
     from .run_command import print_summary
@@ -280,6 +298,7 @@ def _print_and_record(store, data: dict, root_text: str, argv: list[str], starte
     by_id = {t[0]: t for t in tasks}
     results: dict[str, TaskResult] = {}
     records: dict[str, TaskRecord] = {}
+    printing.append(True)
     console.start(len(real))
     try:
         for task_id in data["events"]:
@@ -334,9 +353,9 @@ def _write(obj, runner, result, request: dict, started_ns: int, warned: int) -> 
     import glob as _glob
 
     from .config import CONFIG_NAME
-    from .hashing import _unsure, has_magic, literal_prefix
-    from .snapshot import _cache_dir_guess
+    from .hashing import has_magic, literal_prefix
     from .store.keys import configured_remote_url
+    from .workspace_root import cache_dir_guess
 
     graph = obj.graph
     workspace = graph.workspace
@@ -350,7 +369,7 @@ def _write(obj, runner, result, request: dict, started_ns: int, warned: int) -> 
         return "the cache was not fully usable"
     if graph.matrix_globs or graph.file_index.unreadable:
         return "glob matrix axes or unreadable folders"
-    if _cache_dir_guess(workspace.root, (workspace.root / CONFIG_NAME).read_bytes()) != workspace.cache_dir:
+    if cache_dir_guess(workspace.root, (workspace.root / CONFIG_NAME).read_bytes()) != workspace.cache_dir:
         return "the cache folder cannot be found without reading the config"
     statuses = list(result.results.values())
     if not statuses or any(r.status not in ("local-hit", "aggregate")
@@ -358,7 +377,6 @@ def _write(obj, runner, result, request: dict, started_ns: int, warned: int) -> 
         return "not every task was a local hit"
 
     lpaths: set[str] = set()
-    fpaths: set[str] = set()
 
     def rel_of(path) -> str:
         text = str(path)
@@ -413,51 +431,49 @@ def _write(obj, runner, result, request: dict, started_ns: int, warned: int) -> 
         row = rows.get(r.etag)
         if row is None:
             return f"the entry of {r.task_id} is not in the index"
-        outputs_digest, log_digest, duration, _declared, files = json.loads(row[0])
+        outputs_digest, log_digest, duration, declared, files = json.loads(row[0])
+        roots = {d.rstrip("/") for d in declared}
         for file in files:
             lpaths.add(file[0])
-        task_rows.append([r.task_id, "local-hit", r.etag, _row_digest(row[0]), duration, log_digest, outputs_digest])
+            # every folder of a declared output folder: a stale file added anywhere in it shows there
+            folder = os.path.dirname(file[0])
+            while folder and file[0] not in roots and folder not in lpaths:
+                lpaths.add(folder)
+                if folder in roots:
+                    break
+                folder = os.path.dirname(folder)
+        task_rows.append([r.task_id, "local-hit", r.etag, row[0], duration, log_digest, outputs_digest])
 
-    # every folder above a recorded path: a folder swapped for a link, or a path moved away, shows there
+    # a folder above a recorded path swapped for a link (or moved away) shows either in its own lstat
+    # or in its parent folder's mtime: make sure one of the two is recorded for every folder above
+    lpaths.add("")
     for rel in list(lpaths):
         if rel.startswith("/"):
             continue
-        cut = rel.rfind("/")
-        while cut != -1:
-            parent = rel[:cut]
-            if parent in lpaths:
-                break
-            lpaths.add(parent)
-            cut = rel.rfind("/", 0, cut)
-        lpaths.add("")
+        folder = os.path.dirname(rel)
+        while folder:
+            parent = os.path.dirname(folder)
+            if folder not in lpaths and parent not in lpaths:
+                lpaths.add(parent)
+            folder = parent
 
-    recorded_l: dict[str, list[int] | None] = {}
+    for rel in lpaths:
+        if rel.startswith("/") or "/../" in f"/{rel}/" or "/./" in f"/{rel}/" or "//" in rel or "\n" in rel:
+            return f"an unusual path {rel!r}"
+    lstat_paths = sorted(lpaths)
     import stat as _stat
 
-    for rel in sorted(lpaths):
-        path = rel if rel.startswith("/") else (f"{root_text}/{rel}" if rel else root_text)
-        if rel.startswith("/") or "/../" in f"/{rel}/" or "/./" in f"/{rel}/" or "//" in rel:
-            return f"an unusual path {rel!r}"
+    stat_paths = []
+    for rel in lstat_paths:
         try:
-            st = os.lstat(path)
+            if _stat.S_ISLNK(os.lstat(f"{root_text}/{rel}" if rel else root_text).st_mode):
+                stat_paths.append(rel)      # a link: what it leads to counts too
         except FileNotFoundError:
-            recorded_l[rel] = None
-            continue
-        if _unsure(st, started_ns):
-            return f"{rel or '.'} changed just before or during the run"
-        recorded_l[rel] = _stat_key(st)
-        if _stat.S_ISLNK(st.st_mode):
-            fpaths.add(rel)
-    recorded_f: dict[str, list[int] | None] = {}
-    for rel in sorted(fpaths):
-        try:
-            st = os.stat(f"{root_text}/{rel}")
-        except OSError:
-            recorded_f[rel] = None
-            continue
-        if _unsure(st, started_ns):
-            return f"what {rel} leads to changed just before or during the run"
-        recorded_f[rel] = _stat_key(st)
+            pass
+    try:
+        stamps = _stamps(root_text, lstat_paths, stat_paths, started_ns)
+    except _Doubt as doubt:
+        return str(doubt)
 
     key_id = runner.hasher.keyed("journal-key-id", "") if needs_key else None
     probes = {name[8:]: workspace.runtime[name[8:]] for name in values if name.startswith("runtime:")}
@@ -465,7 +481,8 @@ def _write(obj, runner, result, request: dict, started_ns: int, warned: int) -> 
     data = {
         "format": JOURNAL_FORMAT, "version": __version__, "code": _code_stamp(), "salt": salt.hex(),
         "env": _env_stamp(salt), "root": root_text, "cache_dir": str(workspace.cache_dir), "request": request,
-        "key_id": key_id, "values": values, "probes": probes, "lstat": recorded_l, "stat": recorded_f,
+        "key_id": key_id, "values": values, "probes": probes, "lstat": "\n".join(lstat_paths),
+        "stat": "\n".join(stat_paths), "stamps": stamps,
         "tasks": task_rows,
         "events": [t for t, r in runner.results.items() if r.status == "local-hit"],
         "history": [t for t in graph.order if t in runner.records],
