@@ -29,9 +29,12 @@ per run saying whether the journal answered, and why not (tests and benchmarks).
 from __future__ import annotations
 
 import json
+import operator
 import os
 import sys
 import time
+from stat import S_ISLNK
+from types import SimpleNamespace
 
 import xxhash
 
@@ -72,27 +75,58 @@ def request_for(command: str, names: list[str], args: list[str], options: dict, 
             "directory": os.path.realpath(directory)}
 
 
-def _stamps(root_text: str, lstat_paths: list[str], stat_paths: list[str], started_ns: int | None = None) -> str:
-    """A digest of the stat of every path (lstat, then stat through links; "" is the root; absent
-    paths count as absent). With `started_ns`, _Doubt when one changed within the file system's
-    timestamp granularity of that time, or later."""
-    keys: list = []
-    add = keys.append
-    prefix = root_text + "/"
-    for paths, look in ((lstat_paths, os.lstat), (stat_paths, os.stat)):
-        for rel in paths:
-            try:
-                st = look(prefix + rel if rel else root_text)
-            except FileNotFoundError:
-                add(None)
-                continue
-            add((st.st_mode, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns))
-            if started_ns is not None:
-                from .hashing import _unsure
+_CHUNK = 1024    # paths per stamp: a check stops at the first chunk that differs
+_KEY = operator.attrgetter("st_mode", "st_size", "st_mtime_ns", "st_ino", "st_ctime_ns")
 
-                if _unsure(st, started_ns):
-                    raise _Doubt(f"{rel or '.'} changed just before or during the run")
+
+def _keys(root_text: str, paths: list[str], look) -> list:
+    """The stat key of each path (`look`: os.lstat or os.stat; "" is the root), None for an
+    absent one. The loop runs in C while every path is there, which is nearly always."""
+    full = [f"{root_text}/{rel}" if rel else root_text for rel in paths]
+    try:
+        return list(map(_KEY, map(look, full)))
+    except FileNotFoundError:
+        keys = []
+        for path in full:
+            try:
+                keys.append(_KEY(look(path)))
+            except FileNotFoundError:
+                keys.append(None)
+        return keys
+
+
+def _first_racy(paths: list[str], keys: list, started_ns: int) -> str | None:
+    """The first path whose mtime or ctime is within the file system's timestamp granularity of
+    `started_ns`, or later (hashing._unsure on stat keys), else None."""
+    from .hashing import _COARSE_RACY_WINDOW_NS, _unsure
+
+    maybe = started_ns - _COARSE_RACY_WINDOW_NS     # the wider window: older than this is never racy
+    for rel, key in zip(paths, keys):
+        if key is not None and (key[2] > maybe or key[4] > maybe) \
+                and _unsure(SimpleNamespace(st_mtime_ns=key[2], st_ctime_ns=key[4]), started_ns):
+            return rel
+    return None
+
+
+def _parent(rel: str) -> str:
+    """The folder of a workspace-relative path ("" for the root)."""
+    cut = rel.rfind("/")
+    return rel[:cut] if cut > 0 else ""
+
+
+def _stamp(keys: list) -> str:
     return xxhash.xxh3_128_hexdigest(repr(keys).encode())
+
+
+def _check_stamps(root_text: str, lstat_paths: list[str], stat_paths: list[str], expected: list[str]) -> None:
+    """_Doubt at the first chunk of paths whose stats differ from the recorded stamps."""
+    chunks = [(lstat_paths[i:i + _CHUNK], os.lstat) for i in range(0, len(lstat_paths), _CHUNK)]
+    chunks += [(stat_paths[i:i + _CHUNK], os.stat) for i in range(0, len(stat_paths), _CHUNK)]
+    if len(chunks) != len(expected):
+        raise _Doubt("the journal is damaged")
+    for (paths, look), stamp in zip(chunks, expected):
+        if _stamp(_keys(root_text, paths, look)) != stamp:
+            raise _Doubt("a recorded path changed")
 
 
 def _code_stamp() -> str:
@@ -245,8 +279,7 @@ def _touch_after() -> float:
 def _check_paths(root_text: str, data: dict) -> None:
     lstat_paths = data["lstat"].split("\n") if data["lstat"] else []
     stat_paths = data["stat"].split("\n") if data["stat"] else []
-    if _stamps(root_text, lstat_paths, stat_paths) != data["stamps"]:
-        raise _Doubt("a recorded path changed")
+    _check_stamps(root_text, lstat_paths, stat_paths, data["stamps"])
 
 
 def _check_values(store, root_text: str, data: dict) -> None:
@@ -350,8 +383,6 @@ def write(obj, runner, result, request: dict | None, started_ns: int, warned: in
 
 
 def _write(obj, runner, result, request: dict, started_ns: int, warned: int) -> str | None:
-    import glob as _glob
-
     from .config import CONFIG_NAME
     from .hashing import has_magic, literal_prefix
     from .store.keys import configured_remote_url
@@ -393,8 +424,10 @@ def _write(obj, runner, result, request: dict, started_ns: int, warned: int) -> 
         if has_magic(prefix):
             return f"the glob {pattern!r} lists more than one folder"
         lpaths.add(rel_of(workspace.root / prefix) if prefix else "")
-        for match in _glob.glob(os.path.join(root_text, pattern)):
-            lpaths.add(rel_of(match))
+        # every entry of the folder the glob lists (a superset of its matches): a folder that gains
+        # an nxrun.toml shows in its own mtime
+        with os.scandir(os.path.join(root_text, prefix)) as entries:
+            lpaths.update(f"{prefix}/{entry.name}" if prefix else entry.name for entry in entries)
     lpaths.update(graph.file_index.listed)
 
     values: dict[str, str] = {}
@@ -436,12 +469,12 @@ def _write(obj, runner, result, request: dict, started_ns: int, warned: int) -> 
         for file in files:
             lpaths.add(file[0])
             # every folder of a declared output folder: a stale file added anywhere in it shows there
-            folder = os.path.dirname(file[0])
+            folder = _parent(file[0])
             while folder and file[0] not in roots and folder not in lpaths:
                 lpaths.add(folder)
                 if folder in roots:
                     break
-                folder = os.path.dirname(folder)
+                folder = _parent(folder)
         task_rows.append([r.task_id, "local-hit", r.etag, row[0], duration, log_digest, outputs_digest])
 
     # a folder above a recorded path swapped for a link (or moved away) shows either in its own lstat
@@ -450,9 +483,9 @@ def _write(obj, runner, result, request: dict, started_ns: int, warned: int) -> 
     for rel in list(lpaths):
         if rel.startswith("/"):
             continue
-        folder = os.path.dirname(rel)
+        folder = _parent(rel)
         while folder:
-            parent = os.path.dirname(folder)
+            parent = _parent(folder)
             if folder not in lpaths and parent not in lpaths:
                 lpaths.add(parent)
             folder = parent
@@ -461,19 +494,15 @@ def _write(obj, runner, result, request: dict, started_ns: int, warned: int) -> 
         if rel.startswith("/") or "/../" in f"/{rel}/" or "/./" in f"/{rel}/" or "//" in rel or "\n" in rel:
             return f"an unusual path {rel!r}"
     lstat_paths = sorted(lpaths)
-    import stat as _stat
-
-    stat_paths = []
-    for rel in lstat_paths:
-        try:
-            if _stat.S_ISLNK(os.lstat(f"{root_text}/{rel}" if rel else root_text).st_mode):
-                stat_paths.append(rel)      # a link: what it leads to counts too
-        except FileNotFoundError:
-            pass
-    try:
-        stamps = _stamps(root_text, lstat_paths, stat_paths, started_ns)
-    except _Doubt as doubt:
-        return str(doubt)
+    lstat_keys = _keys(root_text, lstat_paths, os.lstat)
+    # a link: what it leads to counts too
+    stat_paths = [rel for rel, key in zip(lstat_paths, lstat_keys) if key is not None and S_ISLNK(key[0])]
+    stat_keys = _keys(root_text, stat_paths, os.stat)
+    racy = _first_racy(lstat_paths + stat_paths, lstat_keys + stat_keys, started_ns)
+    if racy is not None:
+        return f"{racy or '.'} changed just before or during the run"
+    stamps = [_stamp(lstat_keys[i:i + _CHUNK]) for i in range(0, len(lstat_keys), _CHUNK)]
+    stamps += [_stamp(stat_keys[i:i + _CHUNK]) for i in range(0, len(stat_keys), _CHUNK)]
 
     key_id = runner.hasher.keyed("journal-key-id", "") if needs_key else None
     probes = {name[8:]: workspace.runtime[name[8:]] for name in values if name.startswith("runtime:")}
