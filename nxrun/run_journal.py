@@ -180,11 +180,17 @@ def _hit_rows(store, etags: list[str]) -> dict[str, tuple[str, float]]:
 
 def _same_entries(store, hits: list[list]) -> dict[str, float]:
     """etag -> last used, of the entries whose compact index rows are still exactly the journal's
-    (compared in one query: an entry gone, or stored anew under its ETag, is missing here)."""
+    (by digest, compared in one query: an entry gone, or stored anew under its ETag, is missing)."""
+    store.conn.create_function("nxrun_row_digest", 1, _row_digest, deterministic=True)
     rows = store.read("SELECT e.etag, e.last_used FROM json_each(?) j JOIN entries e "
-                      "ON e.etag = json_extract(j.value, '$[0]') AND e.hit = json_extract(j.value, '$[1]')",
+                      "ON e.etag = json_extract(j.value, '$[0]') "
+                      "AND nxrun_row_digest(e.hit) = json_extract(j.value, '$[1]')",
                       (json.dumps([[t[2], t[3]] for t in hits]),))
     return {etag: last_used or 0.0 for etag, last_used in rows}
+
+
+def _row_digest(hit: str | None) -> str | None:
+    return None if hit is None else xxhash.xxh3_64_hexdigest(hit.encode("utf-8", "surrogateescape"))
 
 
 # ---------------------------------------------------------------------------- the short cut
@@ -475,7 +481,8 @@ def _write(obj, runner, result, request: dict, started_ns: int, warned: int) -> 
                 if folder in roots:
                     break
                 folder = _parent(folder)
-        task_rows.append([r.task_id, "local-hit", r.etag, row[0], duration, log_digest, outputs_digest])
+        task_rows.append([r.task_id, "local-hit", r.etag, _row_digest(row[0]), duration, log_digest,
+                          outputs_digest])
 
     # a folder above a recorded path swapped for a link (or moved away) shows either in its own lstat
     # or in its parent folder's mtime: make sure one of the two is recorded for every folder above
