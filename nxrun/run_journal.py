@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import operator
 import os
+import re
 import sys
 import time
 from stat import S_ISLNK
@@ -75,6 +76,8 @@ def request_for(command: str, names: list[str], args: list[str], options: dict, 
             "directory": os.path.realpath(directory)}
 
 
+# absolute, a `.` or `..` part, an empty part, a line break: never written by nxrun itself
+_UNUSUAL_PATH = re.compile(r"^/|(^|/)\.\.?(/|$)|//|\n")
 _CHUNK = 1024    # paths per stamp: a check stops at the first chunk that differs
 _KEY = operator.attrgetter("st_mode", "st_size", "st_mtime_ns", "st_ino", "st_ctime_ns")
 
@@ -487,19 +490,19 @@ def _write(obj, runner, result, request: dict, started_ns: int, warned: int) -> 
     # a folder above a recorded path swapped for a link (or moved away) shows either in its own lstat
     # or in its parent folder's mtime: make sure one of the two is recorded for every folder above
     lpaths.add("")
+    done: set[str] = set()      # folders seen to, with every folder above them
     for rel in list(lpaths):
-        if rel.startswith("/"):
-            continue
         folder = _parent(rel)
-        while folder:
+        while folder and folder not in done:
+            done.add(folder)
             parent = _parent(folder)
             if folder not in lpaths and parent not in lpaths:
                 lpaths.add(parent)
             folder = parent
 
-    for rel in lpaths:
-        if rel.startswith("/") or "/../" in f"/{rel}/" or "/./" in f"/{rel}/" or "//" in rel or "\n" in rel:
-            return f"an unusual path {rel!r}"
+    unusual = next(filter(_UNUSUAL_PATH.search, lpaths), None)
+    if unusual is not None:
+        return f"an unusual path {unusual!r}"
     lstat_paths = sorted(lpaths)
     lstat_keys = _keys(root_text, lstat_paths, os.lstat)
     # a link: what it leads to counts too
