@@ -247,6 +247,7 @@ def _replay(directory, request: dict, argv: list[str], started_wall: float, wall
     from .task_locks import TaskLocks
 
     store = LocalStore(Path(cache_dir))
+    _check_values(store, root_text, data)      # env, packages, probes (which may take a while)
     locks = TaskLocks(Path(cache_dir), root)
     lock_fd = None
     try:
@@ -255,7 +256,6 @@ def _replay(directory, request: dict, argv: list[str], started_wall: float, wall
             if not locks.try_acquire_all():
                 raise _Doubt("another run holds a task lock of the workspace")
             _check_paths(root_text, data)
-            _check_values(store, root_text, data)
             # the cache shared, as a run holds it: no prune, clear or verify meanwhile
             import fcntl
 
