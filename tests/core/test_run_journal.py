@@ -307,3 +307,26 @@ def test_a_journal_of_another_nxrun_version_is_not_used(mono: Workspace):
     result, trace = _run(mono, "run", "--json", "top:all")
     assert trace == "fallback: another nxrun version wrote the journal"
     assert result.returncode == 0
+
+
+# ---------------------------------------------------------------------------- runtime probes
+
+def test_a_changed_probe_output_runs_the_task(ws: Workspace):
+    """A `runtime:` probe is run again by the journal's check: another output, another ETag."""
+    ws.write("nxrun.toml", """
+        [workspace]
+
+        [runtime]
+        tool = "cat tool-version.txt"
+
+        [projects.p.targets.build]
+        command = "mkdir -p out && echo built > out/x.txt"
+        inputs = ["runtime:tool"]
+        outputs = ["out/x.txt"]
+    """)
+    ws.write("tool-version.txt", "1.0\n")
+    _settle(ws, "run", "--json", "p:build")
+    _replayed(ws, "run", "--json", "p:build")
+    ws.write("tool-version.txt", "2.0\n")
+    result = _normal(ws, "run", "--json", "p:build")
+    assert _statuses(result) == {"p:build": "miss"}
