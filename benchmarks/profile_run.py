@@ -62,13 +62,13 @@ def count_calls() -> Counter:
 
 DEFAULT_TIMED = [
     "nxrun.snapshot:load_graph", "nxrun.snapshot:_still_valid", "nxrun.snapshot:_decode",
-    "nxrun.graph:new_file_index", "nxrun.runner:Runner.__init__", "nxrun.store.local:LocalStore.load_stat_cache",
+    "nxrun.graph:new_file_index", "nxrun.run.scheduler:Runner.__init__", "nxrun.store.local:LocalStore.load_stat_cache",
     "nxrun.store.local:LocalStore.prefetch_hits", "nxrun.store.local:LocalStore.get_hit",
     "nxrun.hashing:TaskHasher.components", "nxrun.hashing:FileIndex.expand", "nxrun.hashing:FileIndex.files_under",
     "nxrun.hashing:FileIndex._walk", "nxrun.hashing:FileIndex.is_output", "nxrun.hashing:compile_glob",
-    "nxrun.hashing:StatCache.digest", "nxrun.hashing:etag_of", "nxrun.runner:Runner._hit",
+    "nxrun.hashing:StatCache.digest", "nxrun.hashing:etag_of", "nxrun.run.scheduler:Runner._hit",
     "nxrun.store.restore:restore_entry", "nxrun.store.safety:check_entry", "nxrun.store.restore:_restore_record",
-    "nxrun.runner:Runner._finish", "nxrun.store.local:LocalStore.save_stat_cache", "nxrun.history:save_run",
+    "nxrun.run.scheduler:Runner._finish", "nxrun.store.local:LocalStore.save_stat_cache", "nxrun.run.history:save_run",
     "nxrun.store.local:LocalStore.touch_entries", "nxrun.graph:TaskGraph.with_dependencies",
 ]
 
@@ -123,7 +123,7 @@ def main() -> None:
     args, nxrun_args = parser.parse_known_args()
     os.chdir(args.workspace)
     counts = None if args.no_count else count_calls()
-    from nxrun import launch, run_command, runner, snapshot  # noqa: F401  (imported for the timers)
+    from nxrun import launch, run_command, snapshot  # noqa: F401  (imported for the timers)
 
     timers = add_timers(args.time.split(",")) if args.timers else None
     sys.argv = ["nxrun", *nxrun_args]

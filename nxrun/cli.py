@@ -57,6 +57,8 @@ def _run_options(function):
         click.option("--remote", "remote_mode", type=click.Choice(["auto", "off", "required"]), default="auto",
                      show_default=True, help="Use the remote cache if configured / never / fail without it."),
         click.option("--namespace", default=None, help="Remote namespace to write (e.g. trusted, scratch/REF)."),
+        click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
+                     help="What runs cache misses (default: NXRUN_EXECUTOR, else [workspace] executor, else local)."),
         click.option("-q", "--quiet", is_flag=True, help="Print only failures and the summary."),
     ]
     for option in reversed(options):
@@ -144,7 +146,7 @@ def affected(obj: Context, targets, base: str, head: str | None, list_only: bool
 @click.pass_obj
 def graph(obj: Context, tasks, fmt: str, html_path, open_page: bool, affected_base) -> None:
     """Show the task graph (text tree, DOT or JSON; --html for a page)."""
-    from .graph_view import render_dot, render_json, render_text
+    from .views.graph_view import render_dot, render_json, render_text
 
     graph = obj.graph
     ids = None
@@ -154,7 +156,7 @@ def graph(obj: Context, tasks, fmt: str, html_path, open_page: bool, affected_ba
             ids.extend(graph.resolve(name))
         ids = graph.with_dependencies(ids)
     if html_path:
-        from .graph_page import write_page
+        from .views.graph_page import write_page
 
         write_page(obj, Path(html_path), ids, affected_base)
         click.echo(f"wrote {html_path}")
@@ -171,7 +173,7 @@ def graph(obj: Context, tasks, fmt: str, html_path, open_page: bool, affected_ba
 @click.pass_obj
 def show(obj: Context, task: str, as_json: bool) -> None:
     """Resolved config, input files, ETag and each ETag component of TASK."""
-    from .inspect import show_task
+    from .views.inspect import show_task
 
     click.echo(show_task(obj, task, as_json))
 
@@ -182,7 +184,7 @@ def show(obj: Context, task: str, as_json: bool) -> None:
 @click.pass_obj
 def why(obj: Context, task: str, as_json: bool) -> None:
     """What changed since the last run of TASK, component by component."""
-    from .inspect import why_task
+    from .views.inspect import why_task
 
     click.echo(why_task(obj, task, as_json))
 
@@ -194,7 +196,7 @@ def why(obj: Context, task: str, as_json: bool) -> None:
 @click.pass_obj
 def history(obj: Context, task: str | None, limit: int, as_json: bool) -> None:
     """The last runs of TASK (or of every task) from the run history."""
-    from .inspect import history_text
+    from .views.inspect import history_text
 
     click.echo(history_text(obj, task, limit, as_json))
 
@@ -209,7 +211,7 @@ def cache() -> None:
 @click.pass_obj
 def stats(obj: Context, as_json: bool) -> None:
     """Entries, blobs and bytes in the cache; hit counts from the history."""
-    from .inspect import cache_stats
+    from .views.inspect import cache_stats
 
     click.echo(cache_stats(obj, as_json))
 
@@ -296,7 +298,7 @@ def verify(obj: Context) -> None:
 @click.pass_obj
 def push(obj: Context, tasks, namespace) -> None:
     """Upload the cached entries of TASKS (their current ETags) to the remote cache."""
-    from .inspect import sync_tasks
+    from .views.inspect import sync_tasks
 
     with _in_use(obj):
         click.echo(sync_tasks(obj, tasks, "push", namespace))
@@ -308,7 +310,7 @@ def push(obj: Context, tasks, namespace) -> None:
 @click.pass_obj
 def pull(obj: Context, tasks, namespace) -> None:
     """Download the entries of TASKS (their current ETags) from the remote cache."""
-    from .inspect import sync_tasks
+    from .views.inspect import sync_tasks
 
     with _in_use(obj):
         click.echo(sync_tasks(obj, tasks, "pull", namespace))
@@ -336,7 +338,7 @@ def init(obj: Context, force: bool) -> None:
 @click.pass_obj
 def report(obj: Context, out_dir: str, summary_md: str | None) -> None:
     """A markdown report and plots of cache hit rates, time saved and benchmark trends."""
-    from .report import write_report
+    from .views.report import write_report
 
     paths = write_report(obj, Path(out_dir), Path(summary_md) if summary_md else None)
     for path in paths:

@@ -19,8 +19,9 @@ from .workspace_root import CONFIG_NAME, find_workspace_root  # noqa: F401 (part
 
 CACHE_MODES = ("always", "hardware", "never")
 RESTORE_MODES = ("auto", "copy", "hardlink")
+EXECUTORS = ("local", "ray")   # nxrun/executors/
 
-WORKSPACE_KEYS = {"cache-dir", "parallel", "include", "projects", "restore", "default-inputs"}
+WORKSPACE_KEYS = {"cache-dir", "parallel", "include", "projects", "restore", "default-inputs", "executor"}
 REMOTE_KEYS = {
     "url", "read-only", "write-namespace", "read-namespaces", "endpoint-url", "region",
     "connect-timeout", "read-timeout", "required", "max-concurrency", "signing-key-env",
@@ -106,6 +107,7 @@ class Workspace:
     config_files: list[Path]
     # (pattern, matches) of every include/projects glob: a cached graph is valid only while these hold
     discovered: list[tuple[str, list[str]]] = default_factory(list)
+    executor: str = "local"       # what runs cache misses (nxrun/executors/); --executor, NXRUN_EXECUTOR win
 
     def rel(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
@@ -402,6 +404,10 @@ def load_workspace(root: Path) -> Workspace:
     if restore not in RESTORE_MODES:
         raise ConfigError(f"{source.where(['workspace'], 'restore')}: restore = {restore!r}; use one of "
                           f"{', '.join(RESTORE_MODES)}.{did_you_mean(str(restore), RESTORE_MODES)}")
+    executor = ws_table.get("executor", "local")
+    if executor not in EXECUTORS:
+        raise ConfigError(f"{source.where(['workspace'], 'executor')}: executor = {executor!r}; use one of "
+                          f"{', '.join(EXECUTORS)}.{did_you_mean(str(executor), EXECUTORS)}")
     default_inputs = _string_list(ws_table.get("default-inputs", ["**/*"]), source, ["workspace"],
                                   "default-inputs", "[workspace]")
 
@@ -487,5 +493,5 @@ def load_workspace(root: Path) -> Workspace:
     return Workspace(
         root=root, cache_dir=cache_dir, parallel=parallel, restore=restore, default_inputs=default_inputs,
         named_inputs=named_inputs, runtime=runtime, remote=remote, projects=projects,
-        config_files=config_files, discovered=discovered,
+        config_files=config_files, discovered=discovered, executor=executor,
     )

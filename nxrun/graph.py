@@ -48,7 +48,7 @@ class Task:
 
     @property
     def is_bench(self) -> bool:
-        """Bench tasks' JSON outputs are read after each run (bench_results.py): a target named
+        """Bench tasks' JSON outputs are read after each run (run/bench_results.py): a target named
         *bench*, or outputs under a results/ folder."""
         if "bench" in self.target.lower():
             return True

@@ -17,8 +17,10 @@ from . import __version__
 
 _FLAGS = {"-q": "quiet", "--quiet": "quiet", "--keep-going": "keep_going", "--skip-cache": "skip_cache",
           "--only": "only", "--dry-run": "dry_run", "--json": "as_json"}
-_VALUED = {"-p": "parallel", "--parallel": "parallel", "--remote": "remote_mode", "--namespace": "namespace"}
+_VALUED = {"-p": "parallel", "--parallel": "parallel", "--remote": "remote_mode", "--namespace": "namespace",
+           "--executor": "executor"}
 _REMOTE_MODES = ("auto", "off", "required")
+_EXECUTORS = ("local", "ray")
 
 
 def parse_run(argv: list[str]) -> tuple[str | None, list[str], list[str], dict] | None:
@@ -69,8 +71,8 @@ def parse_run(argv: list[str]) -> tuple[str | None, list[str], list[str], dict] 
                 options[key] = int(value, 10)
             except ValueError:
                 return None
-        elif key == "remote_mode":
-            if value not in _REMOTE_MODES:
+        elif key in ("remote_mode", "executor"):
+            if value not in (_REMOTE_MODES if key == "remote_mode" else _EXECUTORS):
                 return None
             options[key] = value
         else:

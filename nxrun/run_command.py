@@ -16,7 +16,7 @@ from .console import use_colour
 from .errors import NxrunError
 
 RUN_DEFAULTS = {"parallel": None, "keep_going": False, "skip_cache": False, "only": False, "dry_run": False,
-                "as_json": False, "remote_mode": "auto", "namespace": None, "quiet": False}
+                "as_json": False, "remote_mode": "auto", "namespace": None, "quiet": False, "executor": None}
 
 
 class Context:
@@ -102,13 +102,28 @@ def journal_first(command: str, obj: Context, names: list[str], args: list[str],
     return request, started_ns
 
 
+def executor_name(option: str | None, workspace) -> str:
+    """The executor a run uses: --executor, else NXRUN_EXECUTOR, else [workspace] executor."""
+    if option:
+        return option
+    name = os.environ.get("NXRUN_EXECUTOR")
+    if name is None or name == "":
+        return workspace.executor
+    from .config import EXECUTORS
+
+    if name not in EXECUTORS:
+        raise NxrunError(f"NXRUN_EXECUTOR={name!r} names no executor; use one of {', '.join(EXECUTORS)}.")
+    return name
+
+
 def execute(obj: Context, task_ids: list[str], args: list[str], args_for: set[str], *, parallel, keep_going,
-            skip_cache, only, dry_run, as_json, remote_mode, namespace, quiet,
+            skip_cache, only, dry_run, as_json, remote_mode, namespace, quiet, executor,
             journal: tuple[dict, int] | None = None) -> None:
     """Run the tasks and print the summary; `journal`: (request, start time) from journal_first,
     for a run whose journal is to be kept."""
     from .console import Console
-    from .runner import Runner, RunOptions
+    from .run.results import RunOptions
+    from .run.scheduler import Runner
 
     graph = obj.graph
     options = RunOptions(parallel=parallel or obj.workspace.parallel, keep_going=keep_going,
@@ -124,7 +139,8 @@ def execute(obj: Context, task_ids: list[str], args: list[str], args_for: set[st
 
     env_key = EnvKeySource(obj.store, obj.workspace, remote, contact=remote_mode != "off", create=not dry_run,
                            warn=console.warn)
-    runner = Runner(graph, obj.store, options, console, remote=remote, argv=sys.argv[1:], env_key=env_key)
+    runner = Runner(graph, obj.store, options, console, remote=remote, argv=sys.argv[1:], env_key=env_key,
+                    executor=executor_name(executor, obj.workspace))
     result = runner.run(task_ids)
     if remote is not None:
         remote.close()

@@ -44,7 +44,7 @@ from . import __version__
 JOURNAL_FORMAT = 1
 TRACE_VAR = "NXRUN_JOURNAL_TRACE"
 SWITCH_VAR = "NXRUN_JOURNAL"
-_REQUEST_OPTIONS = ("parallel", "keep_going", "as_json", "remote_mode", "namespace", "quiet")
+_REQUEST_OPTIONS = ("parallel", "keep_going", "as_json", "remote_mode", "namespace", "quiet", "executor")
 _INPUT_KINDS = ("runtime:", "pkg:", "env:")
 
 
@@ -244,7 +244,7 @@ def _replay(directory, request: dict, argv: list[str], started_wall: float, wall
         raise _Doubt("NXRUN_* variables changed")
 
     from .store.local import LocalStore
-    from .task_locks import TaskLocks
+    from .run.task_locks import TaskLocks
 
     store = LocalStore(Path(cache_dir))
     _check_values(store, root_text, data)      # env, packages, probes (which may take a while)
@@ -280,9 +280,9 @@ def _replay(directory, request: dict, argv: list[str], started_wall: float, wall
 
 
 def _touch_after() -> float:
-    from .runner import _TOUCH_AFTER
+    from .store.cache import TOUCH_AFTER
 
-    return _TOUCH_AFTER
+    return TOUCH_AFTER
 
 
 def _check_paths(root_text: str, data: dict) -> None:
@@ -318,9 +318,9 @@ def _check_values(store, root_text: str, data: dict) -> None:
 def _print_and_record(store, data: dict, root_text: str, argv: list[str], started_wall: float, wall: float,
                       touched: list[str], printing: list[bool]) -> bool:
     from .console import Console
-    from .history import RunRecord, TaskRecord, save_run
+    from .run.history import RunRecord, TaskRecord, save_run
     from .run_command import print_summary
-    from .runner import RunResult, TaskResult
+    from .run.results import RunResult, TaskResult
 
     options = data["request"]["options"]
     quiet, as_json = bool(options["quiet"]), bool(options["as_json"])

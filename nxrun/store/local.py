@@ -1076,7 +1076,7 @@ def _create_table(db, name: str) -> None:
         db["task_latest"].create({"task_id": str, "run_id": int, "etag": str, "status": str, "origin": str,
                                   "duration": float, "started": float}, pk="task_id")
     elif name == "bench_results":
-        # benchmark figures read from bench tasks' JSON outputs (nxrun/bench_results.py), one row per
+        # benchmark figures read from bench tasks' JSON outputs (nxrun/run/bench_results.py), one row per
         # (series, case, metric) of a distinct outputs digest: the trends `nxrun report` plots
         db["bench_results"].create({"run_id": int, "task_id": str, "etag": str, "outputs_digest": str,
                                     "time": float, "device": str, "backend": str, "file": str,
@@ -1125,7 +1125,7 @@ def _migrate_from_7(db, conn: sqlite3.Connection) -> None:
     of an ETag with an unkeyed env, set-env or args digest goes: its explain manifest, its entry
     (no ETag computed now can match it) and the ETag in history rows. With the workspace's sources
     at hand, a value of a few digits could be found from such an ETag alone."""
-    from ..history import redact_argv
+    from ..run.history import redact_argv
 
     db["stat_cache"].drop()
     _create_table(db, "stat_cache")

@@ -24,6 +24,9 @@ import threading
 import time
 from dataclasses import dataclass
 
+from ..errors import ConfigError
+from .backend import RemoteBackend, RemoteRefused, RemoteUnavailable
+
 MULTIPART_THRESHOLD = 16 << 20
 MULTIPART_CHUNK = 8 << 20
 _OUTAGE_CODES = {"SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError", "Throttling",
@@ -51,19 +54,6 @@ class _LocalWriteFailed(Exception):
     def __init__(self, error: OSError):
         super().__init__(str(error))
         self.error = error
-
-
-class RemoteUnavailable(Exception):
-    """The remote did not answer usefully: connection refused or reset, a timeout, a 5xx."""
-
-
-class RemoteRefused(Exception):
-    """The remote answered but refused: credentials, permissions, a missing bucket.
-    `everything` when no request can succeed (no or wrong credentials, no such bucket)."""
-
-    def __init__(self, message: str, everything: bool = False):
-        super().__init__(message)
-        self.everything = everything
 
 
 _SETUP_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "NoSuchBucket", "ExpiredToken",
@@ -137,7 +127,9 @@ def _adjust_headers(request, **_kwargs) -> None:
         request.headers["Connection"] = "close"
 
 
-class S3Backend:
+class S3Backend(RemoteBackend):
+    large_object = MULTIPART_THRESHOLD
+
     def __init__(self, location: S3Location, *, endpoint_url: str | None, region: str | None,
                  connect_timeout: float, read_timeout: float, max_concurrency: int):
         self.location = location
@@ -206,6 +198,9 @@ class S3Backend:
                     continue
                 raise mapped from exc
         raise AssertionError("unreachable")
+
+    def key(self, *parts: str) -> str:
+        return self.location.key(*parts)
 
     # ------------------------------------------------------------------ requests
     def check_bucket(self) -> None:
@@ -327,3 +322,19 @@ class S3Backend:
             return False
         self._call("put_object", Key=key, Body=data)
         return True
+
+
+def open_s3(url: str, config: dict) -> S3Backend:
+    """The S3 backend for `url` (s3://bucket/prefix) and the workspace's [remote] table."""
+    from .tiered import CONNECT_TIMEOUT, READ_TIMEOUT, _number
+
+    try:
+        location = S3Location.parse(url)
+    except ValueError as exc:
+        raise ConfigError(f"{exc} (from NXRUN_REMOTE or [remote] url).") from None
+    endpoint = (config.get("endpoint-url") or os.environ.get("AWS_ENDPOINT_URL_S3")
+                or os.environ.get("AWS_ENDPOINT_URL") or None)
+    return S3Backend(location, endpoint_url=endpoint, region=config.get("region"),
+                     connect_timeout=_number(config, "connect-timeout", CONNECT_TIMEOUT),
+                     read_timeout=_number(config, "read-timeout", READ_TIMEOUT),
+                     max_concurrency=int(_number(config, "max-concurrency", 16, int)))

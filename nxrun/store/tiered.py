@@ -1,6 +1,7 @@
-"""The remote tier of the cache: the runner looks in the local store first, then here; a remote
-hit is verified and written through to the local store, and entries of tasks that ran are
-uploaded (blobs first, the manifest last) by a background pool that `close()` drains.
+"""The remote tier of the cache, over any remote backend (backend.py; S3 in s3.py): the tiered
+cache (cache.py) looks in the local store first, then here; a remote hit is verified and written
+through to the local store, and entries of tasks that ran are uploaded (blobs first, the
+manifest last) by a background pool that `close()` drains.
 
 Everything read from the remote is untrusted: the manifest's signature (with a signing key set)
 and paths are checked before any blob is fetched, every blob is re-hashed, and one bad part
@@ -35,7 +36,7 @@ from ..records import as_dict
 from . import CacheEntry, CorruptBlob, UnsafeEntry
 from .breaker import OutageBreaker
 from .local import LocalStore
-from .s3 import MULTIPART_THRESHOLD, RemoteRefused, RemoteUnavailable, S3Backend, S3Location
+from .backend import RemoteBackend, RemoteRefused, RemoteUnavailable, open_backend
 from .safety import check_entry
 from .signing import BadSignature, sign_manifest, signing_key, verify_manifest
 
@@ -85,10 +86,7 @@ def open_remote(url: str, workspace, required: bool, namespace: str | None, cons
     Precedence for the write namespace: `namespace` (--namespace), NXRUN_NAMESPACE, [remote]
     write-namespace, then `trusted`."""
     config = dict(getattr(workspace, "remote", {}) or {})
-    try:
-        location = S3Location.parse(url)
-    except ValueError as exc:
-        raise ConfigError(f"{exc} (from NXRUN_REMOTE or [remote] url).") from None
+    backend = open_backend(url, config)
     write_ns = normalize_namespace(namespace or os.environ.get("NXRUN_NAMESPACE")
                                    or config.get("write-namespace") or DEFAULT_NAMESPACE)
     read_extra = config.get("read-namespaces", [DEFAULT_NAMESPACE])
@@ -98,12 +96,6 @@ def open_remote(url: str, workspace, required: bool, namespace: str | None, cons
         raise ConfigError("nxrun.toml [remote] read-namespaces must be a list of names, e.g. [\"trusted\"].")
     read_namespaces = list(dict.fromkeys([write_ns] + [normalize_namespace(n) for n in read_extra]))
     read_only = bool(config.get("read-only", False)) or _truthy(os.environ.get("NXRUN_REMOTE_READ_ONLY"))
-    endpoint = (config.get("endpoint-url") or os.environ.get("AWS_ENDPOINT_URL_S3")
-                or os.environ.get("AWS_ENDPOINT_URL") or None)
-    backend = S3Backend(location, endpoint_url=endpoint, region=config.get("region"),
-                        connect_timeout=_number(config, "connect-timeout", CONNECT_TIMEOUT),
-                        read_timeout=_number(config, "read-timeout", READ_TIMEOUT),
-                        max_concurrency=int(_number(config, "max-concurrency", 16, int)))
     breaker = OutageBreaker(budget=_number(config, "outage-budget", OUTAGE_BUDGET))
     key_env = config.get("signing-key-env")
     remote = RemoteCache(backend, workspace_root=Path(workspace.root), write_namespace=write_ns,
@@ -116,7 +108,7 @@ def open_remote(url: str, workspace, required: bool, namespace: str | None, cons
 
 
 class RemoteCache:
-    def __init__(self, backend: S3Backend, *, workspace_root: Path, write_namespace: str,
+    def __init__(self, backend: RemoteBackend, *, workspace_root: Path, write_namespace: str,
                  read_namespaces: list[str], read_only: bool = False, required: bool = False,
                  signing_key: bytes | None = None, console=None, url: str = "",
                  breaker: OutageBreaker | None = None):
@@ -283,7 +275,7 @@ class RemoteCache:
             raise NxrunError(f"remote cache {self.url} is required but not reachable: {exc}") from None
 
     def _key(self, namespace: str, *parts: str) -> str:
-        return self.backend.location.key(namespace, *parts)
+        return self.backend.key(namespace, *parts)
 
     # ------------------------------------------------------------------ the env key (store/keys.py)
     def shared_env_key(self, create: bool = True) -> tuple[bytes | None, str]:
@@ -294,7 +286,7 @@ class RemoteCache:
         (a conditional PUT: of machines racing, one wins) and the winner is read back. Requests go straight to the
         backend, through the breaker: a refusal here (credentials limited to a namespace) must not
         stop this run's reads and writes of entries."""
-        key_name = self.backend.location.key(_ENV_KEY_OBJECT)
+        key_name = self.backend.key(_ENV_KEY_OBJECT)
         try:
             for attempt in range(2):
                 raw = self._key_request(self.backend.get_bytes, key_name, 4096)
@@ -442,7 +434,7 @@ class RemoteCache:
         temp = local_store.temp_path()
         try:
             hasher = xxhash.xxh3_128()
-            if expected_size >= MULTIPART_THRESHOLD:
+            if expected_size >= self.backend.large_object:
                 # parallel ranged GETs into the file, then one hashing pass from the page cache
                 try:
                     self._request(self.backend.download_to_file, key, temp, expected_size, transfer=True)
@@ -527,7 +519,7 @@ class RemoteCache:
         # harmless, so HEAD then a plain PUT (the manifest is the write-once part)
         if self._request(self.backend.exists, key, writing=True):
             return
-        if size >= MULTIPART_THRESHOLD:
+        if size >= self.backend.large_object:
             self._request(self.backend.upload_file, path, key, writing=True, transfer=True)
         else:
             self._request(self.backend.put, key, local_store.read_blob(digest), writing=True, transfer=True)

@@ -26,6 +26,8 @@ ACCEPTED = [
     ["run", "p:a", "--remote", "off"],
     ["run", "p:a", "--remote=required", "--namespace", "scratch/x"],
     ["run", "p:a", "--namespace=trusted", "--quiet"],
+    ["run", "p:a", "--executor", "local"],
+    ["run", "p:a", "--executor=ray", "-q"],
     ["run", "gemm:bench[kernel=t4]", "--", "--size", "64", "-q"],
     ["run", "p:a", "--"],
     ["-C", "sub", "run", "p:a"],
@@ -36,6 +38,7 @@ ACCEPTED = [
 LEFT_TO_CLICK = [
     [], ["--help"], ["run"], ["run", "--help"], ["run", "p:a", "-h"], ["run", "p:a", "--parallel"],
     ["run", "p:a", "-p", "x"], ["run", "p:a", "-p4"], ["run", "p:a", "-qp", "2"], ["run", "p:a", "--remote", "on"],
+    ["run", "p:a", "--executor", "slurm"],
     ["run", "p:a", "--quiet=yes"], ["run", "p:a", "--frobnicate"], ["run", "p:a", "-p", "2", "-p", "3"],
     ["run", "p:a", "-C", "x"], ["-C"], ["-C", "--", "run", "p:a"], ["run", "p:b", "--namespace", "--", "--dry-run"],
     ["run", "p:b", "-p", "--", "2"], ["graph"], ["run-many", "-t", "build"], ["show", "p:a"], ["--version", "x"],

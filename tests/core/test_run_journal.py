@@ -276,7 +276,7 @@ def test_an_entry_replaced_under_its_etag_is_not_trusted(mono: Workspace):
 
 def test_a_run_holding_a_task_lock_sends_the_run_down_the_normal_path(mono: Workspace):
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from nxrun.task_locks import TaskLocks
+    from nxrun.run.task_locks import TaskLocks
 
     locks = TaskLocks(mono.root / ".nxrun", mono.root)
     assert locks.try_acquire("a:build")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from nxrun.bench_results import created_of, device_of, extract_figures, headline
+from nxrun.run.bench_results import created_of, device_of, extract_figures, headline
 
 
 def _by_key(document):

@@ -25,14 +25,17 @@ from workloads.serving.traces import generate, write_trace
 REPO = Path(__file__).parents[2]
 TASKS = REPO / "workloads" / "serving" / "tasks.toml"
 SERVING_TASKS = {"serving:trace[dataset=sharegpt]", "serving:trace[dataset=alpaca]",
-                 "serving:replay[dataset=sharegpt]", "serving:replay[dataset=alpaca]", "serving:report"}
+                 "serving:replay[dataset=sharegpt]", "serving:replay[dataset=alpaca]", "serving:report",
+                 "serving:peer", "serving:stepbench", "paged:build",
+                 *(f"serving:engine[engine={e},rate={r}]" for e in ("paged", "reservation")
+                   for r in ("1.5", "3", "4.5", "6", "9", "12"))}
 
 
 def _workspace(root: Path) -> Path:
     shutil.copytree(REPO / "workloads", root / "workloads", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "nxrun.toml", root / "nxrun.toml")
     tasks = root / "workloads" / "serving" / "tasks.toml"
-    tasks.write_text(tasks.read_text().replace("--num 2000", "--num 500"))
+    tasks.write_text(tasks.read_text().replace("--num 2000", "--num 500").replace("--cpu-num 6", "--cpu-num 3"))
     return root
 
 
@@ -64,7 +67,14 @@ def test_bench_serving_runs_traces_replay_and_report_and_a_second_run_restores_e
         assert {p["policy"] for p in document["policies"]} >= {"orca-max", "orca-pow2", "orca-oracle", "paged"}
     readme = (results / "report" / "README.md").read_text()
     assert "backend: cpu" in readme and "| paged |" in readme and "## sharegpt" in readme and "## alpaca" in readme
-    assert "not part of this report yet" in readme  # says plainly that the GPU engine is missing
+    assert "## Engine sweep" in readme and "| reservation | 12" in readme  # the tiny model on the NumPy runner
+    for path in (results / "engine").glob("*.json"):
+        document = json.loads(path.read_text())
+        assert document["backend"] == "cpu" and document["model"]["name"] == "tiny"
+        assert document["metrics"]["requests"] == 3
+    assert json.loads((results / "peer.json").read_text())["backend"] == "cpu"
+    assert json.loads((results / "stepbench.json").read_text())["backend"] == "cpu"
+    assert "Not measured here" in readme
     for name in ("memory_sharegpt.png", "memory_alpaca.png", "token_states_sharegpt.png"):
         assert (results / "report" / name).read_bytes()[:4] == b"\x89PNG"
     produced = _outputs(root)
@@ -131,7 +141,7 @@ def _lazy_imports(path: Path) -> set[str]:
 
 def test_every_task_declares_the_modules_and_packages_its_command_imports():
     targets = tomllib.loads(TASKS.read_text())["projects"]["serving"]["targets"]
-    assert list(targets) == ["trace", "replay", "report"]
+    assert list(targets) == ["trace", "replay", "report", "engine", "peer", "stepbench"]
     for name, target in targets.items():
         module = re.search(r"python -m (\S+)", target["command"]).group(1)
         files, packages = _imports(module)

@@ -1,4 +1,4 @@
-"""nxrun/fresh_outputs.py: what is removed before a run, what is spared, and that nothing is
+"""nxrun/run/fresh_outputs.py: what is removed before a run, what is spared, and that nothing is
 followed."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from nxrun.fresh_outputs import HOLDS_A_SOURCE, LINKED_PARENT, clear_outputs
+from nxrun.run.fresh_outputs import HOLDS_A_SOURCE, LINKED_PARENT, clear_outputs
 
 
 def test_clear_outputs_spares_outputs_that_hold_sources(tmp_path: Path):

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from nxrun import graph_view
+from nxrun.views import graph_view
 from nxrun.cli import tasks_of_targets
 from nxrun.config import Workspace
 from nxrun.graph import Task, TaskGraph
-from nxrun.graph_page import layout
+from nxrun.views.graph_page import layout
 from nxrun.hashing import FileIndex
 
 

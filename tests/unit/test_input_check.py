@@ -1,4 +1,4 @@
-"""nxrun/input_check.py: the stat an input had when hashed, and the check that sees it changed."""
+"""nxrun/run/input_check.py: the stat an input had when hashed, and the check that sees it changed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from waiting import wait_until
 
 from nxrun.hashing import StatCache
-from nxrun.input_check import RecordingStatCache, compact, first_changed
+from nxrun.run.input_check import RecordingStatCache, compact, first_changed
 
 
 def test_first_changed_sees_rewrites_that_keep_size_and_mtime(tmp_path: Path):

@@ -11,7 +11,7 @@ import pytest
 
 from nxrun.graph import Task
 from nxrun.hashing import FileIndex, InputMemo, StatCache, TaskHasher
-from nxrun.input_check import RecordingStatCache
+from nxrun.run.input_check import RecordingStatCache
 
 SHARED = 40
 

@@ -1,4 +1,4 @@
-"""nxrun/task_locks.py: one run's task locks against another process's, per workspace, a wait
+"""nxrun/run/task_locks.py: one run's task locks against another process's, per workspace, a wait
 that a stopping run cuts short, and locks that degrade to a warning where locking is impossible."""
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from pathlib import Path
 
 from waiting import wait_until
 
-from nxrun.task_locks import TaskLocks, user_lock_folder
+from nxrun.run.task_locks import TaskLocks, user_lock_folder
 
 
 def test_task_locks_exclude_other_processes_and_are_per_workspace(tmp_path: Path):
     cache = tmp_path / "cache"
     mine = TaskLocks(cache, tmp_path / "ws-a")
     assert mine.try_acquire("p:t")
-    probe = ("import sys; from pathlib import Path; from nxrun.task_locks import TaskLocks; "
+    probe = ("import sys; from pathlib import Path; from nxrun.run.task_locks import TaskLocks; "
              "print(TaskLocks(Path(sys.argv[1]), Path(sys.argv[2])).try_acquire(sys.argv[3]))")
 
     def other_process_gets(workspace: str, task: str) -> bool:
@@ -37,7 +37,7 @@ def test_task_locks_exclude_other_processes_and_are_per_workspace(tmp_path: Path
 def test_waiting_for_a_task_lock_stops_when_the_run_stops(tmp_path: Path):
     cache = tmp_path / "cache"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from pathlib import Path; from nxrun.task_locks import TaskLocks; "
+        [sys.executable, "-c", "import sys; from pathlib import Path; from nxrun.run.task_locks import TaskLocks; "
          "locks = TaskLocks(Path(sys.argv[1]), Path(sys.argv[2])); print(locks.try_acquire('p:t'), flush=True); "
          "sys.stdin.read()", str(cache), str(tmp_path / "ws")],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -86,7 +86,7 @@ def test_task_locks_of_a_workspace_whose_path_is_not_utf8(tmp_path: Path):
 def test_task_locks_hold_across_cache_folders_of_one_workspace(tmp_path: Path):
     mine = TaskLocks(tmp_path / "cache-a", tmp_path / "ws")
     assert mine.try_acquire("p:t")
-    probe = ("import sys; from pathlib import Path; from nxrun.task_locks import TaskLocks; "
+    probe = ("import sys; from pathlib import Path; from nxrun.run.task_locks import TaskLocks; "
              "print(TaskLocks(Path(sys.argv[1]), Path(sys.argv[2])).try_acquire('p:t'))")
     out = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "cache-b"), str(tmp_path / "ws")],
                          capture_output=True, text=True, check=True).stdout
@@ -114,7 +114,7 @@ def test_task_locks_still_hold_where_the_cache_folder_cannot_take_a_lock_file(tm
     errors = []
     mine = TaskLocks(not_a_folder, tmp_path / "ws", on_broken=errors.append)
     assert mine.try_acquire("p:t")
-    probe = ("import sys; from pathlib import Path; from nxrun.task_locks import TaskLocks; "
+    probe = ("import sys; from pathlib import Path; from nxrun.run.task_locks import TaskLocks; "
              "print(TaskLocks(Path(sys.argv[1]), Path(sys.argv[2])).try_acquire('p:t'))")
     out = subprocess.run([sys.executable, "-c", probe, str(not_a_folder), str(tmp_path / "ws")],
                          capture_output=True, text=True, check=True, env=dict(os.environ, TMPDIR=str(tmp_path))).stdout

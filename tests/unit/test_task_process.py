@@ -1,4 +1,4 @@
-"""nxrun/task_process.py and nxrun/task_watchdog.py: a command started while the run stops is
+"""nxrun/executors/task_process.py and nxrun/executors/task_watchdog.py: a command started while the run stops is
 killed at once, the watchdog's protocol, and its sweep when its input ends without a goodbye."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from nxrun.task_process import TaskProcesses
-from nxrun.task_watchdog import read_registrations
+from nxrun.executors.task_process import TaskProcesses
+from nxrun.executors.task_watchdog import read_registrations
 
 
 def test_watchdog_protocol_keeps_only_groups_not_yet_reaped():
@@ -47,7 +47,7 @@ def test_watchdog_kills_registered_groups_and_token_carriers_when_its_input_ends
     # a process that left every group it was registered with, but carries the run's token
     escaped = subprocess.Popen(["sleep", "300"], start_new_session=True,
                                env=dict(os.environ, NXRUN_RUN_TOKEN=token))
-    watchdog = subprocess.Popen([sys.executable, "-m", "nxrun.task_watchdog", token, "2"], stdin=subprocess.PIPE)
+    watchdog = subprocess.Popen([sys.executable, "-m", "nxrun.executors.task_watchdog", token, "2"], stdin=subprocess.PIPE)
     try:
         watchdog.stdin.write(f"+{group.pid}\n".encode())
         watchdog.stdin.close()

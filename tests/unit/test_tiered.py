@@ -7,7 +7,8 @@ import pytest
 
 from nxrun.errors import ConfigError
 from nxrun.store.breaker import OutageBreaker
-from nxrun.store.s3 import RemoteRefused, RemoteUnavailable, S3Backend, S3Location
+from nxrun.store.backend import RemoteRefused, RemoteUnavailable
+from nxrun.store.s3 import S3Backend, S3Location
 from nxrun.store.tiered import RemoteCache, _Skipped, normalize_namespace
 
 

@@ -1,11 +1,16 @@
-"""Turn allocator-replay results into a markdown report and Figure-2-shaped charts (never typed by hand).
+"""Turn serving results into a markdown report and charts (never typed by hand).
 
-CLI: python -m workloads.serving.report results/serving/replay --out results/serving/report [--no-plot]
+CLI: python -m workloads.serving.report RESULTS... --out results/serving/report [--latency-bound 0.025] [--no-plot]
+
+RESULTS are files or folders of serving:replay, serving:engine and serving:peer results.
 
 Writes <out>/README.md (per dataset: where the KV memory goes under each policy, averaged over loaded
 iterations, next to the paper's token-state shares; the batch each policy runs) and, unless --no-plot,
 <out>/memory_<dataset>.png (stacked bars: the paper's Figure 2 shape) and <out>/token_states_<dataset>.png
-(token-state share over time, per policy).
+(token-state share over time, per policy); with engine results, <out>/latency_vs_rate.png (normalized
+latency against request rate per engine: the paper's Figure 12 shape), the sweep table and the headline
+(the highest rate each engine sustains under the normalized-latency bound, linearly interpolated between
+measured rates, and their ratio); with a peer result, the offline comparison with transformers.
 """
 
 from __future__ import annotations
@@ -69,7 +74,7 @@ def _trace_line(trace: dict) -> str:
 
 def render(documents: list[dict], chart_names: dict[str, tuple[str, str]] | None) -> str:
     config = documents[0]["config"]
-    lines = ["# Serving: where the KV cache goes (allocator replay, backend: cpu)", "",
+    lines = ["# Serving: where the KV cache goes (allocator replay, backend: cpu); engine sweep and peer below", "",
              "Generated from " + ", ".join(f"`{Path(d['_path']).name}`" for d in documents)
              + f" ({documents[0]['created']}). A trace replayed at iteration level (continuous batching, "
              f"FCFS, one token per running request per iteration) through each KV-memory policy: a pool of "
@@ -86,7 +91,6 @@ def render(documents: list[dict], chart_names: dict[str, tuple[str, str]] | None
              "others\"; it is set beside the ShareGPT replay only. `workloads/serving/NOTES.md` says where and why "
              "these numbers differ. With a constant iteration time, the time a policy takes to serve the whole "
              "trace is inversely proportional to its throughput.", "",
-             "The GPU serving engine (paged and reservation engines, latency sweep) is not part of this report yet.",
              ""]
     for document in documents:
         dataset = document["trace"]["dataset"]
@@ -118,17 +122,141 @@ def charts(document: dict, out: Path) -> tuple[str, str]:
     return memory, over_time
 
 
+def sustained_rate(points: list[tuple[float, float]], bound: float) -> float | None:
+    """The highest rate whose normalized latency is within `bound`, interpolated linearly to where the
+    curve crosses it (None when even the lowest rate is over; the highest rate when none is over)."""
+    points = sorted(points)
+    if not points or points[0][1] > bound:
+        return None
+    for (r0, l0), (r1, l1) in zip(points, points[1:]):
+        if l1 > bound:
+            return r0 + (bound - l0) / (l1 - l0) * (r1 - r0)
+    return points[-1][0]
+
+
+ENGINE_COLUMNS = [("engine", "engine"), ("rate", "rate (req/s)"), ("norm", "normalized latency (s/token)"),
+                  ("ttft50", "TTFT p50 (s)"), ("ttft99", "TTFT p99 (s)"), ("tpot50", "TPOT p50 (ms)"),
+                  ("itl99", "ITL p99 (ms)"), ("e2e90", "e2e p90 (s)"), ("req_s", "req/s"), ("tok_s", "output tok/s"),
+                  ("goodput", "goodput (req/s)"), ("batch", "mean decode batch"), ("kv_alloc", "KV allocated mean %"),
+                  ("kv_states", "token states % of allocated"), ("preempt", "preemptions"), ("step", "decode step p50 (ms)")]
+
+
+def engine_section(runs: list[dict], bound: float, chart: str | None) -> list[str]:
+    runs = sorted(runs, key=lambda d: (d["engine"], float(d["rate"])))
+    first = runs[0]
+    gpu = first.get("gpu_before") or {}
+    device = first["device"]
+    where = (f"{gpu.get('name', device.get('name'))} (UUID {gpu.get('uuid')}, power limit {gpu.get('power.limit')} W, "
+             f"SM clock {gpu.get('clocks.sm')} MHz at start, max {gpu.get('clocks.max.sm')} MHz, memory "
+             f"{gpu.get('clocks.mem')} MHz)" if gpu else f"{device.get('name')} (backend {first['backend']})")
+    cfg, model = first["config"], first["model"]
+    lines = ["## Engine sweep: normalized latency vs request rate (Figure 12 shape)", "",
+             f"backend: {first['backend']}; device: {where}; model: {model['name']} shape with random weights "
+             f"({model['parameters'] / 1e9:.2f} B parameters, {first['dtype']}); KV cache {cfg['kv_tokens']} token slots "
+             f"(block size {cfg['block_size']}), model maximum length {cfg['max_len']}, at most {cfg['max_batch']} "
+             f"running requests; first {first['trace']['requests']} requests of the {first['trace']['dataset']} trace, "
+             f"arrivals rescaled to each rate; preemption by {cfg['preemption']}; decode kernel {cfg['kernel']}, CUDA "
+             f"graphs {cfg['cuda_graphs']}; clock: {cfg['clock']}. Goodput SLO: TTFT <= "
+             f"{first['metrics']['slo']['ttft_s']} s and TPOT <= {first['metrics']['slo']['tpot_s']} s.", ""]
+    rows = []
+    for d in runs:
+        m = d["metrics"]
+        ms = lambda v: None if v is None else 1e3 * v  # noqa: E731
+        rows.append({"engine": d["engine"], "rate": float(d["rate"]), "norm": m["normalized_latency_s_per_token"],
+                     "ttft50": m["ttft_s"]["p50"], "ttft99": m["ttft_s"]["p99"], "tpot50": ms(m["tpot_s"]["p50"]),
+                     "itl99": ms(m["itl_s"]["p99"]), "e2e90": m["e2e_s"]["p90"], "req_s": m["throughput_req_s"],
+                     "tok_s": m["throughput_output_tok_s"], "goodput": m["goodput_req_s"],
+                     "batch": m["mean_decode_batch"], "kv_alloc": _percent(m["kv"]["allocated_mean"]),
+                     "kv_states": _percent(m["kv"]["token_states_of_allocated_mean"]), "preempt": m["preemptions"],
+                     "step": ms(d["decode_step_s"]["p50"])})
+    lines += [markdown_table(rows, ENGINE_COLUMNS), ""]
+    engines = sorted({d["engine"] for d in runs})
+    headline = []
+    for b in (bound / 2, bound, 2 * bound):
+        rates = {e: sustained_rate([(float(d["rate"]), d["metrics"]["normalized_latency_s_per_token"])
+                                    for d in runs if d["engine"] == e], b) for e in engines}
+        tops = {e: max(float(d["rate"]) for d in runs if d["engine"] == e) for e in engines}
+        shown = {e: (None if r is None else (f">= {r:g}" if r >= tops[e] else f"{r:.3g}")) for e, r in rates.items()}
+        paged, reserved = rates.get("paged"), rates.get("reservation")
+        ratio = None
+        if paged is not None and reserved:
+            capped_p, capped_r = paged >= tops["paged"], reserved >= tops["reservation"]
+            ratio = None if capped_r else (f">= {paged / reserved:.2f}" if capped_p else f"{paged / reserved:.2f}")
+        headline.append({"bound": b, "paged": shown.get("paged"), "reservation": shown.get("reservation"),
+                         "ratio": ratio, "which": "**headline**" if b == bound else ""})
+    lines += ["Highest request rate sustained with normalized latency <= the bound (interpolated between measured "
+              "rates; \"at least the highest rate\" when no measured rate is over, none when the lowest is):", "",
+              markdown_table(headline, [("which", ""), ("bound", "bound (s/token)"), ("paged", "paged (req/s)"),
+                                        ("reservation", "reservation (req/s)"), ("ratio", "paged / reservation")]), ""]
+    if chart:
+        lines += [f"![normalized latency vs request rate]({chart})", ""]
+    return lines
+
+
+def peer_section(peer: dict) -> list[str]:
+    if peer.get("skipped"):
+        return ["## Offline throughput against transformers", "", f"Not measured here: {peer['skipped']}.", ""]
+    summary, w = peer["summary"], peer["workload"]
+    gpu = peer.get("gpu_before") or {}
+    rows = [{"engine": r["engine"], "round": r["round"], "tok_s": r.get("tokens_per_s"), "wall": r.get("wall_s"),
+             "tokens": r.get("generated_tokens"), "note": r.get("error", "")} for r in peer["runs"]]
+    rows.append({"engine": "physical bound (decode bytes / measured read bandwidth)",
+                 "tok_s": summary["bound_tokens_per_s"], "wall": summary["decode_bound_s"], "note":
+                 f"read {summary['read_bandwidth_bytes_per_s'] / 1e12:.2f} TB/s"})
+    lines = ["## Offline throughput against transformers (same device call)", "",
+             f"Device: {gpu.get('name')} (UUID {gpu.get('uuid')}, power limit {gpu.get('power.limit')} W). Model: "
+             f"{peer['model']['name']} shape, random weights, {peer['dtype']}. Workload: {w['prompts']} prompts, "
+             f"lognormal lengths (target mean {w['input_mean_target']}, max {w['input_max']}, sampled mean "
+             f"{w['input_lengths_mean']:.1f}), {w['output_len']} output tokens each, EOS {w['eos']}, "
+             f"{w['arrival']}. Rounds alternate the engines.", "",
+             markdown_table(rows, [("engine", "engine"), ("round", "round"), ("tok_s", "generated tokens/s"),
+                                   ("wall", "time (s)"), ("tokens", "tokens"), ("note", "")]), ""]
+    if summary.get("ratio_ours_over_transformers"):
+        lines += [f"Ours / transformers (medians): **{summary['ratio_ours_over_transformers']:.1f}x** "
+                  f"(target >= 4x). Ours / bound: {max(summary['ours_tokens_per_s']) / summary['bound_tokens_per_s']:.2f}.", ""]
+    if summary.get("full_batch_step_s"):
+        lines += [f"Decode step at the full batch: {1e3 * summary['full_batch_step_s']:.2f} ms measured, "
+                  f"{1e3 * summary['full_batch_step_bound_s']:.2f} ms bound (weights + KV read once at the measured "
+                  "read bandwidth).", ""]
+    return lines
+
+
+def stepbench_section(doc: dict) -> list[str]:
+    if doc.get("skipped"):
+        return ["## Decode step: paged vs contiguous KV", "", f"Not measured here: {doc['skipped']}.", ""]
+    gpu = doc.get("gpu_before") or {}
+    rows = [{"shape": f"{r['batch']} x {r['context']}", "paged": 1e3 * r["paged_step_s"],
+             "contig": 1e3 * r["contiguous_step_s"], "ratio": r["paged_over_contiguous"],
+             "spread": f"[{r['ratio_p10_p90'][0]:.3f}, {r['ratio_p10_p90'][1]:.3f}]",
+             "gb": r["step_bytes"] / 1e9, "tbs": r["step_bytes"] / r["paged_step_s"] / 1e12, "kernel": r["kernel"]}
+            for r in doc["shapes"]]
+    return ["## Decode step: paged vs contiguous KV (same step, same call)", "",
+            f"Device: {gpu.get('name')} (UUID {gpu.get('uuid')}). The {doc['model']['name']} decode step as a CUDA "
+            "graph; attention by our paged kernel through shuffled block tables, or by torch SDPA over the same KV "
+            "laid out contiguously; rounds alternate, medians. Target: paged within 10 % of contiguous.", "",
+            markdown_table(rows, [("shape", "batch x context"), ("kernel", "paged kernel"), ("paged", "paged (ms)"),
+                                  ("contig", "contiguous SDPA (ms)"), ("ratio", "paged / contiguous"),
+                                  ("spread", "p10-p90 of rounds"), ("gb", "step bytes (GB)"),
+                                  ("tbs", "paged effective TB/s")]), ""]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workloads.serving.report", description=__doc__.split("\n")[0])
     parser.add_argument("results", nargs="+", type=Path, help="replay result files or folders of them")
     parser.add_argument("--out", type=Path, default=Path("results/serving/report"))
     parser.add_argument("--no-plot", action="store_true", help="table only (no matplotlib needed)")
+    parser.add_argument("--latency-bound", type=float, default=0.025,
+                        help="normalized latency (s/token) an engine must stay within to sustain a rate")
     args = parser.parse_args(argv)
     try:
-        documents = [d for d in load_results(args.results) if d.get("task") == "serving:replay"]
+        loaded = load_results(args.results)
     except (OSError, ValueError) as error:
         print(f"report: {error}", file=sys.stderr)
         return 2
+    documents = [d for d in loaded if d.get("task") == "serving:replay"]
+    engine_runs = [d for d in loaded if d.get("task") == "serving:engine"]
+    peers = [d for d in loaded if d.get("task") == "serving:peer"]
+    stepbenches = [d for d in loaded if d.get("task") == "serving:stepbench"]
     if not documents:
         print(f"report: no serving:replay result among {', '.join(map(str, args.results))}; run "
               "nxrun run serving:replay first", file=sys.stderr)
@@ -136,7 +264,25 @@ def main(argv: list[str] | None = None) -> int:
     documents.sort(key=lambda d: d["trace"]["dataset"] != "sharegpt")  # ShareGPT (the paper's Figure 2) first
     args.out.mkdir(parents=True, exist_ok=True)
     chart_names = None if args.no_plot else {d["trace"]["dataset"]: charts(d, args.out) for d in documents}
-    (args.out / "README.md").write_text(render(documents, chart_names))
+    text = render(documents, chart_names)
+    if engine_runs:
+        chart = None
+        if not args.no_plot:
+            chart = "latency_vs_rate.png"
+            series = {}
+            for engine in sorted({d["engine"] for d in engine_runs}):
+                points = sorted((float(d["rate"]), d["metrics"]["normalized_latency_s_per_token"])
+                                for d in engine_runs if d["engine"] == engine)
+                series[engine] = ([p[0] for p in points], [p[1] for p in points])
+            line_chart(args.out / chart, series, xlabel="request rate (req/s)",
+                       ylabel="normalized latency (s/token)",
+                       title=f"Normalized latency vs rate ({engine_runs[0]['backend']}, {engine_runs[0]['model']['name']})")
+        text += "\n" + "\n".join(engine_section(engine_runs, args.latency_bound, chart))
+    for peer in peers:
+        text += "\n" + "\n".join(peer_section(peer))
+    for doc in stepbenches:
+        text += "\n" + "\n".join(stepbench_section(doc))
+    (args.out / "README.md").write_text(text)
     print(f"serving report -> {args.out / 'README.md'}")
     return 0
 

@@ -13,9 +13,9 @@ import re
 import time
 from pathlib import Path
 
-from .bench_results import bench_rows, headline, interval_of
-from .errors import NxrunError
-from .history import runs
+from ..errors import NxrunError
+from ..run.bench_results import bench_rows, headline, interval_of
+from ..run.history import runs
 
 RUN_LIMIT = 200
 # A headline figure regresses when its interval lies wholly below the previous result's (above, for a

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import time
 
-from .records import default_factory, record
-from .store import encode_explain
-from .store.local import LocalStore
+from ..records import default_factory, record
+from ..store import encode_explain
+from ..store.local import LocalStore
 
 STATUSES = ("local-hit", "remote-hit", "miss", "failed", "skipped")
 

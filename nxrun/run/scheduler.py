@@ -1,18 +1,18 @@
-"""Run a set of tasks: hit -> restore outputs and replay the log; miss -> run the command,
-stream and capture its output, store outputs and log.
+"""The scheduler: run a set of tasks in graph order. A hit restores outputs and replays the log;
+a miss goes to the executor (nxrun/executors/), and its outputs and log are stored.
 
 Tasks become ready when their dependencies have finished; each ready task is hashed (its ETag
 keyed on its upstream tasks' output digests, for early cutoff), looked up, and either restored or
-run in a worker thread. `resources` serialise tasks that need exclusive hardware; tasks with the
-same ETag in one run execute once.
+queued to run. A queued task takes a worker only once its `resources` are granted (resources.py)
+and the task with the same ETag before it, if any, is done: a task waiting for a resource holds no
+worker, and tasks with the same ETag in one run execute once.
 
 Runs in one workspace never race on a task's outputs: a task's lock (task_locks.py) is held from
 before its cache lookup until its outputs are restored, or run and recorded in the index, so a
 second run waits and then hits. Locks are never held while waiting for dependencies, a twin or
 another lock; the scheduling thread only tries them, and a worker waits when one is taken. A
 command's input files are re-checked when it exits (input_check.py): a result made while an input
-changed is not cached. A command starts from clean declared outputs (fresh_outputs.py), and its
-processes die with nxrun (task_process.py).
+changed is not cached. A local command starts from clean declared outputs (fresh_outputs.py).
 """
 
 from __future__ import annotations
@@ -23,77 +23,26 @@ import threading
 import time
 from collections import deque
 
-from .console import Console
-from .errors import NxrunError
-from .graph import Task, TaskGraph, check_linked_output_owners
-from .hashing import InputMemo, StatCache, TaskHasher, digest_text, etag_of
+from ..console import Console
+from ..errors import NxrunError
+from ..executors.base import Finished, Job
+from ..graph import Task, TaskGraph, check_linked_output_owners
+from ..hashing import InputMemo, StatCache, TaskHasher, etag_of
+from ..records import record
+from ..runtime import Runtime
+from ..store import CacheEntry, CorruptBlob, UnsafeEntry
+from ..store.cache import TieredCache
+from ..store.capture import LogCapture, digest_of_records, scan_outputs
+from ..store.local import LocalStore
+from ..store.safety import check_entry
+from .etag import CurrentETags, aggregate_digest
 from .history import RunRecord, TaskRecord, save_run
 from .input_check import InputStats, RecordingStatCache, compact, first_changed
-from .records import default_factory, record
-from .runtime import Runtime, command_environment
-from .store import CacheEntry, CorruptBlob, UnsafeEntry
-from .store.capture import LogCapture, digest_of_records, scan_outputs
-from .store.local import LocalStore
-from .store.restore import restore_entry
-from .store.safety import check_entry
+from .resources import Grant, Resources
+from .results import RunOptions, RunResult, TaskResult
 from .task_locks import TaskLocks
 
 AGGREGATE = "aggregate"
-
-
-@record
-class RunOptions:
-    parallel: int = 4
-    keep_going: bool = False
-    skip_cache: bool = False
-    only: bool = False
-    dry_run: bool = False
-    args: list[str] = default_factory(list)
-    args_for: set[str] = default_factory(set)   # task ids the args after `--` go to
-
-
-@record
-class TaskResult:
-    task_id: str
-    status: str
-    etag: str | None = None
-    duration: float = 0.0
-    origin: str = ""
-    note: str = ""
-    outputs_digest: str | None = None
-
-
-@record
-class RunResult:
-    results: dict[str, TaskResult]
-    duration: float
-    warnings: list[str]
-    remote_summary: dict = default_factory(dict)
-
-    @property
-    def failed(self) -> bool:
-        return any(r.status == "failed" for r in self.results.values())
-
-    def count(self, status: str) -> int:
-        return sum(1 for r in self.results.values() if r.status == status)
-
-    def to_json(self) -> dict:
-        return {
-            "ok": not self.failed,
-            "duration": round(self.duration, 4),
-            "counts": {s: self.count(s) for s in ("local-hit", "remote-hit", "miss", "failed", "skipped",
-                                                  "predicted-hit", "predicted-miss", "unknown")
-                       if self.count(s)},
-            "tasks": [{"id": r.task_id, "status": r.status, "etag": r.etag, "duration": round(r.duration, 4),
-                       "origin": r.origin, "note": r.note} for r in self.results.values()],
-            "warnings": self.warnings,
-            "remote": self.remote_summary,
-        }
-
-
-def _aggregate_digest(dep_digests: dict) -> str:
-    """An aggregate task has no outputs of its own: it stands for its dependencies' outputs."""
-    return digest_text("\n".join(f"{k}={v}" for k, v in sorted(dep_digests.items())))
 
 
 class _LazyPool:
@@ -129,6 +78,7 @@ class _Pending:
     owner_event: threading.Event | None   # set when an identical task of this run is done
     inputs: InputStats                    # its input files as they were hashed
     locked: bool = False                  # whether this run holds the task's lock already
+    grant: Grant | None = None            # its resources, granted before it took a worker
 
 
 # An ETag's claim in one run: absent until a task with it is prepared; None while its first task
@@ -138,8 +88,6 @@ _DONE = threading.Event()
 _DONE.set()
 # from this many tasks on, a run reads the entries of their latest ETags in one query up front
 _PREFETCH_FROM = 32
-# entries handed out more recently than this are not marked used again (LRU order for prune)
-_TOUCH_AFTER = 3600.0
 
 
 class _TerminateAsInterrupt:
@@ -167,7 +115,9 @@ class _TerminateAsInterrupt:
 
 class Runner:
     def __init__(self, graph: TaskGraph, store: LocalStore, options: RunOptions, console: Console,
-                 remote=None, argv: list[str] | None = None, env_key=None):
+                 remote=None, argv: list[str] | None = None, env_key=None, executor="local"):
+        """`executor`: the name of the executor that runs cache misses (executors/), or one made
+        already (an object with the methods of executors.base.Executor)."""
         self.graph = graph
         self.workspace = graph.workspace
         self.root = graph.workspace.root
@@ -181,9 +131,11 @@ class Runner:
         # a cache disk that is full or read-only turns caching off for this run, with one warning
         store.uncached_on_disk_problems(self._warn)
         self.stat_cache = StatCache(store.load_stat_cache(under=str(self.root)))
+        # the cache tiers: local first, then remote
+        self.cache = TieredCache(store, remote, self.root, graph.workspace.restore, self.stat_cache)
         self.runtime = Runtime(graph.workspace.runtime, str(self.root))
         if env_key is None:   # the key of the configured remote, asked for when needed (show, why)
-            from .store.keys import EnvKeySource
+            from ..store.keys import EnvKeySource
 
             env_key = EnvKeySource(store, graph.workspace, remote, warn=console.warn)
         # the hasher's view of the stat cache notes each input's stat, for the check after the run
@@ -193,20 +145,23 @@ class Runner:
         self.input_memo = InputMemo()
         self.hasher = TaskHasher(self.root, graph.file_index, self._input_stats, self.runtime, env_key,
                                  memo=self.input_memo)
+        # what upstream tasks of --only tasks stand for: their entries restored, else as on disk
+        self.current = CurrentETags(graph, store, self.hasher, self.stat_cache, after_hash=self._input_stats.take,
+                                    use_entry=self._restore_locked)
         self.task_locks = TaskLocks(store.cache_dir, self.root, on_broken=lambda exc: self._warn(
             f"could not lock tasks in {self.task_locks.path} ({exc}); runs in this workspace at the same time "
             "are not kept from running the same task."))
         self.records: dict[str, TaskRecord] = {}
         self.results: dict[str, TaskResult] = {}
-        self._resource_cond = threading.Condition()
-        self._held_resources: set[str] = set()
+        # set when a worker finishes or a grant is released: the scheduling thread has work
+        self._wake = threading.Event()
+        self.resources = Resources(on_release=self._wake.set)
         self._etag_claims: dict[str, threading.Event | None] = {}
         self._interrupted = threading.Event()
-        self._task_processes = None   # a task_process.TaskProcesses from the first command on
+        self._executor_choice = executor
+        self.executor = None   # made at the start of run()
         # task locks kept until the index holds their tasks' entries (a waiting run must find them)
         self._locks_until_flushed: list[tuple[str, str]] = []   # (task id, etag)
-        self._touched: list[str] = []
-        self._now = time.time()
 
     # ------------------------------------------------------------------ public
     def run(self, requested: list[str]) -> RunResult:
@@ -219,6 +174,7 @@ class Runner:
         check_linked_output_owners(self.root, self.graph.tasks.values(), reserved)
         digests: dict[str, str | None] = {}
         waiting = f"waiting for a `nxrun cache prune`, `clear` or `verify` of {self.store.cache_dir} to finish..."
+        self.executor = self._make_executor()
         with self.store.in_use(on_wait=lambda: self.console.warn(waiting)), _TerminateAsInterrupt():
             if len(selected) > _PREFETCH_FROM and not self.options.skip_cache:
                 self.store.prefetch_hits(selected)
@@ -237,11 +193,23 @@ class Runner:
                     self._finish(started)
                 finally:
                     self.task_locks.close()   # after _finish: the index holds every entry by now
-                    if self._task_processes is not None:
-                        self._task_processes.close(clean)
+                    self.executor.close(clean)
         ordered = {t: self.results[t] for t in selected if t in self.results}
-        summary = self.remote.summary() if self.remote is not None else {}
+        summary = self.cache.summary()
         return RunResult(ordered, time.monotonic() - wall, self.warnings, summary)
+
+    def _make_executor(self):
+        choice = self._executor_choice
+        if not isinstance(choice, str):
+            executor = choice
+        else:
+            from ..executors import make_executor
+
+            executor = make_executor(choice, self.workspace, self.remote, self.console, store=self.store,
+                                     watchdog_holds=self.task_locks.inheritable_fds)
+        if not self.options.dry_run:
+            executor.check()
+        return executor
 
     # ------------------------------------------------------------------ scheduling
     def _schedule(self, selected: list[str], digests: dict[str, str | None]) -> None:
@@ -252,7 +220,7 @@ class Runner:
             for task_id in selected:
                 for dep in tasks[task_id].deps:
                     if dep not in selected_set:
-                        digests[dep] = self._dep_digest_from_disk(dep, restore=True)
+                        digests[dep] = self.current.outputs_digest(dep)
         children: dict[str, list[str]] = {t: [] for t in selected}
         unfinished: dict[str, int] = {}
         for task_id in selected:
@@ -277,9 +245,34 @@ class Runner:
             finished(task_id)
             return result.status == "failed" and not self.options.keep_going
 
-        with _LazyPool(max(1, self.options.parallel)) as pool:
+        workers = max(1, self.options.parallel)
+        # prepared misses waiting for a worker, their resources, or the identical task before them
+        queued: deque[tuple[str, _Pending]] = deque()
+        wake = self._wake
+
+        def dispatch() -> None:
+            """Hand queued tasks to free workers, in order, each once its resources are granted and
+            the identical task before it (if any) is done; the others stay queued, holding nothing."""
+            if len(running) >= workers:
+                return
+            for item in list(queued):
+                task_id, pending = item
+                if pending.owner_event is not None and not pending.owner_event.is_set():
+                    continue
+                grant = self.resources.try_grant(tasks[task_id])
+                if grant is None:
+                    continue
+                queued.remove(item)
+                pending.grant = grant
+                future = pool.submit(self._complete, tasks[task_id], pending)
+                future.add_done_callback(lambda _future: wake.set())
+                running[future] = task_id
+                if len(running) >= workers:
+                    return
+
+        with _LazyPool(workers) as pool:
             try:
-                while ready or running:
+                while ready or running or queued:
                     while ready:
                         task_id = ready.popleft()
                         bad = [d for d in remaining_deps[task_id]
@@ -302,15 +295,18 @@ class Runner:
                         if isinstance(outcome, TaskResult):
                             stop_launching |= done_with(task_id, outcome)
                         else:
-                            running[pool.submit(self._complete, tasks[task_id], outcome)] = task_id
+                            queued.append((task_id, outcome))
+                    dispatch()
                     if not running:
+                        if queued:   # nothing runs, so nothing is held: every queued task can go
+                            raise NxrunError(f"internal error: {len(queued)} tasks cannot be scheduled "
+                                             f"({queued[0][0]} first)")
                         continue
-                    from concurrent.futures import FIRST_COMPLETED, wait
-
-                    done, _ = wait(list(running), timeout=0.5, return_when=FIRST_COMPLETED)
+                    wake.wait(0.5)
+                    wake.clear()
                     self.store.flush_due()
                     self._release_flushed_locks()
-                    for future in done:
+                    for future in [f for f in running if f.done()]:
                         task_id = running.pop(future)
                         try:
                             result = future.result()
@@ -321,6 +317,19 @@ class Runner:
             except KeyboardInterrupt:
                 self._interrupt()   # before the pool waits for its workers: stop their commands first
                 raise
+            finally:
+                self._drop_queued(queued)
+
+    def _drop_queued(self, queued) -> None:
+        """The run stopped with prepared tasks that never got a worker: they are skipped, and
+        give back their locks and their claims on their ETags."""
+        while queued:
+            task_id, pending = queued.popleft()
+            pending.record.status = "skipped"
+            if pending.locked:
+                self.task_locks.release(task_id)
+            if pending.owner_event is None:
+                self._release_claim(pending.etag)
 
     def _record_skip(self, task_id: str, reason: str) -> None:
         self.results[task_id] = TaskResult(task_id, "skipped", note=reason)
@@ -334,7 +343,7 @@ class Runner:
         started = time.time()
         tick = time.monotonic()
         if task.is_aggregate:
-            return TaskResult(task.id, AGGREGATE, outputs_digest=_aggregate_digest(dep_digests))
+            return TaskResult(task.id, AGGREGATE, outputs_digest=aggregate_digest(dep_digests))
         if any(v is None for v in dep_digests.values()):
             # dry run: an upstream task would run, so this ETag cannot be known yet
             return TaskResult(task.id, "unknown", note="an upstream task would run first")
@@ -351,7 +360,7 @@ class Runner:
         self.records[task.id] = record
 
         if self.options.dry_run:
-            entry, origin = self._lookup(etag, task, dry_run=True)
+            entry, origin = self.cache.lookup(etag, task, dry_run=True)
             status = "predicted-hit" if entry else "predicted-miss"
             self.records.pop(task.id, None)
             self.console.task_finished(task.id, status, 0.0, f"{origin} " if entry else "")
@@ -373,7 +382,7 @@ class Runner:
             pending.locked = True
             if task.cache != "never" and not self.options.skip_cache:
                 try:
-                    entry, origin = self._lookup(etag, task, remote=False)
+                    entry, origin = self.cache.lookup(etag, task, remote=False)
                     result = self._hit(task, entry, origin, pending) if entry is not None else None
                 except BaseException:
                     self.task_locks.release(task.id)
@@ -393,8 +402,8 @@ class Runner:
             waiting.set()
 
     def _complete(self, task: Task, pending: _Pending) -> TaskResult:
-        """In a worker: wait for an identical task and for the task's lock, try the caches, else
-        run the command."""
+        """In a worker, holding the task's resources: wait for the task's lock (its identical task
+        is done already), try the caches, else run the command."""
         owner_event = pending.owner_event
         if owner_event is not None:
             owner_event.wait()
@@ -408,7 +417,7 @@ class Runner:
                 pending.locked = True
             if task.cache != "never" and not self.options.skip_cache:
                 # the local cache again when the task's twin or another run may have stored it meanwhile
-                entry, origin = self._lookup(pending.etag, task, local=waited)
+                entry, origin = self.cache.lookup(pending.etag, task, local=waited)
                 if entry is not None:
                     result = self._hit(task, entry, "dedup" if owner_event is not None else origin, pending)
                     if result is not None:
@@ -418,6 +427,7 @@ class Runner:
             keep_lock = result.status == "miss" and self.store.is_deferred(pending.etag)
             return result
         finally:
+            self.resources.release(pending.grant)   # a hit, or stopped before running: held no longer
             if pending.locked:
                 if keep_lock:
                     with self._lock:
@@ -449,7 +459,7 @@ class Runner:
         try:
             restored = self._restore(task, entry, origin)
         except OSError as exc:   # the workspace's disk (full, read-only): the task fails, saying where
-            from .store.disk import describe
+            from ..store.disk import describe
 
             where = os.path.dirname(exc.filename) if exc.filename else self.root
             return self._fail(task, pending.record, pending.tick,
@@ -468,36 +478,17 @@ class Runner:
         return TaskResult(task.id, record.status, pending.etag, record.duration, origin,
                           outputs_digest=entry.outputs_digest)
 
-    def _lookup(self, etag: str, task: Task, dry_run: bool = False, local: bool = True,
-                remote: bool = True) -> tuple[CacheEntry | None, str]:
-        entry = self.store.get_hit(etag) if local else None
-        if entry is not None:
-            if entry.declared_outputs != task.outputs:
-                entry = None
-            else:
-                if entry.last_used < self._now - _TOUCH_AFTER:
-                    self._touched.append(etag)
-                return entry, "local"
-        if remote and self.remote is not None and task.cache != "never":
-            try:
-                entry = self.remote.fetch(etag, self.store, dry_run=dry_run)
-            except NxrunError:
-                raise
-            if entry is not None:
-                return entry, "remote"
-        return None, ""
-
     def _restore(self, task: Task, entry: CacheEntry, origin: str) -> bool:
         problem = self._restore_files(task, entry, origin)
         log = b""
         if problem is None and entry.log_digest and not self.console.quiet:
             try:
-                log = self.store.read_blob(entry.log_digest)
+                log = self.cache.read_log(entry)
             except CorruptBlob as exc:
                 problem = f"cache entry {entry.etag[:12]} has a corrupt or missing blob ({exc})"
         if problem is not None:
             self._warn(f"{task.id}: {problem}; treating it as a miss and running the task.")
-            self.store.delete_entry(entry.etag)
+            self.cache.forget(entry.etag)
             return False
         self.console.replay(task.id, log, origin)
         return True
@@ -508,8 +499,7 @@ class Runner:
             written = -1
             self.input_memo.writing_started(forget=False)
             try:
-                written = restore_entry(entry, self.store, self.root, task.outputs, self.stat_cache,
-                                        self.workspace.restore, origin=origin)
+                written = self.cache.restore(task, entry, origin)
             finally:
                 self.input_memo.writing_ended(changed=written != 0)
             return None
@@ -517,25 +507,6 @@ class Runner:
             return f"cache entry {entry.etag[:12]} has a corrupt or missing blob ({exc})"
         except UnsafeEntry as exc:
             return f"rejected unsafe cache entry from {origin} cache: {exc}"
-
-    def _acquire(self, resources: list[str]) -> bool:
-        """Wait for the resources; False (and none held) when the run is stopped meanwhile."""
-        if not resources:
-            return True
-        with self._resource_cond:
-            while any(r in self._held_resources for r in resources):
-                if self._interrupted.is_set():
-                    return False
-                self._resource_cond.wait()
-            self._held_resources.update(resources)
-        return True
-
-    def _release(self, resources: list[str]) -> None:
-        if not resources:
-            return
-        with self._resource_cond:
-            self._held_resources.difference_update(resources)
-            self._resource_cond.notify_all()
 
     def _execute(self, task: Task, pending: _Pending) -> TaskResult:
         etag, record, tick = pending.etag, pending.record, pending.tick
@@ -552,53 +523,46 @@ class Runner:
         if not cwd.is_dir():
             return self._fail(task, record, tick, f"working folder '{task.cwd}' does not exist ({task.source}); "
                                                   "create it or fix the target's cwd.", etag)
-        env = command_environment()
-        env.update(task.env)
+        env = dict(task.env)
         env["NXRUN_TASK"] = task.id
         env["NXRUN_WORKSPACE"] = str(self.root)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        if not self._acquire(task.resources):
-            record.status = "skipped"
-            return TaskResult(task.id, "skipped", etag, note="interrupted")
-        log = None
-        # the command may change any file (its outputs are cleared first): no input digest of this
-        # run is trusted from now until it has ended
-        self.input_memo.writing_started()
+        job = Job(task, etag, command, env, task.cwd,
+                  [(name[5:], digest) for name, digest in record.explain.items() if name.startswith("file:")])
+        grant = pending.grant
+        if grant is not None and grant.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = env["NXRUN_GPU_IDS"] = ",".join(grant.gpus)
+            job.gpus = list(grant.gpus)
+        executor = self.executor
+        in_workspace = not executor.produces_entries
+        tail: list[bytes] = []
+
+        def on_line(line: bytes) -> None:
+            self.console.task_output(task.id, line)
+            tail.append(line)
+            if len(tail) > 5:
+                tail.pop(0)
+
+        # a local command may change any file (its outputs are cleared first): no input digest of
+        # this run is trusted from now until it has ended
+        if in_workspace:
+            self.input_memo.writing_started()
         try:
-            problem = self._clear_outputs(task, cwd, pending.inputs)
-            if problem is not None:
-                return self._fail(task, record, tick, problem, etag)
-            run_tick = time.monotonic()
+            if in_workspace:
+                problem = self._clear_outputs(task, cwd, pending.inputs)
+                if problem is not None:
+                    return self._fail(task, record, tick, problem, etag)
             self.console.task_started(task.id, command)
-            processes = self._processes()
-            try:
-                process = processes.start(command, cwd, env)
-            except OSError as exc:
-                return self._fail(task, record, tick, f"could not start the command: {exc}", etag)
-            log = LogCapture(self.store)
-            try:
-                tail: list[bytes] = []
-                assert process.stdout is not None
-                for line in iter(process.stdout.readline, b""):
-                    log.write(line)
-                    self.console.task_output(task.id, line)
-                    tail.append(line)
-                    if len(tail) > 5:
-                        tail.pop(0)
-                exit_code = processes.wait(process)
-            except BaseException:
-                log.discard()
-                raise
-            finally:
-                process.stdout.close()
-                log.close()
-            duration = time.monotonic() - run_tick
+            finished = executor.run(job, on_line)
         finally:
-            self.input_memo.writing_ended()
-            self._release(task.resources)
+            if in_workspace:
+                self.input_memo.writing_ended()
+            self.resources.release(grant)   # now, not after storing: a queued task may start
         try:
+            if finished.problem is not None:
+                return self._fail(task, record, tick, finished.problem, etag)
             if self._interrupted.is_set():
                 return self._fail(task, record, tick, "interrupted", etag)
+            exit_code = finished.exit_code
             if exit_code != 0:
                 if exit_code < 0:
                     reason = f"killed by signal {-exit_code}"
@@ -609,25 +573,42 @@ class Runner:
                     reason += (f": the command was not found. Check `command` of {task.id} ({task.source}) "
                                "and that the program is installed and on PATH")
                 return self._fail(task, record, tick, reason, etag)
+            if not in_workspace:
+                return self._adopt(task, pending, finished)
             changed = first_changed(pending.inputs)
             if changed is not None:
                 path, what = changed
                 rel = os.path.relpath(path, self.root).replace(os.sep, "/")
                 self._warn(f"{task.id}: input '{rel}' {what} while the task ran, so its result is not cached "
                            "(the next run runs it again).")
-            return self._store(task, etag, record, tick, duration, log, cache_result=changed is None)
+            return self._store(task, etag, record, tick, finished.duration, finished.log,
+                               cache_result=changed is None)
         finally:
-            log.discard()
+            if finished.log is not None:
+                finished.log.discard()
 
-    def _processes(self):
-        """The run's task processes (and their watchdog), from the first command on."""
-        with self._lock:
-            if self._task_processes is None:
-                from .task_process import TaskProcesses
+    def _adopt(self, task: Task, pending: _Pending, finished: Finished) -> TaskResult:
+        """A command that ran elsewhere and stored its entry in the remote cache: index that entry
+        locally and restore its outputs, as for a remote hit (the entry is untrusted alike)."""
+        etag, record, tick = pending.etag, pending.record, pending.tick
+        entry, problem = self.cache.adopt(task, etag, finished.entry)
+        if entry is not None:
+            try:
+                problem = self._restore_files(task, entry, "remote")
+            except OSError as exc:   # the workspace's disk (full, read-only)
+                from ..store.disk import describe
 
-                self._task_processes = TaskProcesses(self._interrupted,
-                                                     watchdog_holds=self.task_locks.inheritable_fds)
-            return self._task_processes
+                where = os.path.dirname(exc.filename) if exc.filename else self.root
+                problem = f"could not restore its outputs from the cache into {where}: {describe(exc, where)}"
+            if problem is not None or task.cache == "never":
+                self.cache.forget(entry.etag)
+        if problem is not None:
+            return self._fail(task, record, tick, f"{problem} (it ran on the {self.executor.name} executor)", etag)
+        record.status = "miss"
+        record.duration = time.monotonic() - tick
+        record.outputs_digest = entry.outputs_digest
+        self.console.task_finished(task.id, "miss", finished.duration)
+        return TaskResult(task.id, "miss", etag, record.duration, outputs_digest=entry.outputs_digest)
 
     def _clear_outputs(self, task: Task, cwd, inputs: InputStats) -> str | None:
         """Remove the task's declared outputs before its command runs; why not, when that failed."""
@@ -679,9 +660,7 @@ class Runner:
                     outputs_digest=digest, log_digest=log_digest, exit_code=0, duration=duration,
                     created=time.time(), runtime_facts=self._public_facts(), explain=record.explain)
                 check_entry(entry, task.outputs)     # what a hit could not restore is not stored
-                self.store.put_entry(entry, defer=True)
-                if self.remote is not None:
-                    self.remote.upload(entry, self.store)
+                self.cache.store(entry)
             except (OSError, sqlite3.Error) as exc:
                 if not self.store.writes_off:   # else the store has said once that caching is off
                     self._warn(f"{task.id}: could not write its cache entry ({exc}); it will run again next time.")
@@ -702,29 +681,7 @@ class Runner:
             facts[key] = value[:2000]
         return facts
 
-    # ------------------------------------------------------------------ --only and inspection
-    def _dep_digest_from_disk(self, task_id: str, restore: bool, _memo: dict | None = None) -> str:
-        """The output digest of an upstream task as the workspace has it now: its cache entry's when
-        its ETag (computed from what is on disk) is cached, else a scan of its outputs on disk."""
-        memo = {} if _memo is None else _memo
-        if task_id in memo:
-            return memo[task_id]
-        task = self.graph.tasks[task_id]
-        dep_digests = {d: self._dep_digest_from_disk(d, restore, memo) for d in task.deps}
-        if task.is_aggregate:
-            digest = _aggregate_digest(dep_digests)
-        else:
-            components, _ = self.hasher.components(task, dep_digests)
-            self._input_stats.take()   # only a task about to run needs them
-            entry = self.store.get_hit(etag_of(components)) if task.cache != "never" else None
-            if entry is not None and (not restore or self._restore_locked(task, entry)):
-                digest = entry.outputs_digest
-            else:
-                records, _missing = scan_outputs(self.root, task.outputs, self.stat_cache, None)
-                digest = digest_of_records(records)
-        memo[task_id] = digest
-        return digest
-
+    # ------------------------------------------------------------------ --only
     def _restore_locked(self, task: Task, entry: CacheEntry) -> bool:
         """Restore an upstream task's entry for --only, under the task's lock; whether it worked."""
         if not self._wait_for_lock(task):
@@ -733,17 +690,6 @@ class Runner:
             return self._restore_files(task, entry) is None
         finally:
             self.task_locks.release(task.id)
-
-    def explain(self, task_id: str, memo: dict | None = None) -> tuple[dict[str, str], str]:
-        """The task's current explain manifest and ETag, upstream outputs taken as they are on disk.
-        Pass one `memo` dict to successive calls to hash each upstream task once (the graph page)."""
-        task = self.graph.tasks[task_id]
-        memo = {} if memo is None else memo
-        dep_digests = {d: self._dep_digest_from_disk(d, False, memo) for d in task.deps}
-        components, warnings = self.hasher.components(task, dep_digests)
-        self._input_stats.take()
-        self.warnings.extend(warnings)
-        return components, etag_of(components)
 
     # ------------------------------------------------------------------ end of run
     def _warn(self, message: str) -> None:
@@ -755,15 +701,9 @@ class Runner:
         """Stop the run: no command starts from now on (one starting right now is killed by the
         worker that starts it), and running ones are stopped, SIGKILLed after a grace period."""
         self._interrupted.set()
-        with self._resource_cond:
-            self._resource_cond.notify_all()   # tasks waiting for a resource give up
-        with self._lock:
-            processes = self._task_processes
-        if processes is not None:
-            try:
-                processes.stop_all()
-            except KeyboardInterrupt:   # a second Ctrl-C or SIGTERM during the grace period: no more grace
-                processes.kill_all()
+        self.resources.interrupt()
+        if self.executor is not None:
+            self.executor.cancel_all()
 
     def _finish(self, started: float) -> None:
         try:
@@ -775,8 +715,7 @@ class Runner:
         try:
             self.store.save_stat_cache(self.stat_cache.dirty)
             self.stat_cache.dirty = {}
-            if self._touched:
-                self.store.touch_entries(self._touched)
+            self.cache.mark_used()
             if self.options.dry_run:
                 return
             run = RunRecord(started=started, argv=self.argv, cwd=str(self.root))
@@ -784,7 +723,7 @@ class Runner:
             run.finished = time.time()
             run.status = "failed" if any(t.status == "failed" for t in run.tasks) else "ok"
             if self.remote is not None:
-                run.remote_skipped = self.remote.summary().get("skipped", 0)
+                run.remote_skipped = self.cache.summary().get("skipped", 0)
             run_id = save_run(self.store, run)
             tasks = self.graph.tasks
             if any(tasks[t.task_id].is_bench for t in run.tasks if t.task_id in tasks):

@@ -6,9 +6,9 @@ import json
 import sys
 import time
 
-from .console import Console
-from .errors import GraphError
-from .history import diff_explain, last_task_record, runs, task_history
+from ..console import Console
+from ..errors import GraphError
+from ..run.history import diff_explain, last_task_record, runs, task_history
 
 
 def _one_task(obj, name: str) -> str:
@@ -19,18 +19,18 @@ def _one_task(obj, name: str) -> str:
     return ids[0]
 
 
-def _runner(obj):
-    from .runner import Runner, RunOptions
+def _current(obj):
+    """What tasks' ETags would be now (run/etag.py), without building a run."""
+    from ..run.etag import CurrentETags
 
-    console = Console(stream=sys.stderr, quiet=True)
-    return Runner(obj.graph, obj.store, RunOptions(), console)
+    return CurrentETags.for_views(obj.graph, obj.store, warn=Console(stream=sys.stderr, quiet=True).warn)
 
 
 def show_task(obj, name: str, as_json: bool) -> str:
     task_id = _one_task(obj, name)
     task = obj.graph.tasks[task_id]
-    runner = _runner(obj)
-    components, etag = runner.explain(task_id)
+    current = _current(obj)
+    components, etag = current.explain(task_id)
     entry = obj.store.get_entry(etag)
     last = last_task_record(obj.store, task_id)
     data = {
@@ -41,7 +41,7 @@ def show_task(obj, name: str, as_json: bool) -> str:
         "cached_origin": (obj.store.read("SELECT origin FROM entries WHERE etag = ?", (etag,)) or [[None]])[0][0],
         "components": components,
         "last_run": last and {k: last[k] for k in ("etag", "status", "origin", "duration", "started")},
-        "warnings": runner.warnings,
+        "warnings": current.warnings,
     }
     if as_json:
         return json.dumps(data, indent=2)
@@ -62,15 +62,15 @@ def show_task(obj, name: str, as_json: bool) -> str:
     lines.append(f"components ({len(components)}):")
     for name_, digest in sorted(components.items()):
         lines.append(f"  {digest[:16] if len(digest) == 32 else digest:32}  {name_}")
-    for warning in runner.warnings:
+    for warning in current.warnings:
         lines.append(f"warning: {warning}")
     return "\n".join(lines)
 
 
 def why_task(obj, name: str, as_json: bool) -> str:
     task_id = _one_task(obj, name)
-    runner = _runner(obj)
-    components, etag = runner.explain(task_id)
+    current = _current(obj)
+    components, etag = current.explain(task_id)
     last = last_task_record(obj.store, task_id)
     if last is None:
         message = f"{task_id} has never run in this workspace's history; it will run (etag {etag[:16]})."
@@ -133,7 +133,7 @@ def cache_stats(obj, as_json: bool) -> str:
                   "time_saved_s": round(totals[3], 3)})
     remote_rows = obj.store.read("SELECT coalesce(sum(size),0) FROM entries WHERE origin = 'remote'")
     stats["remote_bytes_restored_entries"] = remote_rows[0][0]
-    from .store.tiered import transfer_totals
+    from ..store.tiered import transfer_totals
 
     stats["remote"] = transfer_totals(obj.store)
     if as_json:
@@ -155,7 +155,7 @@ def cache_stats(obj, as_json: bool) -> str:
 
 def sync_tasks(obj, names, direction: str, namespace: str | None) -> str:
     remote = obj.remote("required", namespace)
-    runner = _runner(obj)
+    current = _current(obj)
     lines = []
     try:
         for name in names:
@@ -163,7 +163,7 @@ def sync_tasks(obj, names, direction: str, namespace: str | None) -> str:
                 task = obj.graph.tasks[task_id]
                 if task.is_aggregate:
                     continue
-                _, etag = runner.explain(task_id)
+                _, etag = current.explain(task_id)
                 if direction == "push":
                     entry = obj.store.get_entry(etag, explain=True)
                     if entry is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from .graph import TaskGraph
+from ..graph import TaskGraph
 
 
 def in_order(graph: TaskGraph, ids: Iterable[str] | None) -> list[str]:

@@ -4,7 +4,7 @@ The page holds everything it shows as one JSON document: tasks laid out left to 
 depth in one lane per project, each with its last status from the history, its ETag components and
 what changed since the previous run (the data of `nxrun why`), the current ETag as the workspace is
 now, outputs, durations and, for bench tasks, the headline figures. The drawing code is plain SVG and
-JavaScript in nxrun/graph_page_assets.py; the page makes no network request (a Content-Security-Policy
+JavaScript in nxrun/views/graph_page_assets.py; the page makes no network request (a Content-Security-Policy
 forbids it).
 """
 
@@ -16,10 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-from .bench_results import bench_rows, extract_figures, headline, read_documents
-from .graph import TaskGraph
+from ..graph import TaskGraph
+from ..run.bench_results import bench_rows, extract_figures, headline, read_documents
+from ..run.history import diff_explain
 from .graph_view import by_project, depths, in_order
-from .history import diff_explain
 
 COLUMN_WIDTH = 260
 ROW_HEIGHT = 34
@@ -54,17 +54,17 @@ def _recent_rows(store, ids: set[str]) -> dict[str, list[dict]]:
 
 def _current_manifests(obj, ids: list[str]) -> dict[str, tuple[dict[str, str], str]]:
     """Each task's explain manifest and ETag as the workspace is now (upstream outputs as on disk)."""
-    from .console import Console
-    from .runner import Runner, RunOptions
+    from ..console import Console
+    from ..run.etag import CurrentETags
 
-    runner = Runner(obj.graph, obj.store, RunOptions(), Console(stream=sys.stderr, quiet=True))
+    current_etags = CurrentETags.for_views(obj.graph, obj.store, warn=Console(stream=sys.stderr, quiet=True).warn)
     memo: dict = {}
     current = {}
     for task_id in ids:
         if obj.graph.tasks[task_id].is_aggregate:
             continue
         try:
-            current[task_id] = runner.explain(task_id, memo)
+            current[task_id] = current_etags.explain(task_id, memo)
         except (OSError, ValueError):  # a file vanished mid-scan: the page still draws, without it
             continue
     return current
@@ -141,7 +141,7 @@ def page_data(obj, ids: list[str] | None, affected_base: str | None) -> dict:
     affected: list[str] = []
     changed: list[str] = []
     if affected_base:
-        from .graph import affected_tasks, changed_files
+        from ..graph import affected_tasks, changed_files
 
         changed = changed_files(obj.workspace.root, affected_base, None)
         try:  # the cache folder is never an input; do not list it when it is not ignored by git

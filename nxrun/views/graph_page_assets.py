@@ -1,4 +1,4 @@
-"""The HTML, CSS and JavaScript of the graph page (nxrun/graph_page.py fills in the data).
+"""The HTML, CSS and JavaScript of the graph page (nxrun/views/graph_page.py fills in the data).
 
 Written for this project, no third-party code: plain SVG drawn from one string of markup (fast at
 thousands of nodes), pan and zoom by one transform, highlights by CSS classes. The page loads

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# One device call for the serving engine: build the kernels, the gpu-marked serving tests, the offline
+# comparison with transformers and (STAGE=full) the bench:serving pipeline through nxrun. Logs to $OUT.
+#
+#   bash workloads/serving/gpu_round.sh            # STAGE=smoke: tests, two short serve runs, peer
+#   STAGE=full bash workloads/serving/gpu_round.sh # tests, then `nxrun run bench:serving` (sweep + peer + report)
+set -uo pipefail
+OUT=${OUT:-/tmp/serving_round}
+STAGE=${STAGE:-smoke}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 NO_COLOR=1
+PY=${PY:-python3}
+if [ -d .whl ]; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+$PY -m pip install -q --no-deps --no-build-isolation -e . > /tmp/nxrun-install.log 2>&1 || { cat /tmp/nxrun-install.log; exit 1; }
+mkdir -p /tmp/bin && ln -sf "$(command -v $PY)" /tmp/bin/python && export PATH=/tmp/bin:$PATH
+nvidia-smi --query-gpu=name,uuid,driver_version,power.limit,clocks.sm,clocks.mem,clocks.max.sm,temperature.gpu \
+    --format=csv,noheader | tee "$OUT/device.txt"
+start=$(date +%s)
+timeout ${TEST_TIMEOUT:-150} $PY -m pytest -m gpu -x -q -p no:cacheprovider tests/serving > "$OUT/gpu-tests.log" 2>&1
+echo "gpu tests: $(tail -n 1 "$OUT/gpu-tests.log") $(( $(date +%s) - start ))s"
+grep -E "^(FAILED|ERROR|E )" "$OUT/gpu-tests.log" | head -n 15
+if [ "$STAGE" = smoke ]; then
+    $PY -m workloads.paged_attention.build --out build/paged > "$OUT/build.log" 2>&1
+    $PY -m workloads.serving.traces --dataset sharegpt --rate 200 --num 2000 --seed 0 --out /tmp/sharegpt.jsonl > /dev/null
+    for engine in paged reservation; do
+        timeout 100 $PY -m workloads.serving.serve /tmp/sharegpt.jsonl --engine $engine --rate ${RATE:-8} --num ${NUM:-60} \
+            --max-batch 128 --out "$OUT/serve-$engine.json" 2>&1 | tail -n 3
+        echo "serve $engine done $(( $(date +%s) - start ))s"
+    done
+    timeout ${PEER_TIMEOUT:-260} $PY -m workloads.serving.peer --out "$OUT/peer.json" --rounds 1 2>&1 | tail -n 30
+    echo "peer done $(( $(date +%s) - start ))s"
+else
+    timeout ${PIPELINE_TIMEOUT:-420} $PY -m nxrun run bench:serving > "$OUT/bench-serving.log" 2>&1
+    echo "bench:serving rc=$? $(( $(date +%s) - start ))s: $(grep '^nxrun:' "$OUT/bench-serving.log" | tail -n 1)"
+    again=$($PY -m nxrun run -q bench:serving 2>&1 | tail -n 1); echo "again: $again"
+    tar czf "$OUT/results.tgz" results/serving 2>/dev/null
+    grep -h "^serve \|ratio\|tokens_per_s" "$OUT/bench-serving.log" | head -n 30
+    [ -f results/serving/report/README.md ] && sed -n '/^## Engine/,$p' results/serving/report/README.md | head -n 40
+fi
+nvidia-smi --query-gpu=clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv,noheader
