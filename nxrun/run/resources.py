@@ -31,11 +31,16 @@ class Resources:
         self._held: set[str] = set()
         self._on_release = on_release
         self._interrupted = False
+        # names an executor places itself (Ray places `gpu` tasks on the GPUs of its nodes): not
+        # held here, or one GPU task at a time would run on a whole cluster
+        self.placed_elsewhere: frozenset[str] = frozenset()
 
     def try_grant(self, task) -> Grant | None:
         """A grant of everything `task` asks for, or None when some of it is held (or the run is
         being stopped): then the task waits, holding nothing."""
         names = task.resources
+        if names and self.placed_elsewhere:
+            names = [name for name in names if name not in self.placed_elsewhere]
         if not names:
             return Grant([])
         with self._lock:

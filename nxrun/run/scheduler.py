@@ -206,9 +206,14 @@ class Runner:
             from ..executors import make_executor
 
             executor = make_executor(choice, self.workspace, self.remote, self.console, store=self.store,
-                                     watchdog_holds=self.task_locks.inheritable_fds)
+                                     watchdog_holds=self.task_locks.inheritable_fds, graph=self.graph)
         if not self.options.dry_run:
             executor.check()
+        # an executor that runs tasks elsewhere says what hardware a task's ETag must hold, and may
+        # place GPU tasks itself
+        self.runtime.hardware_source = getattr(executor, "hardware_fingerprint", None)
+        self.runtime.probe_source = getattr(executor, "probe_output", None)
+        self.resources.placed_elsewhere = frozenset(getattr(executor, "places_resources", ()))
         return executor
 
     # ------------------------------------------------------------------ scheduling
@@ -528,6 +533,7 @@ class Runner:
         env["NXRUN_WORKSPACE"] = str(self.root)
         job = Job(task, etag, command, env, task.cwd,
                   [(name[5:], digest) for name, digest in record.explain.items() if name.startswith("file:")])
+        job.explain = record.explain     # an executor that writes the entry records it (`nxrun why`)
         grant = pending.grant
         if grant is not None and grant.gpus:
             env["CUDA_VISIBLE_DEVICES"] = env["NXRUN_GPU_IDS"] = ",".join(grant.gpus)

@@ -177,7 +177,8 @@ def test_the_executor_is_chosen_by_option_then_environment_then_config(tmp_path:
     for args, env in ((["--executor", "ray"], {}), ([], {"NXRUN_EXECUTOR": "ray"})):
         result = ws.nxrun("run", "p:a", *args, env=env)
         assert result.returncode != 0
-        assert "ray executor is not available" in result.stderr and "Traceback" not in result.stderr
+        # the ray executor was chosen: it says what it needs first (a remote cache for the files)
+        assert "--executor ray needs a remote cache" in result.stderr and "Traceback" not in result.stderr
     result = ws.nxrun("run", "p:a", "--executor", "local", env={"NXRUN_EXECUTOR": "ray"})
     assert result.returncode == 0, result.stderr
     result = ws.nxrun("run", "p:a", env={"NXRUN_EXECUTOR": "slurm"})

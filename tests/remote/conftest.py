@@ -4,6 +4,7 @@ and a fresh bucket per test. Helpers live in remote_helpers.py.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import uuid
@@ -50,3 +51,27 @@ def remote(s3_server) -> Remote:
     return Remote(s3_server.endpoint, bucket, "cache")
 
 
+
+
+@pytest.fixture(scope="session")
+def ray_installed() -> None:
+    """Ray can be imported (a skip without it, a failure under NXRUN_REQUIRE_RAY=1)."""
+    from ray_cluster import LOOPBACK_ENV
+
+    os.environ.update(LOOPBACK_ENV)   # read when ray is imported: before the first import
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        missing("RAY", "ray is not installed (pip install 'nxrun[ray]')")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_server, tmp_path_factory, ray_installed):
+    """One local Ray cluster (127.0.0.1, two fake GPUs) for the whole session; its workers reach
+    the session's S3 server with credentials from their environment."""
+    from ray_cluster import start_cluster
+    from weed_server import client_env
+
+    cluster = start_cluster(client_env(s3_server.endpoint), tmp_path_factory.mktemp("fake-gpu-tools"))
+    yield cluster
+    cluster.shutdown()

@@ -101,7 +101,7 @@ def test_write_once_put_has_exactly_one_winner(remote):
     from nxrun.store.s3 import S3Backend, S3Location
 
     backend = S3Backend(S3Location(remote.bucket, "cache"), endpoint_url=remote.endpoint, region="us-east-1",
-                        connect_timeout=2, read_timeout=5, max_concurrency=8)
+                        connect_timeout=10, read_timeout=60, max_concurrency=8)
     import os
 
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testkey")
