@@ -405,6 +405,10 @@ def _write(obj, runner, result, request: dict, started_ns: int, warned: int) -> 
         return "the run warned"
     if runner.remote is not None or configured_remote_url(workspace):
         return "a remote cache is configured"
+    from .run_command import executor_name
+
+    if executor_name(request["options"].get("executor"), workspace) != "local":
+        return "another executor than the local one (its nodes probe the runtime)"
     if store.unusable or store.writes_off or store.repairs:
         return "the cache was not fully usable"
     if graph.matrix_globs or graph.file_index.unreadable:
