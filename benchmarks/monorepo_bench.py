@@ -18,8 +18,8 @@ system of the command and its children), which a loaded machine disturbs much le
     python benchmarks/monorepo_bench.py --sizes 500 1000 2000 10000 --repeat 3    # the full table
 
 At N = 10,000 a run can take minutes per sample on a slow build: narrow it with --scenarios,
---layouts, --quick and --repeat. The growth exponent is the log-log slope of the median between N = 1000 and N = 10,000
-(or the smallest and largest N measured).
+--layouts, --quick and --repeat. The growth exponent is fitted (log-log least squares) to the medians
+of every N from 1000 to 10,000 (or of every N measured); the targets of issue 11 are printed last.
 """
 
 from __future__ import annotations
@@ -248,31 +248,67 @@ def deep_table(samples: Samples, files: int, folders: int, which: int) -> list[s
     return lines
 
 
+def _fitted_exponent(points: list[tuple[int, float]]) -> float:
+    """The least-squares slope of log(time) against log(N): 1.0 is linear."""
+    xs = [math.log(n) for n, _ in points]
+    ys = [math.log(t) for _, t in points]
+    mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / sum((x - mean_x) ** 2 for x in xs)
+
+
 def growth(samples: Samples, sizes: list[int]) -> list[str]:
-    """Log-log slope of the median between N = 1000 and 10,000 (else the extremes measured), and
-    the marginal no-op cost per task between them."""
+    """The exponent fitted (log-log least squares) to the medians of every N from 1000 to 10,000
+    (else to every N measured), and the no-op's cost per task at the largest N."""
     low = 1000 if 1000 in sizes else min(sizes)
     high = 10_000 if 10_000 in sizes else max(sizes)
+    fitted = [n for n in sizes if low <= n <= high]
     if low == high:
         return ["(one size only: no growth exponent)"]
-    lines = [f"growth between N = {low} and N = {high} (log-log slope of the median wall time, and of the CPU "
-             "time, steadier on a shared machine; 1.0 is linear), and the no-op's cost per added task:"]
+    lines = [f"growth, N = {', '.join(map(str, fitted))}: the exponent fitted to the medians (log-log least "
+             "squares; 1.0 is linear), of CPU time (steadier on a shared machine) and of wall time, and the "
+             f"no-op's cost per task at N = {high}:"]
     for label in (ONE_FILE, PACKAGES, DOIT):
         parts = []
         for scenario in ("no-op", "leaf changed"):
-            t_low = _median(samples.get((low, scenario, label)), 0)
-            t_high = _median(samples.get((high, scenario, label)), 0)
-            c_low = _median(samples.get((low, scenario, label)), 1)
-            c_high = _median(samples.get((high, scenario, label)), 1)
-            if t_low and t_high and c_low and c_high:
-                parts.append(f"{scenario} exponent {math.log(t_high / t_low) / math.log(high / low):.2f} "
-                             f"(CPU {math.log(c_high / c_low) / math.log(high / low):.2f})")
+            cpu = [(n, _median(samples.get((n, scenario, label)), 1)) for n in fitted]
+            wall = [(n, _median(samples.get((n, scenario, label)), 0)) for n in fitted]
+            if all(t for _, t in cpu) and all(t for _, t in wall):
+                parts.append(f"{scenario} exponent {_fitted_exponent(cpu):.2f} CPU ({_fitted_exponent(wall):.2f} "
+                             "wall)")
                 if scenario == "no-op":
-                    parts.append(f"no-op {1e3 * (t_high - t_low) / (high - low):.3f} ms per added task "
-                                 f"({1e3 * t_high / high:.3f} ms per task, start-up included, at N = {high})")
+                    parts.append(f"no-op {1e3 * cpu[-1][1] / high:.3f} ms CPU per task ({1e3 * wall[-1][1] / high:.3f} "
+                                 "wall), start-up included")
         if parts:
             lines.append(f"  {label}: " + "; ".join(parts))
     return lines
+
+
+def targets(samples: Samples, sizes: list[int]) -> list[str]:
+    """The issue's targets against this run's CPU medians (wall in brackets)."""
+    def cell(n: int, scenario: str, label: str) -> tuple[float | None, float | None]:
+        values = samples.get((n, scenario, label))
+        return _median(values, 1), _median(values, 0)
+
+    lines = ["targets (CPU medians; wall in brackets):"]
+    if 2000 in sizes:
+        doit_cpu, doit_wall = cell(2000, "no-op", DOIT)
+        for label in (ONE_FILE, PACKAGES):
+            cpu, wall = cell(2000, "no-op", label)
+            if cpu and doit_cpu:
+                lines.append(f"  no-op at N = 2000, {label}: {_ratio(cpu, doit_cpu)} x doit "
+                             f"[{_ratio(wall, doit_wall)}] (target <= 0.5)")
+    if 1000 in sizes:
+        (a, a_wall), (b, b_wall) = cell(1000, "no-op", ONE_FILE), cell(1000, "no-op", PACKAGES)
+        if a and b:
+            lines.append(f"  layouts at N = 1000, no-op, package / one file: {_ratio(b, a)} [{_ratio(b_wall, a_wall)}] "
+                         "(target <= 1.3)")
+    if 10_000 in sizes:
+        for label in (ONE_FILE, PACKAGES):
+            cpu, wall = cell(10_000, "no-op", label)
+            if cpu:
+                lines.append(f"  no-op at N = 10,000, {label}: {_cell(cpu)} s [{_cell(wall)}] (target < 1.5), "
+                             f"{1e3 * cpu / 10_000:.3f} ms per task [{1e3 * wall / 10_000:.3f}] (target < 0.3)")
+    return lines if len(lines) > 1 else []
 
 
 def main() -> None:
@@ -328,6 +364,7 @@ def main() -> None:
     print("\n".join(tree_table(samples, args.sizes, args.scenarios, 1)))
     print()
     print("\n".join(growth(samples, args.sizes)))
+    print("\n".join(targets(samples, args.sizes)))
     if not args.skip_deep:
         print("\nwall seconds:")
         print("\n".join(deep_table(samples, args.deep_files, args.deep_folders, 0)))

@@ -95,10 +95,13 @@ def run(obj: Context, tasks: tuple[str, ...], **options) -> None:
 @click.pass_obj
 def run_many(obj: Context, targets: tuple[str, ...], projects: str | None, **options) -> None:
     """Run a target in every project that has it."""
+    from .run_command import journal_first
+
+    journal = journal_first("run-many", obj, list(targets), [], options, projects)
     ids = tasks_of_targets(obj.graph, targets, set(projects.split(",")) if projects else None)
     if not ids:
         _fail(f"no project has target(s) {', '.join(targets)}; `nxrun graph` lists every task.")
-    execute(obj, ids, [], set(), **options)
+    execute(obj, ids, [], set(), journal=journal, **options)
 
 
 def tasks_of_targets(graph: TaskGraph, targets: Iterable[str], projects: set[str] | None = None) -> list[str]:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from .errors import ConfigError, did_you_mean
 from .records import default_factory, record
+from .workspace_root import CONFIG_NAME, find_workspace_root  # noqa: F401 (part of this module's interface)
 
-CONFIG_NAME = "nxrun.toml"
 CACHE_MODES = ("always", "hardware", "never")
 RESTORE_MODES = ("auto", "copy", "hardlink")
 EXECUTORS = ("local", "ray")   # nxrun/executors/
@@ -402,38 +402,6 @@ def _normalise_relative(path: str, where: str, what: str, root_dir: Path) -> str
     if normal == ".." or normal.startswith("../"):
         raise ConfigError(f"{where}: {what} path {path!r} leads outside the workspace; keep it inside.")
     return normal
-
-
-def find_workspace_root(start: Path) -> Path:
-    """The nearest folder at or above `start` holding an nxrun.toml with a [workspace] table,
-    else the nearest holding any nxrun.toml."""
-    root = _find_workspace_root(start.resolve())
-    try:
-        str(root).encode("utf-8")
-    except UnicodeEncodeError:
-        # the index, the snapshot and the task locks keep paths as UTF-8 text
-        raise ConfigError(f"the workspace path {os.fsencode(root)!r} is not valid UTF-8 (nxrun keeps workspace paths "
-                          "as UTF-8 text in its cache): rename or move the folder to a UTF-8 name.") from None
-    return root
-
-
-def _find_workspace_root(start: Path) -> Path:
-    nearest = None
-    for folder in [start, *start.parents]:
-        candidate = folder / CONFIG_NAME
-        if candidate.is_file():
-            if nearest is None:
-                nearest = folder
-            try:
-                head = candidate.read_text(encoding="utf-8", errors="replace")
-            except OSError:
-                continue
-            if re.search(r"^\s*\[workspace\]", head, re.MULTILINE):
-                return folder
-    if nearest is None:
-        raise ConfigError(f"no {CONFIG_NAME} found in {start} or any parent folder. "
-                          "Run `nxrun init` to create one, or cd into a workspace.")
-    return nearest
 
 
 def load_workspace(root: Path) -> Workspace:

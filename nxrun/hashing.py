@@ -233,6 +233,8 @@ class FileIndex:
         self._outputs: frozenset[str] = frozenset()
         self._walked: dict[str, list[str]] = {}
         self.unreadable: dict[str, str] = {}   # folders a walk could not list -> why
+        # every folder a walk listed or tried to list, in order (the run journal stats them)
+        self.listed: list[str] = []
         self._lock = threading.Lock()
 
     def set_excluded_outputs(self, outputs: Iterable[str]) -> None:
@@ -309,8 +311,10 @@ class FileIndex:
         # being one itself; the start is checked once, with the folders above it.
         outputs = self._outputs
         inside_output = bool(folder) and self.is_output(folder)
+        listed = self.listed
         while stack:
             abs_dir, rel_dir = stack.pop()
+            listed.append(rel_dir)
             try:
                 entries = os.scandir(abs_dir)
             except (FileNotFoundError, NotADirectoryError):

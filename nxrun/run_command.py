@@ -76,10 +76,31 @@ def print_error(message: str) -> None:
 def run_tasks(obj: Context, names: list[str], args: list[str], **options) -> None:
     """`nxrun run NAMES -- ARGS`: resolve each name (a task, a matrix target, a project:target)
     and run them after their dependencies; ARGS go to the requested tasks' commands."""
+    journal = journal_first("run", obj, names, args, options)
     ids: list[str] = []
     for name in names:
         ids.extend(obj.graph.resolve(name))
-    execute(obj, list(dict.fromkeys(ids)), args, set(ids), **options)
+    execute(obj, list(dict.fromkeys(ids)), args, set(ids), journal=journal, **options)
+
+
+def journal_first(command: str, obj: Context, names: list[str], args: list[str], options: dict,
+                  projects: str | None = None) -> tuple[dict, int] | None:
+    """Answer a repeated no-op request from its run journal (run_journal.py) and exit; else the
+    (request, start time) that `execute` keeps a journal for, or None for none. Called before
+    anything of the workspace is looked at: the start time bounds what the journal may trust."""
+    import time
+
+    from . import run_journal
+
+    started_ns = time.time_ns()
+    started = time.time()
+    request = run_journal.request_for(command, names, args, options, obj.directory, projects)
+    if request is None:
+        return None
+    if run_journal.replay(obj.directory, request, sys.argv[1:], started):
+        sys.stdout.flush()
+        sys.exit(0)
+    return request, started_ns
 
 
 def executor_name(option: str | None, workspace) -> str:
@@ -97,7 +118,10 @@ def executor_name(option: str | None, workspace) -> str:
 
 
 def execute(obj: Context, task_ids: list[str], args: list[str], args_for: set[str], *, parallel, keep_going,
-            skip_cache, only, dry_run, as_json, remote_mode, namespace, quiet, executor, gpus=None) -> None:
+            skip_cache, only, dry_run, as_json, remote_mode, namespace, quiet, executor, gpus=None,
+            journal: tuple[dict, int] | None = None) -> None:
+    """Run the tasks and print the summary; `journal`: (request, start time) from journal_first,
+    for a run whose journal is to be kept."""
     from .console import Console
     from .run.results import RunOptions
     from .run.scheduler import Runner
@@ -109,6 +133,7 @@ def execute(obj: Context, task_ids: list[str], args: list[str], args_for: set[st
     selected = task_ids if only else graph.with_dependencies(task_ids)
     real = [t for t in selected if not graph.tasks[t].is_aggregate]
     console = Console(stream=sys.stderr if as_json else sys.stdout, prefix_tasks=len(real) > 1, quiet=quiet)
+    warned = _count_warnings(console)
     for warning in graph.warnings:
         console.warn(warning)
     remote = obj.remote(remote_mode, namespace, console)
@@ -121,6 +146,29 @@ def execute(obj: Context, task_ids: list[str], args: list[str], args_for: set[st
     result = runner.run(task_ids)
     if remote is not None:
         remote.close()
+    if journal is not None:
+        from . import run_journal
+
+        run_journal.write(obj, runner, result, journal[0], journal[1], warned[0])
+    print_summary(result, as_json, dry_run)
+    sys.exit(1 if result.failed else 0)
+
+
+def _count_warnings(console) -> list[int]:
+    """A one-item list counting what `console` warns from now on (a run that warned keeps no journal)."""
+    count = [0]
+    warn = console.warn
+
+    def counted(message: str) -> None:
+        count[0] += 1
+        warn(message)
+
+    console.warn = counted
+    return count
+
+
+def print_summary(result, as_json: bool, dry_run: bool) -> None:
+    """The run's last words: the --json summary, or the counts line (and a dry run's predictions)."""
     out = sys.stdout
     if as_json:
         print(json.dumps(result.to_json(), indent=2), file=out)
@@ -142,4 +190,3 @@ def execute(obj: Context, task_ids: list[str], args: list[str], args_for: set[st
                     print(f"  {task_result.status:15} {(task_result.etag or '?')[:16]:16}  {task_result.task_id}",
                           file=out)
     out.flush()
-    sys.exit(1 if result.failed else 0)

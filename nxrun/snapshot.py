@@ -12,7 +12,6 @@ from __future__ import annotations
 import glob as _glob
 import json
 import os
-import re
 from pathlib import Path
 
 from . import __version__
@@ -20,19 +19,10 @@ from .config import CONFIG_NAME, ProjectSpec, Workspace, load_workspace
 from .graph import Task, TaskGraph, build_graph, matrix_glob_stems, new_file_index
 from .hashing import digest_bytes
 from .records import as_dict
+from .workspace_root import cache_dir_guess as _cache_dir_guess
 
 SNAPSHOT_FORMAT = 3
 _CODE = [Path(__file__).with_name(name) for name in ("config.py", "graph.py", "snapshot.py")]
-
-
-def _cache_dir_guess(root: Path, root_bytes: bytes) -> Path:
-    """Where the snapshot lives: the cache folder as far as a quick look can tell (correctness
-    never depends on this guess, only the snapshot's location)."""
-    configured = os.environ.get("NXRUN_CACHE_DIR")
-    if not configured:
-        match = re.search(rb'^\s*cache-dir\s*=\s*"([^"\n]+)"', root_bytes, re.M)
-        configured = match.group(1).decode("utf-8", "replace") if match else ".nxrun"
-    return (root / configured).resolve()
 
 
 def _key(root: Path, root_bytes: bytes) -> str:

@@ -25,7 +25,6 @@ from collections import deque
 
 from ..console import Console
 from ..errors import NxrunError
-from ..executors.base import Finished, Job
 from ..graph import Task, TaskGraph, check_linked_output_owners
 from ..hashing import InputMemo, StatCache, TaskHasher, etag_of
 from ..records import record
@@ -568,6 +567,8 @@ class Runner:
         if not cwd.is_dir():
             return self._fail(task, record, tick, f"working folder '{task.cwd}' does not exist ({task.source}); "
                                                   "create it or fix the target's cwd.", etag)
+        from ..executors.base import Job
+
         env = dict(task.env)
         env["NXRUN_TASK"] = task.id
         env["NXRUN_WORKSPACE"] = str(self.root)
@@ -634,9 +635,10 @@ class Runner:
             if finished.log is not None:
                 finished.log.discard()
 
-    def _adopt(self, task: Task, pending: _Pending, finished: Finished) -> TaskResult:
-        """A command that ran elsewhere and stored its entry in the remote cache: index that entry
-        locally and restore its outputs, as for a remote hit (the entry is untrusted alike)."""
+    def _adopt(self, task: Task, pending: _Pending, finished) -> TaskResult:
+        """A command that ran elsewhere and stored its entry in the remote cache (`finished`, an
+        executors.base.Finished, holds it): index that entry locally and restore its outputs, as
+        for a remote hit (the entry is untrusted alike)."""
         etag, record, tick = pending.etag, pending.record, pending.tick
         entry, problem = self.cache.adopt(task, etag, finished.entry)
         if entry is not None:

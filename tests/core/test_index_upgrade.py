@@ -92,7 +92,7 @@ def test_a_layout_7_cache_keeps_its_history_but_no_unkeyed_env_digest_or_clear_a
         inputs  = []
         outputs = ["plain.txt"]
     """)
-    ws.run_json("p:deploy", "p:plain", env={"PIN": "4821"})
+    ws.run_json("p:deploy", "p:plain", env={"PIN": "zulu4821"})
     index_path = ws.root / ".nxrun" / "index.db"
     index = sqlite3.connect(index_path)
     (deploy_etag,) = index.execute("SELECT etag FROM task_latest WHERE task_id = 'p:deploy'").fetchone()
@@ -101,7 +101,7 @@ def test_a_layout_7_cache_keeps_its_history_but_no_unkeyed_env_digest_or_clear_a
     explain = json.loads(index.execute("SELECT explain FROM explains WHERE etag = ?", (deploy_etag,)).fetchone()[0])
     explain["env:PIN"] = "7d1e1ba2a7a0f4b7a2c4b0f5c8f1e3a9"
     index.execute("UPDATE explains SET explain = ? WHERE etag = ?", (json.dumps(explain), deploy_etag))
-    index.execute("UPDATE runs SET argv = ?", (json.dumps(["run", "p:deploy", "--", "9034", "--pin=4821"]),))
+    index.execute("UPDATE runs SET argv = ?", (json.dumps(["run", "p:deploy", "--", "yankee9034", "--pin=zulu4821"]),))
     index.execute("DROP TABLE stat_cache")
     index.execute('CREATE TABLE "stat_cache" ("path" TEXT PRIMARY KEY, "size" INTEGER, "mtime_ns" INTEGER, '
                   '"inode" INTEGER, "digest" TEXT)')
@@ -117,11 +117,11 @@ def test_a_layout_7_cache_keeps_its_history_but_no_unkeyed_env_digest_or_clear_a
     try:
         assert index.execute("PRAGMA user_version").fetchone()[0] >= 8
         dump = "\n".join(index.iterdump())
-        assert deploy_etag not in dump and "9034" not in dump and "4821" not in dump
+        assert deploy_etag not in dump and "yankee9034" not in dump and "zulu4821" not in dump
         # nor in the file's bytes: deleted rows and old row versions stay in free pages and in the
         # -wal until something writes over them
         raw = b"".join(path.read_bytes() for path in index_path.parent.glob("index.db*") if path.is_file())
-        for secret in ("7d1e1ba2a7a0f4b7a2c4b0f5c8f1e3a9", "--pin=4821", deploy_etag):
+        for secret in ("7d1e1ba2a7a0f4b7a2c4b0f5c8f1e3a9", "--pin=zulu4821", deploy_etag):
             assert secret.encode() not in raw, secret
         assert index.execute("SELECT count(*) FROM entries WHERE etag = ?", (plain_etag,)).fetchone()[0] == 1
         assert index.execute("SELECT count(*) FROM run_tasks").fetchone()[0] == 2
@@ -129,7 +129,7 @@ def test_a_layout_7_cache_keeps_its_history_but_no_unkeyed_env_digest_or_clear_a
         assert "ctime_ns" in columns and index.execute("SELECT count(*) FROM stat_cache").fetchone()[0] == 0
     finally:
         index.close()
-    assert ws.statuses(ws.run_json("p:deploy", "p:plain", env={"PIN": "4821"})) == \
+    assert ws.statuses(ws.run_json("p:deploy", "p:plain", env={"PIN": "zulu4821"})) == \
         {"p:deploy": "miss", "p:plain": "local-hit"}
 
 

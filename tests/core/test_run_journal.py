@@ -1,0 +1,347 @@
+"""The run journal (nxrun/run_journal.py) through the real CLI: a repeated no-op request is answered
+from the journal, prints and records exactly what the normal path would, and every change that
+could make the normal path do anything else sends the run down the normal path.
+
+Each invalidation test would pass the shortcut wrongly without the check it names: it asserts
+both that the journal was not used (the trace) and what the normal path did (a run, a restore).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cli_workspace import Workspace
+
+ROOT = """
+[workspace]
+projects = ["packages/*"]
+
+[projects.top.targets.all]
+depends-on = ["a:build", "b:build"]
+"""
+
+PROJECT_A = """
+[targets.build]
+command = "mkdir -p dist && cat src/in.txt > dist/out.txt && echo built a $GREETING"
+outputs = ["dist"]
+env = { GREETING = "hi" }
+"""
+
+PROJECT_B = """
+[targets.build]
+command = "mkdir -p dist/sub && cat src/in.txt > dist/sub/out.txt && echo built b $MODE"
+inputs = ["src/**/*", "env:MODE"]
+outputs = ["dist"]
+"""
+
+PROJECT_C = """
+[targets.build]
+command = "mkdir -p dist && cat src/in.txt > dist/out.txt && echo built c"
+outputs = ["dist"]
+"""
+
+
+def _trace(ws: Workspace) -> Path:
+    return ws.root.parent / "journal.trace"
+
+
+def _run(ws: Workspace, *args: str, env: dict | None = None) -> tuple[subprocess.CompletedProcess, str]:
+    """Run nxrun; (the process, the journal's trace line of this run: replayed or fallback: why)."""
+    trace = _trace(ws)
+    trace.write_text("")
+    full_env = {"MODE": "one", "NXRUN_JOURNAL_TRACE": str(trace), **(env or {})}
+    result = ws.nxrun(*args, env=full_env)
+    lines = trace.read_text().splitlines()
+    return result, (lines[0] if lines else "")
+
+
+def _settle(ws: Workspace, *args: str, env: dict | None = None) -> None:
+    """Run until a run has written the request's journal (files a run sees within the file
+    system's timestamp granularity of its start are not trusted, so the first runs may not)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        result, _ = _run(ws, *args, env=env)
+        assert result.returncode == 0, result.stdout + result.stderr
+        if "written" in _trace(ws).read_text().splitlines():
+            return
+    raise AssertionError("no run wrote a journal:\n" + _trace(ws).read_text())
+
+
+def _statuses(result: subprocess.CompletedProcess) -> dict[str, str]:
+    return {t["id"]: t["status"] for t in json.loads(result.stdout)["tasks"] if t["status"] != "aggregate"}
+
+
+@pytest.fixture
+def mono(ws: Workspace) -> Workspace:
+    ws.write("nxrun.toml", ROOT)
+    ws.write("packages/a/nxrun.toml", PROJECT_A)
+    ws.write("packages/a/src/in.txt", "alpha\n")
+    ws.write("packages/b/nxrun.toml", PROJECT_B)
+    ws.write("packages/b/src/in.txt", "beta\n")
+    ws.write("packages/b/src/deep/more.txt", "more\n")
+    (ws.root / "packages/b/src/empty").mkdir()     # walked, but above no input file
+    (ws.root / "packages/a/docs").mkdir()
+    ws.write("packages/c/src/in.txt", "gamma\n")  # a project once it has an nxrun.toml
+    _settle(ws, "run", "--json", "top:all")
+    return ws
+
+
+def _replayed(ws: Workspace, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    result, trace = _run(ws, *args, env=env)
+    assert trace == "replayed", trace
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def _normal(ws: Workspace, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    result, trace = _run(ws, *args, env=env)
+    assert trace.startswith("fallback"), trace
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def _same_size_edit(path: Path, text: str) -> None:
+    """Rewrite a file with other bytes of the same size, and put its mtime back."""
+    st = path.stat()
+    assert len(text.encode()) == st.st_size
+    path.write_text(text)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+# ---------------------------------------------------------------------------- taken, and identical
+
+def _without_times(text: str) -> str:
+    return re.sub(r"in \d+\.\d\ds", "in Xs", text)
+
+
+def test_a_repeated_noop_is_answered_from_the_journal_with_the_normal_output(mono: Workspace):
+    replayed = _replayed(mono, "run", "--json", "top:all")
+    normal = mono.nxrun("run", "--json", "top:all", env={"MODE": "one", "NXRUN_JOURNAL": "off"})
+    strip = lambda summary: [{k: v for k, v in t.items() if k != "duration"} for t in summary["tasks"]]  # noqa: E731
+    ours, theirs = json.loads(replayed.stdout), json.loads(normal.stdout)
+    assert strip(ours) == strip(theirs)
+    assert {k: v for k, v in ours.items() if k not in ("tasks", "duration")} == \
+        {k: v for k, v in theirs.items() if k not in ("tasks", "duration")}
+    assert replayed.stderr == normal.stderr      # the replayed logs: "built a", "built b one"
+    assert "built b one" in replayed.stderr
+
+    _settle(mono, "run", "top:all")
+    text = _replayed(mono, "run", "top:all")
+    plain = mono.nxrun("run", "top:all", env={"MODE": "one", "NXRUN_JOURNAL": "off"})
+    assert _without_times(text.stdout) == _without_times(plain.stdout)
+    assert text.stderr == plain.stderr == ""
+
+
+def test_a_replayed_run_is_in_the_history_and_why_still_works(mono: Workspace):
+    runs_before = json.loads(mono.nxrun("history", "--json", "-n", "100", check=True).stdout)
+    _replayed(mono, "run", "--json", "top:all")
+    runs_after = json.loads(mono.nxrun("history", "--json", "-n", "100", check=True).stdout)
+    assert len(runs_after) == len(runs_before) + 1
+    assert runs_after[0]["argv"] == ["run", "--json", "top:all"]
+    assert (runs_after[0]["tasks"], runs_after[0]["local_hits"], runs_after[0]["misses"]) == (2, 2, 0)
+    rows = json.loads(mono.nxrun("history", "a:build", "--json", "-n", "1", check=True).stdout)
+    assert (rows[0]["run_id"], rows[0]["status"], rows[0]["origin"]) == (runs_after[0]["id"], "local-hit", "local")
+    assert rows[0]["saved"] > 0
+    why = json.loads(mono.nxrun("why", "a:build", "--json", check=True).stdout)
+    assert why["changes"] == [] and why["cached"] and why["etag"] == why["previous"]
+
+
+def test_the_quiet_flag_and_json_are_separate_requests(mono: Workspace):
+    """A request with other flags has its own journal: the --json journal never answers a plain run."""
+    result, trace = _run(mono, "run", "-q", "top:all")
+    assert trace == "fallback: no journal"
+    assert "2 local hits" in result.stdout
+    result, trace = _run(mono, "run", "--json", "a:build")
+    assert trace == "fallback: no journal"
+    assert _statuses(result) == {"a:build": "local-hit"}
+
+
+# ---------------------------------------------------------------------------- inputs
+
+def test_an_input_edited_in_place_with_its_mtime_put_back_runs_the_task(mono: Workspace):
+    _same_size_edit(mono.root / "packages/a/src/in.txt", "ALPHA\n")
+    result = _normal(mono, "run", "--json", "top:all")
+    assert _statuses(result)["a:build"] == "miss"
+    assert mono.read("packages/a/dist/out.txt") == "ALPHA\n"
+
+
+def test_a_new_file_in_a_globbed_folder_runs_the_task(mono: Workspace):
+    mono.write("packages/b/src/empty/new.txt", "new\n")
+    result = _normal(mono, "run", "--json", "top:all")
+    assert _statuses(result) == {"a:build": "local-hit", "b:build": "miss"}
+
+
+def test_a_new_file_in_a_default_inputs_folder_runs_the_task(mono: Workspace):
+    mono.write("packages/a/docs/extra.txt", "extra\n")
+    result = _normal(mono, "run", "--json", "top:all")
+    assert _statuses(result) == {"a:build": "miss", "b:build": "local-hit"}
+
+
+# ---------------------------------------------------------------------------- outputs
+
+def test_a_deleted_output_is_restored(mono: Workspace):
+    (mono.root / "packages/b/dist/sub/out.txt").unlink()
+    result = _normal(mono, "run", "--json", "top:all")
+    assert _statuses(result)["b:build"] == "local-hit"
+    assert mono.read("packages/b/dist/sub/out.txt") == "beta\n"
+
+
+def test_an_edited_output_is_restored(mono: Workspace):
+    _same_size_edit(mono.root / "packages/a/dist/out.txt", "ALPHA\n")
+    _normal(mono, "run", "--json", "top:all")
+    assert mono.read("packages/a/dist/out.txt") == "alpha\n"
+
+
+def test_a_stale_file_in_an_output_folder_is_removed(mono: Workspace):
+    mono.write("packages/b/dist/sub/stale.txt", "stale\n")
+    _normal(mono, "run", "--json", "top:all")
+    assert not (mono.root / "packages/b/dist/sub/stale.txt").exists()
+
+
+# ---------------------------------------------------------------------------- config
+
+def test_a_config_edit_runs_the_changed_task(mono: Workspace):
+    path = mono.root / "packages/a/nxrun.toml"
+    path.write_text(path.read_text().replace("echo built a", "echo built A"))
+    result = _normal(mono, "run", "--json", "top:all")
+    assert _statuses(result)["a:build"] == "miss"
+
+
+def test_an_edit_of_the_root_config_is_seen(mono: Workspace):
+    path = mono.root / "nxrun.toml"
+    path.write_text(path.read_text().replace('"a:build", "b:build"', '"a:build"'))
+    result = _normal(mono, "run", "--json", "top:all")
+    assert _statuses(result) == {"a:build": "local-hit"}
+
+
+def test_a_new_project_folder_is_found(mono: Workspace):
+    _settle(mono, "run-many", "--json", "-t", "build")
+    mono.write("packages/c/nxrun.toml", PROJECT_C)
+    result = _normal(mono, "run-many", "--json", "-t", "build")
+    assert _statuses(result) == {"a:build": "local-hit", "b:build": "local-hit", "c:build": "miss"}
+
+
+# ---------------------------------------------------------------------------- env and keys
+
+def test_a_changed_env_value_runs_the_task(mono: Workspace):
+    result = _normal(mono, "run", "--json", "top:all", env={"MODE": "two"})
+    assert _statuses(result) == {"a:build": "local-hit", "b:build": "miss"}
+
+
+def test_a_changed_env_key_runs_the_task(mono: Workspace):
+    """The cache's own key hashes the env values a target sets: another key gives other ETags (a
+    miss), so the journal, made under the old key, must not answer."""
+    _settle(mono, "run", "--json", "a:build")
+    key = mono.root / ".nxrun" / "keys" / "cache"
+    key.write_text(os.urandom(32).hex() + "\n")
+    result = _normal(mono, "run", "--json", "a:build")
+    assert _statuses(result) == {"a:build": "miss"}
+
+
+def test_a_changed_team_key_runs_the_task(mono: Workspace):
+    result = _normal(mono, "run", "--json", "top:all", env={"NXRUN_ENV_KEY": "team secret"})
+    assert _statuses(result)["b:build"] == "miss"
+
+
+# ---------------------------------------------------------------------------- the cache
+
+def test_after_cache_clear_the_tasks_run(mono: Workspace):
+    mono.nxrun("cache", "clear", "-y", check=True)
+    result = _normal(mono, "run", "--json", "top:all")
+    assert set(_statuses(result).values()) == {"miss"}
+
+
+def test_after_cache_prune_the_tasks_run(mono: Workspace):
+    mono.nxrun("cache", "prune", "--max-size", "0", check=True)
+    result = _normal(mono, "run", "--json", "top:all")
+    assert set(_statuses(result).values()) == {"miss"}
+
+
+def test_an_entry_replaced_under_its_etag_is_not_trusted(mono: Workspace):
+    """Another workspace sharing the cache may store the same ETag anew (--skip-cache): the normal
+    path would restore the new entry, so the journal must not answer."""
+    import sqlite3
+
+    with sqlite3.connect(mono.root / ".nxrun" / "index.db") as conn:
+        conn.execute("UPDATE entries SET hit = replace(hit, 'alpha', 'alpha') || ' ' WHERE task_id = 'a:build'")
+    _normal(mono, "run", "--json", "top:all")
+
+
+def test_a_run_holding_a_task_lock_sends_the_run_down_the_normal_path(mono: Workspace):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from nxrun.run.task_locks import TaskLocks
+
+    locks = TaskLocks(mono.root / ".nxrun", mono.root)
+    assert locks.try_acquire("a:build")
+    trace = _trace(mono)
+    trace.write_text("")
+    env = {**os.environ, "MODE": "one", "NXRUN_JOURNAL_TRACE": str(trace), "NO_COLOR": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "nxrun", "run", "--json", "top:all"], cwd=mono.root, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not trace.read_text() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert trace.read_text().startswith("fallback: another run holds"), trace.read_text()
+    finally:
+        locks.close()
+        out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, out + err
+    assert _statuses(subprocess.CompletedProcess([], 0, out)) == {"a:build": "local-hit", "b:build": "local-hit"}
+
+
+# ---------------------------------------------------------------------------- nxrun itself
+
+def test_a_journal_of_another_nxrun_version_is_not_used(mono: Workspace):
+    (journal,) = (mono.root / ".nxrun" / "journals").glob("*.json")
+    data = json.loads(journal.read_text())
+    data["version"] = "0.0.1"
+    journal.write_text(json.dumps(data))
+    result, trace = _run(mono, "run", "--json", "top:all")
+    assert trace == "fallback: another nxrun version wrote the journal"
+    assert result.returncode == 0
+
+
+# ---------------------------------------------------------------------------- runtime probes
+
+def test_a_changed_probe_output_runs_the_task(ws: Workspace):
+    """A `runtime:` probe is run again by the journal's check: another output, another ETag."""
+    ws.write("nxrun.toml", """
+        [workspace]
+
+        [runtime]
+        tool = "cat tool-version.txt"
+
+        [projects.p.targets.build]
+        command = "mkdir -p out && echo built > out/x.txt"
+        inputs = ["runtime:tool"]
+        outputs = ["out/x.txt"]
+    """)
+    ws.write("tool-version.txt", "1.0\n")
+    _settle(ws, "run", "--json", "p:build")
+    _replayed(ws, "run", "--json", "p:build")
+    ws.write("tool-version.txt", "2.0\n")
+    result = _normal(ws, "run", "--json", "p:build")
+    assert _statuses(result) == {"p:build": "miss"}
+
+
+def test_another_gpu_pool_is_another_request(ws: Workspace):
+    # a task of two GPUs, replayed from the journal under --gpus 0,1, still fails at once under
+    # --gpus 0 (a pool of one): the journal never answers for a pool it was not written for
+    ws.write("nxrun.toml", '[projects.p.targets.tp]\ncommand = "echo tp > tp.txt"\noutputs = ["tp.txt"]\n'
+                           'gpus = 2\n')
+    from fake_nvidia_smi import H100, install
+
+    two_gpus = install(ws.root.parent / "bin", [H100, H100])
+    _settle(ws, "run", "p:tp", "--gpus", "0,1", env=two_gpus)
+    result, trace = _run(ws, "run", "p:tp", "--gpus", "0,1", env=two_gpus)
+    assert result.returncode == 0 and trace == "replayed", trace
+    result, trace = _run(ws, "run", "p:tp", "--gpus", "0", env=two_gpus)
+    assert result.returncode != 0 and "p:tp asks for 2 GPUs" in result.stderr, result.stdout + result.stderr

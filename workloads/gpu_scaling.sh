@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# One device call: `bench:gemm` cold on every GPU of the host, then on one GPU (`--gpus 0`), same
+# machine, same code. The kernel builds (CPU) run once beforehand and both timed runs start from a copy
+# of that cache, so the timed part is the GPU work (autotune, the tuned build, 14 benches, the report).
+# Prints the wall times, the GPU each bench ran on and the speed-up against the ideal one.
+#
+#   bash workloads/gpu_scaling.sh            (ORDER="all one" by default; "one all" to reverse)
+set -uo pipefail
+OUT=${OUT:-/tmp/gpu_scaling}
+ORDER=${ORDER:-all one}
+LIMIT=${LIMIT:-260}          # seconds per timed run
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 NO_COLOR=1
+PY=${PY:-python3}
+if [ -d .whl ]; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+$PY -m pip install -q --no-deps --no-build-isolation -e . > /tmp/nxrun-install.log 2>&1 || { cat /tmp/nxrun-install.log; exit 1; }
+mkdir -p /tmp/bin && ln -sf "$(command -v $PY)" /tmp/bin/python && export PATH=/tmp/bin:$PATH
+nvidia-smi --query-gpu=index,name,uuid,power.limit,clocks.sm,temperature.gpu --format=csv,noheader | tee "$OUT/device.txt"
+count=$(nvidia-smi -L | wc -l)
+all=$(seq -s, 0 $((count - 1)))
+
+export NXRUN_CACHE_DIR=/tmp/scaling-builds
+rm -rf build results "$NXRUN_CACHE_DIR"
+$PY -m nxrun run -q 'gemm:build' > "$OUT/builds.log" 2>&1 || { tail -n 20 "$OUT/builds.log"; exit 1; }
+for which in $ORDER; do
+    gpus=$([ "$which" = all ] && echo "$all" || echo 0)
+    rm -rf build results "/tmp/scaling-$which" && cp -a /tmp/scaling-builds "/tmp/scaling-$which"
+    export NXRUN_CACHE_DIR=/tmp/scaling-$which
+    $PY -m nxrun run -q 'gemm:build' > /dev/null 2>&1       # restore the builds into the workspace
+    start=$(date +%s%N)
+    timeout --signal=INT "$LIMIT" $PY -m nxrun run bench:gemm --gpus "$gpus" --json > "$OUT/run-$which.json" 2> "$OUT/run-$which.log"
+    rc=$?
+    wall=$(( ($(date +%s%N) - start) / 1000000 ))
+    echo "$which $gpus $rc $wall" >> "$OUT/walls.txt"
+    cp -r results "$OUT/results-$which" 2>/dev/null
+done
+$PY - "$OUT" <<'PY'
+import json, sys, pathlib, glob
+out = pathlib.Path(sys.argv[1])
+walls = {w: (g, int(rc), int(ms) / 1000) for w, g, rc, ms in (l.split() for l in (out / "walls.txt").read_text().splitlines())}
+rows = []
+for which, (gpus, rc, wall) in walls.items():
+    try:
+        data = json.loads((out / f"run-{which}.json").read_text())
+    except Exception as exc:
+        print(which, "no json:", exc); continue
+    tasks = data["tasks"]
+    gpu_work = sum(t.get("duration", 0) for t in tasks if t.get("gpus"))
+    held = sorted({",".join(t.get("gpus") or []) for t in tasks if t.get("gpus")})
+    misses = sum(1 for t in tasks if t.get("status") == "miss")
+    rows.append((which, gpus, rc, wall, gpu_work, misses, held))
+    uuids = sorted({json.loads(p.read_text()).get("gpu", {}).get("uuid", "?") if isinstance(json.loads(p.read_text()).get("gpu"), dict) else "?"
+                    for p in (out / f"results-{which}").glob("gemm/*.json")})
+    print(f"{which}: results name GPUs {uuids}")
+print("| GPUs | pool | rc | cold wall s | GPU-task seconds | misses | GPU sets held |")
+print("|---|---|---|---|---|---|---|")
+for which, gpus, rc, wall, work, misses, held in rows:
+    print(f"| {which} | {gpus} | {rc} | {wall:.1f} | {work:.1f} | {misses} | {' '.join(held)} |")
+if "all" in walls and "one" in walls:
+    # the ideal wall with n GPUs: the one-GPU run's GPU work spread evenly, but never shorter than the
+    # chain that cannot be spread (autotune -> build-tuned -> bench-tuned -> report)
+    n = len(walls["all"][0].split(","))
+    one = json.loads((out / "run-one.json").read_text())["tasks"]
+    chain = sum(t["duration"] for t in one if t["id"].split(":")[-1].split("[")[0] in
+                ("autotune", "build-tuned", "bench-tuned", "report"))
+    wall_one, wall_all = walls["one"][2], walls["all"][2]
+    ideal = wall_one / max(chain, wall_one / n)
+    speed = wall_one / wall_all
+    print(f"speed-up with {n} GPUs: {speed:.2f}x; ideal {ideal:.2f}x (chain {chain:.1f} s); {speed / ideal:.2f} of ideal")
+PY
