@@ -41,7 +41,7 @@ import xxhash
 
 from . import __version__
 
-JOURNAL_FORMAT = 1
+JOURNAL_FORMAT = 2
 TRACE_VAR = "NXRUN_JOURNAL_TRACE"
 SWITCH_VAR = "NXRUN_JOURNAL"
 _REQUEST_OPTIONS = ("parallel", "keep_going", "as_json", "remote_mode", "namespace", "quiet", "executor")
@@ -231,7 +231,7 @@ def _replay(directory, request: dict, argv: list[str], started_wall: float, wall
     cache_dir = cache_dir_guess(root, (root / CONFIG_NAME).read_bytes())
     path = _journal_path(cache_dir, root_text, request)
     try:
-        data = json.loads(path.read_bytes())
+        data = _parse(path.read_bytes())
     except FileNotFoundError:
         raise _Doubt("no journal") from None
     if data.get("format") != JOURNAL_FORMAT or data.get("version") != __version__:
@@ -277,6 +277,22 @@ def _replay(directory, request: dict, argv: list[str], started_wall: float, wall
         if lock_fd is not None:
             os.close(lock_fd)
         # the index is left open, as a normal run leaves it: closing it checkpoints the WAL
+
+
+def _sealed(data: dict) -> bytes:
+    """The journal's bytes: its JSON, then a line with the JSON's digest."""
+    body = json.dumps(data, separators=(",", ":")).encode("utf-8")
+    return body + b"\n" + xxhash.xxh3_128_hexdigest(body).encode() + b"\n"
+
+
+def _parse(raw: bytes) -> dict:
+    """The journal of _sealed's bytes; _Doubt when the digest does not match. A journal damaged on
+    disk (a flipped byte in a task id, a digest, a duration) may still be valid JSON that passes
+    every other check, and would then print a wrong summary or fail halfway through printing."""
+    body, _, digest = raw.rstrip(b"\n").rpartition(b"\n")
+    if not body or xxhash.xxh3_128_hexdigest(body).encode() != digest:
+        raise _Doubt("the journal is damaged")
+    return json.loads(body)
 
 
 def _touch_after() -> float:
@@ -536,7 +552,7 @@ def _write(obj, runner, result, request: dict, started_ns: int, warned: int) -> 
     path.parent.mkdir(exist_ok=True)
     temp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
-        temp.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
+        temp.write_bytes(_sealed(data))
         os.replace(temp, path)
     finally:
         try:

@@ -299,14 +299,42 @@ def test_a_run_holding_a_task_lock_sends_the_run_down_the_normal_path(mono: Work
 
 # ---------------------------------------------------------------------------- nxrun itself
 
+def _journal(ws: Workspace) -> Path:
+    (journal,) = (ws.root / ".nxrun" / "journals").glob("*.json")
+    return journal
+
+
 def test_a_journal_of_another_nxrun_version_is_not_used(mono: Workspace):
-    (journal,) = (mono.root / ".nxrun" / "journals").glob("*.json")
-    data = json.loads(journal.read_text())
+    from nxrun.run_journal import _parse, _sealed
+
+    journal = _journal(mono)
+    data = _parse(journal.read_bytes())
     data["version"] = "0.0.1"
-    journal.write_text(json.dumps(data))
+    journal.write_bytes(_sealed(data))
     result, trace = _run(mono, "run", "--json", "top:all")
     assert trace == "fallback: another nxrun version wrote the journal"
     assert result.returncode == 0
+
+
+@pytest.mark.parametrize("damage", ["duration", "task id"])
+def test_a_journal_damaged_on_disk_is_not_used(mono: Workspace, damage: str):
+    """A journal still valid JSON after bytes changed on disk: a changed duration would record a
+    wrong time saved in the history, a changed task id fail with a traceback halfway through
+    printing."""
+    journal = _journal(mono)
+    raw = journal.read_bytes()
+    if damage == "duration":
+        changed = re.sub(rb'(\["a:build","local-hit","[0-9a-f]+","[0-9a-f]+",)([0-9.e-]+)', rb"\g<1>12345.0", raw)
+    else:
+        changed = re.sub(rb'("events":\[")([^"]+)"', lambda m: m[1] + m[2][:-1] + b'X"', raw, count=1)
+    assert changed != raw
+    journal.write_bytes(changed)
+    result, trace = _run(mono, "run", "--json", "top:all")
+    assert trace == "fallback: the journal is damaged", trace
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _statuses(result) == {"a:build": "local-hit", "b:build": "local-hit"}
+    rows = json.loads(mono.nxrun("history", "a:build", "--json", "-n", "1", check=True).stdout)
+    assert rows[0]["saved"] < 1000
 
 
 # ---------------------------------------------------------------------------- runtime probes
