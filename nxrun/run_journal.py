@@ -494,6 +494,10 @@ def _write(obj, runner, result, request: dict, started_ns: int, warned: int) -> 
         if row is None:
             return f"the entry of {r.task_id} is not in the index"
         outputs_digest, log_digest, duration, declared, files = json.loads(row[0])
+        if outputs_digest != r.outputs_digest:
+            # stored anew under its ETag since the hit (a clone sharing the cache): the outputs on
+            # disk are the old entry's, which the next normal run would replace with this one's
+            return f"the entry of {r.task_id} was stored anew during the run"
         roots = {d.rstrip("/") for d in declared}
         for file in files:
             lpaths.add(file[0])

@@ -358,3 +358,78 @@ def test_a_changed_probe_output_runs_the_task(ws: Workspace):
     ws.write("tool-version.txt", "2.0\n")
     result = _normal(ws, "run", "--json", "p:build")
     assert _statuses(result) == {"p:build": "miss"}
+
+
+# ---------------------------------------------------------------------------- runs at once
+
+def _wait_for(path: Path, what: str, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"{what}: the run ended first:\n" + process.stdout.read() + process.stderr.read())
+        assert time.monotonic() < deadline, f"{what} never happened"
+        time.sleep(0.02)
+
+
+def test_an_entry_stored_anew_by_a_clone_sharing_the_cache_during_the_run_is_not_journalled(ws: Workspace, tmp_path):
+    """Clone B, sharing the cache folder, stores a new entry (other outputs) under the ETag of a task
+    that this run has just taken as a hit: the journal must not record the new entry as the hit
+    this run found in place, or the next run would answer 'cached' while the normal path restores
+    the new entry's outputs (and runs what depends on them)."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    ws.write("nxrun.toml", f"""
+        [workspace]
+
+        [runtime]
+        slow = "touch {marks}/probing; while [ ! -e {marks}/go ]; do sleep 0.02; done; echo v1"
+
+        [projects.p.targets.gen]
+        command = "mkdir -p out && od -An -N8 -tx1 /dev/urandom > out/r.txt"
+        inputs = ["src/*"]
+        outputs = ["out"]
+
+        [projects.p.targets.use]
+        depends-on = ["gen"]
+        command = "cat out/r.txt > used.txt"
+        inputs = ["runtime:slow"]
+        outputs = ["used.txt"]
+    """)
+    ws.write("src/in.txt", "x\n")
+    clone = Workspace(tmp_path / "clone")
+    clone.root.mkdir()
+    clone.write("nxrun.toml", ws.read("nxrun.toml"))
+    clone.write("src/in.txt", "x\n")
+    env = {"NXRUN_CACHE_DIR": str(tmp_path / "shared-cache")}
+    (marks / "go").touch()
+    _settle(ws, "run", "--json", "p:use", env=env)
+    first = ws.read("out/r.txt")
+
+    # this run takes p:gen as a hit, then waits in p:use's probe while the clone stores p:gen anew
+    for journal in (tmp_path / "shared-cache" / "journals").glob("*.json"):
+        journal.unlink()
+    (marks / "go").unlink()
+    (marks / "probing").unlink()
+    trace = _trace(ws)
+    trace.write_text("")
+    full_env = dict(os.environ, NO_COLOR="1", NXRUN_JOURNAL_TRACE=str(trace), **env)
+    full_env.pop("NXRUN_REMOTE", None)
+    run = subprocess.Popen([sys.executable, "-m", "nxrun", "run", "--json", "p:use"], cwd=ws.root, env=full_env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(marks / "probing", "the run's probe", run)
+        stored = clone.nxrun("run", "--skip-cache", "--json", "p:gen", env=env)
+        assert stored.returncode == 0, stored.stdout + stored.stderr
+        assert clone.read("out/r.txt") != first
+    finally:
+        (marks / "go").touch()
+        out, err = run.communicate(timeout=120)
+    assert run.returncode == 0, out + err
+    assert _statuses(subprocess.CompletedProcess([], 0, out, err)) == {"p:gen": "local-hit", "p:use": "local-hit"}
+
+    # what the normal path does now: restore the clone's p:gen, and run p:use on it
+    result, trace_line = _run(ws, "run", "--json", "p:use", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert trace_line.startswith("fallback"), trace_line
+    assert _statuses(result) == {"p:gen": "local-hit", "p:use": "miss"}
+    assert ws.read("out/r.txt") == clone.read("out/r.txt")
