@@ -132,9 +132,13 @@ def _check_stamps(root_text: str, lstat_paths: list[str], stat_paths: list[str],
             raise _Doubt("a recorded path changed")
 
 
-def _code_stamp() -> str:
+def _code_stamp(started_ns: int | None = None) -> str | None:
     """The nxrun sources as installed (names, sizes, mtimes): an upgrade or an edit of an
-    editable install changes it, even without a new version number."""
+    editable install changes it, even without a new version number. With `started_ns` (a run's
+    start, when its journal is written): None when a source changed since, or just before (the
+    racy rule), since the run may have used the code from before the change."""
+    from .hashing import _unsure
+
     package = os.path.dirname(os.path.abspath(__file__))
     parts: list[str] = []
     stack = [package]
@@ -144,6 +148,8 @@ def _code_stamp() -> str:
             for entry in entries:
                 if entry.name.endswith(".py"):
                     st = entry.stat()
+                    if started_ns is not None and _unsure(st, started_ns):
+                        return None
                     parts.append(f"{entry.path}:{st.st_size}:{st.st_mtime_ns}")
                 elif entry.is_dir(follow_symlinks=False) and entry.name != "__pycache__":
                     stack.append(entry.path)
@@ -538,11 +544,14 @@ def _write(obj, runner, result, request: dict, started_ns: int, warned: int) -> 
     stamps = [_stamp(lstat_keys[i:i + _CHUNK]) for i in range(0, len(lstat_keys), _CHUNK)]
     stamps += [_stamp(stat_keys[i:i + _CHUNK]) for i in range(0, len(stat_keys), _CHUNK)]
 
+    code = _code_stamp(started_ns)
+    if code is None:
+        return "nxrun's sources changed just before or during the run"
     key_id = runner.hasher.keyed("journal-key-id", "") if needs_key else None
     probes = {name[8:]: workspace.runtime[name[8:]] for name in values if name.startswith("runtime:")}
     salt = os.urandom(16)
     data = {
-        "format": JOURNAL_FORMAT, "version": __version__, "code": _code_stamp(), "salt": salt.hex(),
+        "format": JOURNAL_FORMAT, "version": __version__, "code": code, "salt": salt.hex(),
         "env": _env_stamp(salt), "root": root_text, "cache_dir": str(workspace.cache_dir), "request": request,
         "key_id": key_id, "values": values, "probes": probes, "lstat": "\n".join(lstat_paths),
         "stat": "\n".join(stat_paths), "stamps": stamps,

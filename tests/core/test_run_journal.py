@@ -433,3 +433,40 @@ def test_an_entry_stored_anew_by_a_clone_sharing_the_cache_during_the_run_is_not
     assert trace_line.startswith("fallback"), trace_line
     assert _statuses(result) == {"p:gen": "local-hit", "p:use": "miss"}
     assert ws.read("out/r.txt") == clone.read("out/r.txt")
+
+
+def test_nxrun_sources_changed_during_the_run_keep_no_journal(ws: Workspace, tmp_path):
+    """nxrun's sources edited while a run goes on (a `git pull` in an editable install): the run
+    hashed with the old code, so a journal stamped with the new sources would answer for code that
+    computes other ETags."""
+    import shutil
+
+    import nxrun
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(Path(nxrun.__file__).parent, pkg / "nxrun", ignore=shutil.ignore_patterns("__pycache__"))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    hashing = pkg / "nxrun" / "hashing.py"
+    assert 'FORMAT_VERSION = "nxrun-etag-1"' in hashing.read_text()
+    ws.write("nxrun.toml", f"""
+        [workspace]
+
+        [runtime]
+        edit = "if [ -e {marks}/edit ]; then rm {marks}/edit; sed -i 's/nxrun-etag-1/nxrun-etag-2/' {hashing}; fi; echo v"
+
+        [projects.p.targets.build]
+        command = "mkdir -p out && echo built > out/x.txt"
+        inputs = ["runtime:edit"]
+        outputs = ["out"]
+    """)
+    env = {"PYTHONPATH": str(pkg)}
+    _settle(ws, "run", "--json", "p:build", env=env)
+    _journal(ws).unlink()      # the next run takes the normal path, and edits the sources meanwhile
+    (marks / "edit").touch()
+    result, _ = _run(ws, "run", "--json", "p:build", env=env)
+    assert result.returncode == 0 and not (marks / "edit").exists(), result.stdout + result.stderr
+    assert 'FORMAT_VERSION = "nxrun-etag-2"' in hashing.read_text()
+    result, trace = _run(ws, "run", "--json", "p:build", env=env)
+    assert trace.startswith("fallback"), trace
+    assert _statuses(result) == {"p:build": "miss"}      # other code, other ETag
