@@ -20,7 +20,10 @@ Why a matching stat is enough: a journal is written only when every path it reco
 stat cache's racy rule, hashing._unsure). What the run hashed, listed and found in place is then
 what the journal recorded, and nothing changes a path afterwards without moving its ctime, which
 cannot be set back: an edit whose mtime was put back, a file added to or removed from a walked or
-output folder (the folder's mtime), a folder swapped for a link (its parent's mtime).
+output folder (the folder's mtime), a folder swapped for a link (its parent's mtime). A path absent
+when the journal is written has no times: the folder that holds it (or would hold a dangling
+link's target) is judged by the same rule instead, since a path the run saw and that went since
+changed it.
 
 `NXRUN_JOURNAL=off` turns the journal off; `NXRUN_JOURNAL_TRACE=FILE` appends to FILE one line
 per run saying whether the journal answered, and why not (tests and benchmarks).
@@ -109,6 +112,27 @@ def _first_racy(paths: list[str], keys: list, started_ns: int) -> str | None:
                 and _unsure(SimpleNamespace(st_mtime_ns=key[2], st_ctime_ns=key[4]), started_ns):
             return rel
     return None
+
+
+def _first_racy_holder(absent: list[str], started_ns: int) -> str | None:
+    """For paths absent when the journal is written (absolute; a dangling link's target): the
+    first folder holding one (the nearest one there, followed if a link) that changed within the
+    racy window of `started_ns`, else None. An absent path has no times of its own, yet the run may
+    have seen it before it went (an input hashed, then deleted); its going changed that folder."""
+    holders: set[str] = set()
+    for path in absent:
+        folder = os.path.dirname(path)
+        while folder not in holders and not os.path.lexists(folder) and folder != os.path.dirname(folder):
+            folder = os.path.dirname(folder)
+        holders.add(folder)
+    paths = sorted(holders)
+    keys = []
+    for path in paths:
+        try:
+            keys.append(_KEY(os.stat(path)))
+        except OSError:
+            keys.append(None)
+    return _first_racy(paths, keys, started_ns)
 
 
 def _parent(rel: str) -> str:
@@ -539,6 +563,10 @@ def _write(obj, runner, result, request: dict, started_ns: int, warned: int) -> 
     stat_paths = [rel for rel, key in zip(lstat_paths, lstat_keys) if key is not None and S_ISLNK(key[0])]
     stat_keys = _keys(root_text, stat_paths, os.stat)
     racy = _first_racy(lstat_paths + stat_paths, lstat_keys + stat_keys, started_ns)
+    if racy is None:
+        absent = [f"{root_text}/{rel}" for rel, key in zip(lstat_paths, lstat_keys) if key is None]
+        absent += [os.path.realpath(f"{root_text}/{rel}") for rel, key in zip(stat_paths, stat_keys) if key is None]
+        racy = _first_racy_holder(absent, started_ns) if absent else None
     if racy is not None:
         return f"{racy or '.'} changed just before or during the run"
     stamps = [_stamp(lstat_keys[i:i + _CHUNK]) for i in range(0, len(lstat_keys), _CHUNK)]

@@ -470,3 +470,66 @@ def test_nxrun_sources_changed_during_the_run_keep_no_journal(ws: Workspace, tmp
     result, trace = _run(ws, "run", "--json", "p:build", env=env)
     assert trace.startswith("fallback"), trace
     assert _statuses(result) == {"p:build": "miss"}      # other code, other ETag
+
+
+# ---------------------------------------------------------------------------- during the run
+
+def test_an_input_deleted_during_the_run_keeps_no_journal(ws: Workspace, tmp_path):
+    """An input file deleted after the run hashed it: the journal, written after the run, found it
+    absent, and an absent path has no times for the racy rule to judge. The folder holding it
+    changed during the run: no journal then, since the next normal run misses (and warns)."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    ws.write("nxrun.toml", f"""
+        [workspace]
+
+        [runtime]
+        delete = "if [ -e {marks}/delete ]; then rm {marks}/delete conf/a.txt; fi; echo v"
+
+        [projects.p.targets.build]
+        command = "mkdir -p out && echo built > out/x.txt"
+        inputs = ["conf/a.txt", "runtime:delete"]
+        outputs = ["out"]
+    """)
+    ws.write("conf/a.txt", "a\n")
+    _settle(ws, "run", "--json", "p:build")
+    _journal(ws).unlink()      # the next run takes the normal path, and the input goes meanwhile
+    (marks / "delete").touch()
+    result, _ = _run(ws, "run", "--json", "p:build")
+    assert result.returncode == 0 and not (ws.root / "conf/a.txt").exists(), result.stdout + result.stderr
+    assert _statuses(result) == {"p:build": "local-hit"}
+    result, trace = _run(ws, "run", "--json", "p:build")
+    assert trace.startswith("fallback"), trace
+    assert _statuses(result) == {"p:build": "miss"}
+    assert "matches no file" in result.stderr
+
+
+def test_the_target_of_a_linked_input_deleted_during_the_run_keeps_no_journal(ws: Workspace, tmp_path):
+    """The same for a symlinked input whose target (outside the workspace) goes after the run hashed
+    it: the link is then dangling, hashed as its target string alone, another ETag."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "cfg.txt").write_text("cfg\n")
+    ws.write("nxrun.toml", f"""
+        [workspace]
+
+        [runtime]
+        delete = "if [ -e {marks}/delete ]; then rm {marks}/delete {outside}/cfg.txt; fi; echo v"
+
+        [projects.p.targets.build]
+        command = "mkdir -p out && echo built > out/x.txt"
+        inputs = ["conf/cfg.txt", "runtime:delete"]
+        outputs = ["out"]
+    """)
+    (ws.root / "conf").mkdir()
+    (ws.root / "conf/cfg.txt").symlink_to(outside / "cfg.txt")
+    _settle(ws, "run", "--json", "p:build")
+    _journal(ws).unlink()
+    (marks / "delete").touch()
+    result, _ = _run(ws, "run", "--json", "p:build")
+    assert result.returncode == 0 and not (outside / "cfg.txt").exists(), result.stdout + result.stderr
+    result, trace = _run(ws, "run", "--json", "p:build")
+    assert trace.startswith("fallback"), trace
+    assert _statuses(result) == {"p:build": "miss"}
