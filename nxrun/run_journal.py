@@ -31,6 +31,7 @@ per run saying whether the journal answered, and why not (tests and benchmarks).
 
 from __future__ import annotations
 
+import glob
 import json
 import operator
 import os
@@ -483,10 +484,11 @@ def _write(obj, runner, result, request: dict, started_ns: int, warned: int) -> 
         if has_magic(prefix):
             return f"the glob {pattern!r} lists more than one folder"
         lpaths.add(rel_of(workspace.root / prefix) if prefix else "")
-        # every entry of the folder the glob lists (a superset of its matches): a folder that gains
-        # an nxrun.toml shows in its own mtime
-        with os.scandir(os.path.join(root_text, prefix)) as entries:
-            lpaths.update(f"{prefix}/{entry.name}" if prefix else entry.name for entry in entries)
+        # every path the glob lists, as the config loader globs it (recursive: a superset), whether
+        # or not it holds an nxrun.toml: a folder that gains one shows in its own mtime. Other
+        # entries of the folder cannot become matches; among them the cache folder `.nxrun`, which
+        # every run changes, for projects listed at the workspace root
+        lpaths.update(rel_of(match) for match in glob.glob(str(workspace.root / pattern), recursive=True))
     lpaths.update(graph.file_index.listed)
 
     values: dict[str, str] = {}

@@ -533,3 +533,18 @@ def test_the_target_of_a_linked_input_deleted_during_the_run_keeps_no_journal(ws
     result, trace = _run(ws, "run", "--json", "p:build")
     assert trace.startswith("fallback"), trace
     assert _statuses(result) == {"p:build": "miss"}
+
+
+def test_projects_listed_at_the_workspace_root_keep_a_journal(ws: Workspace):
+    """`projects = ["app", "lib"]`: the root folder is listed for the globs, and the cache folder
+    `.nxrun` in it changes in every run; it can never be a match, so it must not keep every run
+    from being journalled. A folder that gains an nxrun.toml is still seen."""
+    ws.write("nxrun.toml", '[workspace]\nprojects = ["app", "l*"]\n')
+    ws.write("app/nxrun.toml", '[targets.build]\ncommand = "mkdir -p out && echo a > out/a.txt"\noutputs = ["out"]\n')
+    ws.write("lib/nxrun.toml", '[targets.build]\ncommand = "mkdir -p out && echo l > out/l.txt"\noutputs = ["out"]\n')
+    (ws.root / "lab").mkdir()
+    _settle(ws, "run-many", "--json", "-t", "build")
+    _replayed(ws, "run-many", "--json", "-t", "build")
+    ws.write("lab/nxrun.toml", '[targets.build]\ncommand = "mkdir -p out && echo b > out/b.txt"\noutputs = ["out"]\n')
+    result = _normal(ws, "run-many", "--json", "-t", "build")
+    assert _statuses(result) == {"app:build": "local-hit", "lib:build": "local-hit", "lab:build": "miss"}
