@@ -20,7 +20,10 @@ Why a matching stat is enough: a journal is written only when every path it reco
 stat cache's racy rule, hashing._unsure). What the run hashed, listed and found in place is then
 what the journal recorded, and nothing changes a path afterwards without moving its ctime, which
 cannot be set back: an edit whose mtime was put back, a file added to or removed from a walked or
-output folder (the folder's mtime), a folder swapped for a link (its parent's mtime).
+output folder (the folder's mtime), a folder swapped for a link (its parent's mtime). A path absent
+when the journal is written has no times: the folder that holds it (or would hold a dangling
+link's target) is judged by the same rule instead, since a path the run saw and that went since
+changed it.
 
 `NXRUN_JOURNAL=off` turns the journal off; `NXRUN_JOURNAL_TRACE=FILE` appends to FILE one line
 per run saying whether the journal answered, and why not (tests and benchmarks).
@@ -28,6 +31,7 @@ per run saying whether the journal answered, and why not (tests and benchmarks).
 
 from __future__ import annotations
 
+import glob
 import json
 import operator
 import os
@@ -41,7 +45,7 @@ import xxhash
 
 from . import __version__
 
-JOURNAL_FORMAT = 1
+JOURNAL_FORMAT = 2
 TRACE_VAR = "NXRUN_JOURNAL_TRACE"
 SWITCH_VAR = "NXRUN_JOURNAL"
 _REQUEST_OPTIONS = ("parallel", "keep_going", "as_json", "remote_mode", "namespace", "quiet", "executor",
@@ -112,6 +116,27 @@ def _first_racy(paths: list[str], keys: list, started_ns: int) -> str | None:
     return None
 
 
+def _first_racy_holder(absent: list[str], started_ns: int) -> str | None:
+    """For paths absent when the journal is written (absolute; a dangling link's target): the
+    first folder holding one (the nearest one there, followed if a link) that changed within the
+    racy window of `started_ns`, else None. An absent path has no times of its own, yet the run may
+    have seen it before it went (an input hashed, then deleted); its going changed that folder."""
+    holders: set[str] = set()
+    for path in absent:
+        folder = os.path.dirname(path)
+        while folder not in holders and not os.path.lexists(folder) and folder != os.path.dirname(folder):
+            folder = os.path.dirname(folder)
+        holders.add(folder)
+    paths = sorted(holders)
+    keys = []
+    for path in paths:
+        try:
+            keys.append(_KEY(os.stat(path)))
+        except OSError:
+            keys.append(None)
+    return _first_racy(paths, keys, started_ns)
+
+
 def _parent(rel: str) -> str:
     """The folder of a workspace-relative path ("" for the root)."""
     cut = rel.rfind("/")
@@ -133,9 +158,13 @@ def _check_stamps(root_text: str, lstat_paths: list[str], stat_paths: list[str],
             raise _Doubt("a recorded path changed")
 
 
-def _code_stamp() -> str:
+def _code_stamp(started_ns: int | None = None) -> str | None:
     """The nxrun sources as installed (names, sizes, mtimes): an upgrade or an edit of an
-    editable install changes it, even without a new version number."""
+    editable install changes it, even without a new version number. With `started_ns` (a run's
+    start, when its journal is written): None when a source changed since, or just before (the
+    racy rule), since the run may have used the code from before the change."""
+    from .hashing import _unsure
+
     package = os.path.dirname(os.path.abspath(__file__))
     parts: list[str] = []
     stack = [package]
@@ -145,6 +174,8 @@ def _code_stamp() -> str:
             for entry in entries:
                 if entry.name.endswith(".py"):
                     st = entry.stat()
+                    if started_ns is not None and _unsure(st, started_ns):
+                        return None
                     parts.append(f"{entry.path}:{st.st_size}:{st.st_mtime_ns}")
                 elif entry.is_dir(follow_symlinks=False) and entry.name != "__pycache__":
                     stack.append(entry.path)
@@ -232,7 +263,7 @@ def _replay(directory, request: dict, argv: list[str], started_wall: float, wall
     cache_dir = cache_dir_guess(root, (root / CONFIG_NAME).read_bytes())
     path = _journal_path(cache_dir, root_text, request)
     try:
-        data = json.loads(path.read_bytes())
+        data = _parse(path.read_bytes())
     except FileNotFoundError:
         raise _Doubt("no journal") from None
     if data.get("format") != JOURNAL_FORMAT or data.get("version") != __version__:
@@ -278,6 +309,22 @@ def _replay(directory, request: dict, argv: list[str], started_wall: float, wall
         if lock_fd is not None:
             os.close(lock_fd)
         # the index is left open, as a normal run leaves it: closing it checkpoints the WAL
+
+
+def _sealed(data: dict) -> bytes:
+    """The journal's bytes: its JSON, then a line with the JSON's digest."""
+    body = json.dumps(data, separators=(",", ":")).encode("utf-8")
+    return body + b"\n" + xxhash.xxh3_128_hexdigest(body).encode() + b"\n"
+
+
+def _parse(raw: bytes) -> dict:
+    """The journal of _sealed's bytes; _Doubt when the digest does not match. A journal damaged on
+    disk (a flipped byte in a task id, a digest, a duration) may still be valid JSON that passes
+    every other check, and would then print a wrong summary or fail halfway through printing."""
+    body, _, digest = raw.rstrip(b"\n").rpartition(b"\n")
+    if not body or xxhash.xxh3_128_hexdigest(body).encode() != digest:
+        raise _Doubt("the journal is damaged")
+    return json.loads(body)
 
 
 def _touch_after() -> float:
@@ -438,10 +485,11 @@ def _write(obj, runner, result, request: dict, started_ns: int, warned: int) -> 
         if has_magic(prefix):
             return f"the glob {pattern!r} lists more than one folder"
         lpaths.add(rel_of(workspace.root / prefix) if prefix else "")
-        # every entry of the folder the glob lists (a superset of its matches): a folder that gains
-        # an nxrun.toml shows in its own mtime
-        with os.scandir(os.path.join(root_text, prefix)) as entries:
-            lpaths.update(f"{prefix}/{entry.name}" if prefix else entry.name for entry in entries)
+        # every path the glob lists, as the config loader globs it (recursive: a superset), whether
+        # or not it holds an nxrun.toml: a folder that gains one shows in its own mtime. Other
+        # entries of the folder cannot become matches; among them the cache folder `.nxrun`, which
+        # every run changes, for projects listed at the workspace root
+        lpaths.update(rel_of(match) for match in glob.glob(str(workspace.root / pattern), recursive=True))
     lpaths.update(graph.file_index.listed)
 
     values: dict[str, str] = {}
@@ -479,6 +527,10 @@ def _write(obj, runner, result, request: dict, started_ns: int, warned: int) -> 
         if row is None:
             return f"the entry of {r.task_id} is not in the index"
         outputs_digest, log_digest, duration, declared, files = json.loads(row[0])
+        if outputs_digest != r.outputs_digest:
+            # stored anew under its ETag since the hit (a clone sharing the cache): the outputs on
+            # disk are the old entry's, which the next normal run would replace with this one's
+            return f"the entry of {r.task_id} was stored anew during the run"
         roots = {d.rstrip("/") for d in declared}
         for file in files:
             lpaths.add(file[0])
@@ -514,16 +566,23 @@ def _write(obj, runner, result, request: dict, started_ns: int, warned: int) -> 
     stat_paths = [rel for rel, key in zip(lstat_paths, lstat_keys) if key is not None and S_ISLNK(key[0])]
     stat_keys = _keys(root_text, stat_paths, os.stat)
     racy = _first_racy(lstat_paths + stat_paths, lstat_keys + stat_keys, started_ns)
+    if racy is None:
+        absent = [f"{root_text}/{rel}" for rel, key in zip(lstat_paths, lstat_keys) if key is None]
+        absent += [os.path.realpath(f"{root_text}/{rel}") for rel, key in zip(stat_paths, stat_keys) if key is None]
+        racy = _first_racy_holder(absent, started_ns) if absent else None
     if racy is not None:
         return f"{racy or '.'} changed just before or during the run"
     stamps = [_stamp(lstat_keys[i:i + _CHUNK]) for i in range(0, len(lstat_keys), _CHUNK)]
     stamps += [_stamp(stat_keys[i:i + _CHUNK]) for i in range(0, len(stat_keys), _CHUNK)]
 
+    code = _code_stamp(started_ns)
+    if code is None:
+        return "nxrun's sources changed just before or during the run"
     key_id = runner.hasher.keyed("journal-key-id", "") if needs_key else None
     probes = {name[8:]: workspace.runtime[name[8:]] for name in values if name.startswith("runtime:")}
     salt = os.urandom(16)
     data = {
-        "format": JOURNAL_FORMAT, "version": __version__, "code": _code_stamp(), "salt": salt.hex(),
+        "format": JOURNAL_FORMAT, "version": __version__, "code": code, "salt": salt.hex(),
         "env": _env_stamp(salt), "root": root_text, "cache_dir": str(workspace.cache_dir), "request": request,
         "key_id": key_id, "values": values, "probes": probes, "lstat": "\n".join(lstat_paths),
         "stat": "\n".join(stat_paths), "stamps": stamps,
@@ -537,7 +596,7 @@ def _write(obj, runner, result, request: dict, started_ns: int, warned: int) -> 
     path.parent.mkdir(exist_ok=True)
     temp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
-        temp.write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
+        temp.write_bytes(_sealed(data))
         os.replace(temp, path)
     finally:
         try:

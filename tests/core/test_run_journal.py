@@ -299,14 +299,42 @@ def test_a_run_holding_a_task_lock_sends_the_run_down_the_normal_path(mono: Work
 
 # ---------------------------------------------------------------------------- nxrun itself
 
+def _journal(ws: Workspace) -> Path:
+    (journal,) = (ws.root / ".nxrun" / "journals").glob("*.json")
+    return journal
+
+
 def test_a_journal_of_another_nxrun_version_is_not_used(mono: Workspace):
-    (journal,) = (mono.root / ".nxrun" / "journals").glob("*.json")
-    data = json.loads(journal.read_text())
+    from nxrun.run_journal import _parse, _sealed
+
+    journal = _journal(mono)
+    data = _parse(journal.read_bytes())
     data["version"] = "0.0.1"
-    journal.write_text(json.dumps(data))
+    journal.write_bytes(_sealed(data))
     result, trace = _run(mono, "run", "--json", "top:all")
     assert trace == "fallback: another nxrun version wrote the journal"
     assert result.returncode == 0
+
+
+@pytest.mark.parametrize("damage", ["duration", "task id"])
+def test_a_journal_damaged_on_disk_is_not_used(mono: Workspace, damage: str):
+    """A journal still valid JSON after bytes changed on disk: a changed duration would record a
+    wrong time saved in the history, a changed task id fail with a traceback halfway through
+    printing."""
+    journal = _journal(mono)
+    raw = journal.read_bytes()
+    if damage == "duration":
+        changed = re.sub(rb'(\["a:build","local-hit","[0-9a-f]+","[0-9a-f]+",)([0-9.e-]+)', rb"\g<1>12345.0", raw)
+    else:
+        changed = re.sub(rb'("events":\[")([^"]+)"', lambda m: m[1] + m[2][:-1] + b'X"', raw, count=1)
+    assert changed != raw
+    journal.write_bytes(changed)
+    result, trace = _run(mono, "run", "--json", "top:all")
+    assert trace == "fallback: the journal is damaged", trace
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _statuses(result) == {"a:build": "local-hit", "b:build": "local-hit"}
+    rows = json.loads(mono.nxrun("history", "a:build", "--json", "-n", "1", check=True).stdout)
+    assert rows[0]["saved"] < 1000
 
 
 # ---------------------------------------------------------------------------- runtime probes
@@ -345,3 +373,193 @@ def test_another_gpu_pool_is_another_request(ws: Workspace):
     assert result.returncode == 0 and trace == "replayed", trace
     result, trace = _run(ws, "run", "p:tp", "--gpus", "0", env=two_gpus)
     assert result.returncode != 0 and "p:tp asks for 2 GPUs" in result.stderr, result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------------------- runs at once
+
+def _wait_for(path: Path, what: str, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"{what}: the run ended first:\n" + process.stdout.read() + process.stderr.read())
+        assert time.monotonic() < deadline, f"{what} never happened"
+        time.sleep(0.02)
+
+
+def test_an_entry_stored_anew_by_a_clone_sharing_the_cache_during_the_run_is_not_journalled(ws: Workspace, tmp_path):
+    """Clone B, sharing the cache folder, stores a new entry (other outputs) under the ETag of a task
+    that this run has just taken as a hit: the journal must not record the new entry as the hit
+    this run found in place, or the next run would answer 'cached' while the normal path restores
+    the new entry's outputs (and runs what depends on them)."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    ws.write("nxrun.toml", f"""
+        [workspace]
+
+        [runtime]
+        slow = "touch {marks}/probing; while [ ! -e {marks}/go ]; do sleep 0.02; done; echo v1"
+
+        [projects.p.targets.gen]
+        command = "mkdir -p out && od -An -N8 -tx1 /dev/urandom > out/r.txt"
+        inputs = ["src/*"]
+        outputs = ["out"]
+
+        [projects.p.targets.use]
+        depends-on = ["gen"]
+        command = "cat out/r.txt > used.txt"
+        inputs = ["runtime:slow"]
+        outputs = ["used.txt"]
+    """)
+    ws.write("src/in.txt", "x\n")
+    clone = Workspace(tmp_path / "clone")
+    clone.root.mkdir()
+    clone.write("nxrun.toml", ws.read("nxrun.toml"))
+    clone.write("src/in.txt", "x\n")
+    env = {"NXRUN_CACHE_DIR": str(tmp_path / "shared-cache")}
+    (marks / "go").touch()
+    _settle(ws, "run", "--json", "p:use", env=env)
+    first = ws.read("out/r.txt")
+
+    # this run takes p:gen as a hit, then waits in p:use's probe while the clone stores p:gen anew
+    for journal in (tmp_path / "shared-cache" / "journals").glob("*.json"):
+        journal.unlink()
+    (marks / "go").unlink()
+    (marks / "probing").unlink()
+    trace = _trace(ws)
+    trace.write_text("")
+    full_env = dict(os.environ, NO_COLOR="1", NXRUN_JOURNAL_TRACE=str(trace), **env)
+    full_env.pop("NXRUN_REMOTE", None)
+    run = subprocess.Popen([sys.executable, "-m", "nxrun", "run", "--json", "p:use"], cwd=ws.root, env=full_env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(marks / "probing", "the run's probe", run)
+        stored = clone.nxrun("run", "--skip-cache", "--json", "p:gen", env=env)
+        assert stored.returncode == 0, stored.stdout + stored.stderr
+        assert clone.read("out/r.txt") != first
+    finally:
+        (marks / "go").touch()
+        out, err = run.communicate(timeout=120)
+    assert run.returncode == 0, out + err
+    assert _statuses(subprocess.CompletedProcess([], 0, out, err)) == {"p:gen": "local-hit", "p:use": "local-hit"}
+
+    # what the normal path does now: restore the clone's p:gen, and run p:use on it
+    result, trace_line = _run(ws, "run", "--json", "p:use", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert trace_line.startswith("fallback"), trace_line
+    assert _statuses(result) == {"p:gen": "local-hit", "p:use": "miss"}
+    assert ws.read("out/r.txt") == clone.read("out/r.txt")
+
+
+def test_nxrun_sources_changed_during_the_run_keep_no_journal(ws: Workspace, tmp_path):
+    """nxrun's sources edited while a run goes on (a `git pull` in an editable install): the run
+    hashed with the old code, so a journal stamped with the new sources would answer for code that
+    computes other ETags."""
+    import shutil
+
+    import nxrun
+
+    pkg = tmp_path / "pkg"
+    shutil.copytree(Path(nxrun.__file__).parent, pkg / "nxrun", ignore=shutil.ignore_patterns("__pycache__"))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    hashing = pkg / "nxrun" / "hashing.py"
+    assert 'FORMAT_VERSION = "nxrun-etag-1"' in hashing.read_text()
+    ws.write("nxrun.toml", f"""
+        [workspace]
+
+        [runtime]
+        edit = "if [ -e {marks}/edit ]; then rm {marks}/edit; sed -i 's/nxrun-etag-1/nxrun-etag-2/' {hashing}; fi; echo v"
+
+        [projects.p.targets.build]
+        command = "mkdir -p out && echo built > out/x.txt"
+        inputs = ["runtime:edit"]
+        outputs = ["out"]
+    """)
+    env = {"PYTHONPATH": str(pkg)}
+    _settle(ws, "run", "--json", "p:build", env=env)
+    _journal(ws).unlink()      # the next run takes the normal path, and edits the sources meanwhile
+    (marks / "edit").touch()
+    result, _ = _run(ws, "run", "--json", "p:build", env=env)
+    assert result.returncode == 0 and not (marks / "edit").exists(), result.stdout + result.stderr
+    assert 'FORMAT_VERSION = "nxrun-etag-2"' in hashing.read_text()
+    result, trace = _run(ws, "run", "--json", "p:build", env=env)
+    assert trace.startswith("fallback"), trace
+    assert _statuses(result) == {"p:build": "miss"}      # other code, other ETag
+
+
+# ---------------------------------------------------------------------------- during the run
+
+def test_an_input_deleted_during_the_run_keeps_no_journal(ws: Workspace, tmp_path):
+    """An input file deleted after the run hashed it: the journal, written after the run, found it
+    absent, and an absent path has no times for the racy rule to judge. The folder holding it
+    changed during the run: no journal then, since the next normal run misses (and warns)."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    ws.write("nxrun.toml", f"""
+        [workspace]
+
+        [runtime]
+        delete = "if [ -e {marks}/delete ]; then rm {marks}/delete conf/a.txt; fi; echo v"
+
+        [projects.p.targets.build]
+        command = "mkdir -p out && echo built > out/x.txt"
+        inputs = ["conf/a.txt", "runtime:delete"]
+        outputs = ["out"]
+    """)
+    ws.write("conf/a.txt", "a\n")
+    _settle(ws, "run", "--json", "p:build")
+    _journal(ws).unlink()      # the next run takes the normal path, and the input goes meanwhile
+    (marks / "delete").touch()
+    result, _ = _run(ws, "run", "--json", "p:build")
+    assert result.returncode == 0 and not (ws.root / "conf/a.txt").exists(), result.stdout + result.stderr
+    assert _statuses(result) == {"p:build": "local-hit"}
+    result, trace = _run(ws, "run", "--json", "p:build")
+    assert trace.startswith("fallback"), trace
+    assert _statuses(result) == {"p:build": "miss"}
+    assert "matches no file" in result.stderr
+
+
+def test_the_target_of_a_linked_input_deleted_during_the_run_keeps_no_journal(ws: Workspace, tmp_path):
+    """The same for a symlinked input whose target (outside the workspace) goes after the run hashed
+    it: the link is then dangling, hashed as its target string alone, another ETag."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "cfg.txt").write_text("cfg\n")
+    ws.write("nxrun.toml", f"""
+        [workspace]
+
+        [runtime]
+        delete = "if [ -e {marks}/delete ]; then rm {marks}/delete {outside}/cfg.txt; fi; echo v"
+
+        [projects.p.targets.build]
+        command = "mkdir -p out && echo built > out/x.txt"
+        inputs = ["conf/cfg.txt", "runtime:delete"]
+        outputs = ["out"]
+    """)
+    (ws.root / "conf").mkdir()
+    (ws.root / "conf/cfg.txt").symlink_to(outside / "cfg.txt")
+    _settle(ws, "run", "--json", "p:build")
+    _journal(ws).unlink()
+    (marks / "delete").touch()
+    result, _ = _run(ws, "run", "--json", "p:build")
+    assert result.returncode == 0 and not (outside / "cfg.txt").exists(), result.stdout + result.stderr
+    result, trace = _run(ws, "run", "--json", "p:build")
+    assert trace.startswith("fallback"), trace
+    assert _statuses(result) == {"p:build": "miss"}
+
+
+def test_projects_listed_at_the_workspace_root_keep_a_journal(ws: Workspace):
+    """`projects = ["app", "lib"]`: the root folder is listed for the globs, and the cache folder
+    `.nxrun` in it changes in every run; it can never be a match, so it must not keep every run
+    from being journalled. A folder that gains an nxrun.toml is still seen."""
+    ws.write("nxrun.toml", '[workspace]\nprojects = ["app", "l*"]\n')
+    ws.write("app/nxrun.toml", '[targets.build]\ncommand = "mkdir -p out && echo a > out/a.txt"\noutputs = ["out"]\n')
+    ws.write("lib/nxrun.toml", '[targets.build]\ncommand = "mkdir -p out && echo l > out/l.txt"\noutputs = ["out"]\n')
+    (ws.root / "lab").mkdir()
+    _settle(ws, "run-many", "--json", "-t", "build")
+    _replayed(ws, "run-many", "--json", "-t", "build")
+    ws.write("lab/nxrun.toml", '[targets.build]\ncommand = "mkdir -p out && echo b > out/b.txt"\noutputs = ["out"]\n')
+    result = _normal(ws, "run-many", "--json", "-t", "build")
+    assert _statuses(result) == {"app:build": "local-hit", "lib:build": "local-hit", "lab:build": "miss"}
