@@ -14,6 +14,7 @@ that dies half-way leaves blobs at most, never a partial entry.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -32,6 +33,9 @@ from .action import Action, ActionArea, RemoteSpec, _file_digest
 
 SANDBOX_DIR_ENV = "NXRUN_SANDBOX_DIR"        # where sandboxes are made (default: the system temp folder)
 KEEP_SANDBOX_ENV = "NXRUN_KEEP_SANDBOX"      # "1": leave sandboxes behind, to look into them
+
+
+_DIGEST = re.compile("[0-9a-f]{32}")
 
 
 class SandboxError(Exception):
@@ -90,6 +94,9 @@ def materialise(area: ActionArea, action: Action, sandbox: Path) -> int:
             raise SandboxError(f"{action.task_id}: input path {item.path!r} appears twice")
         if item.kind not in ("file", "symlink", "dir"):
             raise SandboxError(f"{action.task_id}: input {item.path!r} has unknown kind {item.kind!r}")
+        if item.kind == "file" and (type(item.digest) is not str or not _DIGEST.fullmatch(item.digest)
+                                    or type(item.size) is not int or item.size < 0):
+            raise SandboxError(f"{action.task_id}: input {item.path!r} has a malformed blob digest or size")
         if item.kind == "symlink" and not _link_stays_inside(item.path, item.target or ""):
             raise SandboxError(f"{action.task_id}: input link {item.path!r} -> {item.target!r} leads out of "
                                "the sandbox")
@@ -137,6 +144,15 @@ def materialise(area: ActionArea, action: Action, sandbox: Path) -> int:
     finally:
         os.close(root_fd)
         shutil.rmtree(temp_dir, ignore_errors=True)
+    # each link's target stays inside on its own, but one may lead through another (b -> ., a -> b/..):
+    # followed as the kernel follows them, every link must still end in the sandbox
+    inside = os.path.realpath(sandbox)
+    for item in action.inputs:
+        if item.kind == "symlink":
+            resolved = os.path.realpath(os.path.join(sandbox, item.path))
+            if resolved != inside and not resolved.startswith(inside + os.sep):
+                raise SandboxError(f"{action.task_id}: input link {item.path!r} -> {item.target!r} leads out of "
+                                   "the sandbox through the other links of the action")
     return files
 
 

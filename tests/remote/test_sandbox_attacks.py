@@ -1,0 +1,75 @@
+"""Hostile action records against the worker half of remote execution (nxrun/executors/sandbox.py),
+on the real S3 server: nothing they name may make the worker write outside its sandbox."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import xxhash
+from weed_server import client_env
+
+from nxrun.executors.action import Action, ActionArea, RemoteSpec
+from nxrun.executors.sandbox import run_action
+from nxrun.store import OutputRecord
+
+ETAG = "0123456789abcdef0123456789abcdef"
+EVIL = xxhash.xxh3_128_hexdigest(b"evil")
+
+
+@pytest.fixture
+def s3_env(remote, monkeypatch):
+    for name, value in client_env(remote.endpoint).items():
+        monkeypatch.setenv(name, value)
+    return remote
+
+
+@pytest.fixture
+def sandboxes(tmp_path, monkeypatch) -> Path:
+    """Sandboxes are made two levels below tmp_path, so an escape lands in tmp_path where it is seen."""
+    parent = tmp_path / "node" / "sandboxes"
+    parent.mkdir(parents=True)
+    monkeypatch.setenv("NXRUN_SANDBOX_DIR", str(parent))
+    return parent
+
+
+def _run(remote, inputs: list[OutputRecord], cwd: str = "", outputs: list[str] | None = None,
+         command: str = "true") -> dict:
+    spec = RemoteSpec(url=remote.url, namespace="trusted", endpoint_url=remote.endpoint, connect_timeout=2,
+                      read_timeout=10)
+    area = ActionArea.open(spec)
+    try:
+        area.put_blob_bytes(EVIL, b"evil")
+        digest = area.put_action(Action(task_id="p:t", etag=ETAG, command=command, cwd=cwd, env_names=[],
+                                        inputs=inputs, outputs=outputs or ["out"]))
+    finally:
+        area.close()
+    return run_action(spec.as_plain(), digest, {})
+
+
+def _everything_under(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("digest", ["../../escaped", "../../../escaped", "/tmp/../" + "x" * 20])
+def test_an_input_digest_that_is_a_path_never_makes_a_file_outside_the_sandbox(s3_env, sandboxes, tmp_path, digest):
+    result = _run(s3_env, [OutputRecord("in.txt", "file", digest=digest, size=4)])
+    assert result["entry"] is None and "digest" in (result["problem"] or ""), result
+    assert _everything_under(tmp_path) == ["node", "node/sandboxes"]
+
+
+@pytest.mark.parametrize("inputs", [
+    # each link's target text stays inside, but followed through the other link it leaves the sandbox
+    [OutputRecord("b", "symlink", target=".", mode=0o777), OutputRecord("a", "symlink", target="b/..", mode=0o777)],
+    [OutputRecord("b", "symlink", target=".", mode=0o777),
+     OutputRecord("a", "symlink", target="b/b/b/../../..", mode=0o777)],
+    [OutputRecord("d/b", "symlink", target="..", mode=0o777),
+     OutputRecord("a", "symlink", target="d/b/d/b/..", mode=0o777)],
+])
+@pytest.mark.parametrize("where", ["cwd", "output"])
+def test_a_link_chain_out_of_the_sandbox_is_refused_before_anything_is_made_through_it(s3_env, sandboxes, tmp_path,
+                                                                                        inputs, where):
+    kwargs = {"cwd": "a/escaped"} if where == "cwd" else {"outputs": ["a/escaped/out.txt"]}
+    result = _run(s3_env, inputs, **kwargs)
+    assert result["entry"] is None and "leads out" in (result["problem"] or ""), result
+    assert _everything_under(tmp_path) == ["node", "node/sandboxes"]
