@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -243,14 +244,16 @@ def _area_for(spec: dict) -> ActionArea:
 
 
 def run_action(spec: dict, digest: str, env_values: dict[str, str], gpu_ids: list[str] | None = None,
-               where: dict[str, str] | None = None) -> dict:
+               where: dict[str, str] | None = None, args: list[str] | None = None) -> dict:
     """Materialise, run, scan and upload one action; the result as plain data:
     {exit_code, duration, log_digest, log_size, log (its bytes, when small), entry (a manifest dict,
     or None), problem, facts, sandbox}.
 
     `gpu_ids`: the GPUs the scheduler gave this task (CUDA_VISIBLE_DEVICES is taken from the
     environment it set); `where`: more facts about the place (the Ray node id). The entry is only
-    made for exit code 0 and when the hardware matches."""
+    made for exit code 0 and when the hardware matches. `env_values` and `args` (appended to the
+    command, as the scheduler appends the args after `--`) are never in the action record: secrets.
+    An env name of the record without a value is unset for the command."""
     area = _area_for(spec)
     sandbox = make_sandbox()
     result: dict = {"exit_code": -1, "duration": 0.0, "log_digest": None, "log_size": 0, "entry": None,
@@ -284,7 +287,11 @@ def run_action(spec: dict, digest: str, env_values: dict[str, str], gpu_ids: lis
         from ..runtime import command_environment
 
         env = command_environment()
-        env.update({name: env_values[name] for name in action.env_names if name in env_values})
+        for name in action.env_names:
+            if name in env_values:
+                env[name] = env_values[name]
+            else:
+                env.pop(name, None)
         env["NXRUN_WORKSPACE"] = str(sandbox)
         env["NXRUN_SANDBOX"] = str(sandbox)
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -296,7 +303,8 @@ def run_action(spec: dict, digest: str, env_values: dict[str, str], gpu_ids: lis
         log_path = sandbox.parent / f"{sandbox.name}.log"
         started = time.monotonic()
         with open(log_path, "wb") as log:
-            process = subprocess.Popen(["/bin/sh", "-c", action.command], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+            command = action.command + "".join(" " + shlex.quote(str(a)) for a in args or [])
+            process = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                        preexec_fn=_die_with_parent)
             try:

@@ -534,6 +534,7 @@ class Runner:
         env["NXRUN_WORKSPACE"] = str(self.root)
         job = Job(task, etag, command, env, task.cwd,
                   [(name[5:], digest) for name, digest in record.explain.items() if name.startswith("file:")])
+        job.args = list(args)
         job.explain = record.explain     # an executor that writes the entry records it (`nxrun why`)
         grant = pending.grant
         if grant is not None and grant.gpus:
