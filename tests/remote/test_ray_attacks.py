@@ -64,3 +64,57 @@ def test_the_command_on_the_worker_sees_the_env_inputs_its_etag_holds(ray_cluste
     assert result.returncode == 0, result.stdout + result.stderr
     assert (ws.root / "out" / "m.txt").read_text() == "size=large\n"
 
+
+def _run_json(ws: Workspace, *args: str, env: dict) -> dict:
+    import json
+
+    result = ws.nxrun("run", "--json", *args, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
+def test_a_cache_never_task_runs_on_the_cluster_and_leaves_no_entry(ray_cluster, remote, tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    ws.write("nxrun.toml", f"""\
+        [remote]
+        url = "{remote.url}"
+
+        [projects.p.targets.t]
+        command = "mkdir -p out; head -c 16 /dev/urandom | od -An -tx1 > out/r.txt"
+        cache = "never"
+        outputs = ["out/r.txt"]
+        """)
+    env = _env(remote, ray_cluster)
+    first = _run_json(ws, "p:t", "--executor", "ray", env=env)
+    assert Workspace.statuses(first) == {"p:t": "miss"}
+    made = (ws.root / "out" / "r.txt").read_text()
+    assert made.strip()
+    assert not remote.keys("trusted/entries")
+    again = _run_json(ws, "p:t", "--executor", "ray", env=env)
+    assert Workspace.statuses(again) == {"p:t": "miss"}
+    assert (ws.root / "out" / "r.txt").read_text() != made
+    assert not remote.keys("trusted/entries")
+
+
+def test_a_second_run_of_an_etag_already_in_the_remote_restores_what_its_own_command_wrote(ray_cluster, remote,
+                                                                                           tmp_path):
+    """Two drivers run the same ETag (at once, or --skip-cache): the entry is write-once, so the
+    second one's manifest is not the stored one; it must still succeed with its own outputs."""
+    ws = Workspace(tmp_path / "ws")
+    ws.write("nxrun.toml", f"""\
+        [remote]
+        url = "{remote.url}"
+
+        [projects.p.targets.t]
+        command = "mkdir -p out; head -c 16 /dev/urandom | od -An -tx1 > out/r.txt"
+        outputs = ["out/r.txt"]
+        """)
+    env = _env(remote, ray_cluster)
+    assert Workspace.statuses(_run_json(ws, "p:t", "--executor", "ray", env=env)) == {"p:t": "miss"}
+    first = (ws.root / "out" / "r.txt").read_text()
+    stored = remote.keys("trusted/entries")
+    assert len(stored) == 1
+    again = _run_json(ws, "p:t", "--executor", "ray", "--skip-cache", env=env)
+    assert Workspace.statuses(again) == {"p:t": "miss"}
+    assert (ws.root / "out" / "r.txt").read_text() != first
+    assert remote.keys("trusted/entries") == stored
