@@ -95,6 +95,8 @@ def materialise(area: ActionArea, action: Action, sandbox: Path) -> int:
             raise SandboxError(f"{action.task_id}: input path {item.path!r} appears twice")
         if item.kind not in ("file", "symlink", "dir"):
             raise SandboxError(f"{action.task_id}: input {item.path!r} has unknown kind {item.kind!r}")
+        if type(item.mode) is not int or not 0 <= item.mode <= 0o7777:
+            raise SandboxError(f"{action.task_id}: input {item.path!r} has a malformed mode {item.mode!r}")
         if item.kind == "file" and (type(item.digest) is not str or not _DIGEST.fullmatch(item.digest)
                                     or type(item.size) is not int or item.size < 0):
             raise SandboxError(f"{action.task_id}: input {item.path!r} has a malformed blob digest or size")
@@ -262,7 +264,7 @@ def run_action(spec: dict, digest: str, env_values: dict[str, str], gpu_ids: lis
         try:
             action = area.get_action(digest)
             materialise(area, action, sandbox)
-        except (ValueError, SandboxError, CorruptBlob, UnsafeEntry) as exc:
+        except (ValueError, SandboxError, CorruptBlob, UnsafeEntry, OSError) as exc:
             result["problem"] = f"could not prepare the sandbox: {exc}"
             return result
         facts = worker_facts(list(gpu_ids or []))
@@ -278,12 +280,16 @@ def run_action(spec: dict, digest: str, env_values: dict[str, str], gpu_ids: lis
                                      f"ETag holds ({expected[:200]!r}); it did not run there")
                 return result
         cwd = sandbox if action.cwd in ("", ".") else sandbox / action.cwd
-        cwd.mkdir(parents=True, exist_ok=True)
-        # the folders that hold the declared outputs exist, as they would in a workspace (Bazel
-        # does the same): a command may write out/x.txt without making out/ first
-        for declared in action.outputs:
-            if "/" in declared:
-                (sandbox / declared.rsplit("/", 1)[0]).mkdir(parents=True, exist_ok=True)
+        try:
+            cwd.mkdir(parents=True, exist_ok=True)
+            # the folders that hold the declared outputs exist, as they would in a workspace (Bazel
+            # does the same): a command may write out/x.txt without making out/ first
+            for declared in action.outputs:
+                if "/" in declared:
+                    (sandbox / declared.rsplit("/", 1)[0]).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            result["problem"] = f"could not prepare the sandbox: {exc}"
+            return result
         from ..runtime import command_environment
 
         env = command_environment()
@@ -302,7 +308,9 @@ def run_action(spec: dict, digest: str, env_values: dict[str, str], gpu_ids: lis
             env["NXRUN_GPU_IDS"] = ",".join(gpu_ids)
         log_path = sandbox.parent / f"{sandbox.name}.log"
         started = time.monotonic()
-        with open(log_path, "wb") as log:
+        # private (the log may hold secrets the command printed), and never through a link
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(log_fd, "wb") as log:
             command = action.command + "".join(" " + shlex.quote(str(a)) for a in args or [])
             process = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,

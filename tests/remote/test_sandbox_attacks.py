@@ -73,3 +73,29 @@ def test_a_link_chain_out_of_the_sandbox_is_refused_before_anything_is_made_thro
     result = _run(s3_env, inputs, **kwargs)
     assert result["entry"] is None and "leads out" in (result["problem"] or ""), result
     assert _everything_under(tmp_path) == ["node", "node/sandboxes"]
+
+
+@pytest.mark.parametrize("inputs, cwd, outputs", [
+    ([OutputRecord("n" * 300, "file", digest=EVIL, size=4)], "", ["out"]),        # a name no file system takes
+    ([OutputRecord("in.txt", "file", digest=EVIL, size=4, mode="rwx")], "", ["out"]),  # a mode that is no number
+    ([OutputRecord("f", "file", digest=EVIL, size=4)], "f/sub", ["out"]),          # cwd beneath a file
+    ([OutputRecord("f", "file", digest=EVIL, size=4)], "", ["f/out.txt"]),         # an output beneath a file
+])
+def test_an_action_the_file_system_cannot_take_is_a_problem_not_a_crash(s3_env, sandboxes, tmp_path, inputs, cwd,
+                                                                         outputs):
+    result = _run(s3_env, inputs, cwd=cwd, outputs=outputs)
+    assert result["entry"] is None and result["problem"], result
+    assert list(sandboxes.iterdir()) == []
+
+
+def test_the_log_beside_the_sandbox_is_private_to_the_worker(s3_env, sandboxes):
+    """The log may hold secrets the command printed, and lies in a shared temp folder."""
+    result = _run(s3_env, [], command='mkdir -p out; stat -c %a "$NXRUN_SANDBOX.log" > out/mode', outputs=["out"])
+    assert result["exit_code"] == 0 and result["entry"], result
+    spec = RemoteSpec(url=s3_env.url, namespace="trusted", endpoint_url=s3_env.endpoint)
+    area = ActionArea.open(spec)
+    try:
+        record = [r for r in result["entry"]["outputs"] if r["path"] == "out/mode"][0]
+        assert area.read_blob(record["digest"]).decode().strip() == "600"
+    finally:
+        area.close()
