@@ -99,3 +99,37 @@ def test_the_log_beside_the_sandbox_is_private_to_the_worker(s3_env, sandboxes):
         assert area.read_blob(record["digest"]).decode().strip() == "600"
     finally:
         area.close()
+
+
+def _raw_action(remote, **changes) -> dict:
+    import json
+
+    fields = {"task_id": "p:t", "etag": ETAG, "command": "true", "cwd": "", "env_names": [], "inputs": [],
+              "outputs": ["out"], "hardware": "", "probes": {}, "format": 1}
+    fields.update(changes)
+    raw = json.dumps(fields).encode()
+    digest = xxhash.xxh3_128_hexdigest(raw)
+    remote.put(f"trusted/actions/{digest}.json", raw)
+    spec = RemoteSpec(url=remote.url, namespace="trusted", endpoint_url=remote.endpoint, connect_timeout=2,
+                      read_timeout=10)
+    return run_action(spec.as_plain(), digest, {})
+
+
+@pytest.mark.parametrize("changes", [
+    {"inputs": [{"bogus": 1}]},
+    {"inputs": ["in.txt"]},
+    {"inputs": {"path": "in.txt"}},
+    {"outputs": "out"},
+    {"outputs": [["out"]]},
+    {"command": ["rm", "-rf", "/"]},
+    {"cwd": None},
+    {"env_names": "HOME"},
+    {"probes": {"tool": 5}},
+    {"probes": []},
+    {"task_id": 5},
+])
+def test_a_malformed_action_record_is_refused_as_a_problem_before_anything_runs(s3_env, sandboxes, changes):
+    result = _raw_action(s3_env, **changes)
+    assert result["entry"] is None and result["exit_code"] == -1, result
+    assert "could not prepare the sandbox" in (result["problem"] or ""), result
+    assert list(sandboxes.iterdir()) == []
