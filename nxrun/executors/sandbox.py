@@ -327,6 +327,12 @@ def run_action(spec: dict, digest: str, env_values: dict[str, str], gpu_ids: lis
             except BaseException:      # ray.cancel (KeyboardInterrupt), the worker shutting down
                 _kill_group(process)
                 raise
+            # what the command left running would write on into outputs being hashed and uploaded,
+            # and outlive the sandbox (PR_SET_PDEATHSIG covers the shell only): its group goes too
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         result["duration"] = time.monotonic() - started
         result["exit_code"] = exit_code
         log_size = log_path.stat().st_size

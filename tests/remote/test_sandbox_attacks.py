@@ -3,6 +3,7 @@ on the real S3 server: nothing they name may make the worker write outside its s
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -133,3 +134,32 @@ def test_a_malformed_action_record_is_refused_as_a_problem_before_anything_runs(
     assert result["entry"] is None and result["exit_code"] == -1, result
     assert "could not prepare the sandbox" in (result["problem"] or ""), result
     assert list(sandboxes.iterdir()) == []
+
+
+def test_processes_the_command_left_behind_do_not_outlive_it_on_the_worker(s3_env, sandboxes, tmp_path):
+    """A background process of the command would go on writing to outputs being hashed and
+    uploaded, and run on in a removed sandbox forever (PR_SET_PDEATHSIG covers the shell only)."""
+    import signal
+    import time
+
+    pid_file = tmp_path / "bg.pid"
+    command = f"mkdir -p out; echo made > out/x.txt; sleep 300 > /dev/null 2>&1 & echo $! > {pid_file}"
+    result = _run(s3_env, [], command=command, outputs=["out"])
+    pid = int(pid_file.read_text())
+    try:
+        assert result["exit_code"] == 0 and result["entry"], result
+        deadline = time.monotonic() + 10
+        while _alive(pid):
+            assert time.monotonic() < deadline, "the command's background process outlived it"
+            time.sleep(0.05)
+    finally:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
