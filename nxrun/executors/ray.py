@@ -376,8 +376,12 @@ class RayExecutor:
                    "name": f"nxrun:{task.id}"}
         if nodes:        # only where the ETag's fingerprint and probe outputs are the node's
             options["label_selector"] = {"ray.io/node-id": f"in({','.join(nodes)})"}
-        ref = self._remote_fn.options(**options).remote(self._spec.as_plain(), digest, env_values, args)
         with self._lock:
+            # under the lock cancel_all lists the running tasks with: a cancel that came while this
+            # one was being sent either stops it here or finds it there
+            if self._cancelled:
+                return self._failed(started, "cancelled")
+            ref = self._remote_fn.options(**options).remote(self._spec.as_plain(), digest, env_values, args)
             self._running[ref] = task.id
         try:
             result = ray.get(ref)
