@@ -4,14 +4,22 @@ cluster and S3 server: what the remote holds afterwards, and what comes back to 
 from __future__ import annotations
 
 import sys
+import uuid
 from pathlib import Path
 
+import pytest
+from remote_helpers import Remote
 from weed_server import client_env
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "core"))
 
 from cli_workspace import Workspace  # noqa: E402
 
+
+@pytest.fixture
+def remote(s3_server, module_bucket) -> Remote:
+    """A prefix of its own in the module's bucket (see conftest.module_bucket)."""
+    return Remote(s3_server.endpoint, module_bucket, f"cache-{uuid.uuid4().hex[:10]}")
 
 def _env(remote, ray_cluster) -> dict[str, str]:
     env = client_env(remote.endpoint)

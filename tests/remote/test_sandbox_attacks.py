@@ -4,10 +4,12 @@ on the real S3 server: nothing they name may make the worker write outside its s
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import pytest
 import xxhash
+from remote_helpers import Remote
 from weed_server import client_env
 
 from nxrun.executors.action import Action, ActionArea, RemoteSpec
@@ -17,6 +19,12 @@ from nxrun.store import OutputRecord
 ETAG = "0123456789abcdef0123456789abcdef"
 EVIL = xxhash.xxh3_128_hexdigest(b"evil")
 
+
+
+@pytest.fixture
+def remote(s3_server, module_bucket) -> Remote:
+    """A prefix of its own in the module's bucket (see conftest.module_bucket)."""
+    return Remote(s3_server.endpoint, module_bucket, f"cache-{uuid.uuid4().hex[:10]}")
 
 @pytest.fixture
 def s3_env(remote, monkeypatch):
