@@ -126,3 +126,19 @@ def test_a_second_run_of_an_etag_already_in_the_remote_restores_what_its_own_com
     assert Workspace.statuses(again) == {"p:t": "miss"}
     assert (ws.root / "out" / "r.txt").read_text() != first
     assert remote.keys("trusted/entries") == stored
+
+
+def test_a_declared_output_the_worker_did_not_produce_is_warned_about_as_locally(ray_cluster, remote, tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    ws.write("nxrun.toml", f"""\
+        [remote]
+        url = "{remote.url}"
+
+        [projects.p.targets.t]
+        command = "mkdir -p out; echo made > out/made.txt"
+        outputs = ["out/made.txt", "out/forgotten.txt"]
+        """)
+    result = ws.nxrun("run", "p:t", "--executor", "ray", env=_env(remote, ray_cluster))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "declared output 'out/forgotten.txt' was not produced" in result.stdout + result.stderr
+    assert "out/made.txt' was not produced" not in result.stdout + result.stderr
