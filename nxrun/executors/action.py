@@ -53,8 +53,23 @@ class Action:
         data = json.loads(raw)
         if not isinstance(data, dict) or data.get("format") != ACTION_FORMAT:
             raise ValueError("not an nxrun action record of a known format")
-        data["inputs"] = [OutputRecord(**item) for item in data.get("inputs", [])]
-        return cls(**{k: v for k, v in data.items() if k in _ACTION_FIELDS})
+        inputs = data.get("inputs", [])
+        if not isinstance(inputs, list) or not all(isinstance(item, dict) for item in inputs):
+            raise ValueError("the action record's inputs are not a list of records")
+        try:
+            data["inputs"] = [OutputRecord(**item) for item in inputs]
+            action = cls(**{k: v for k, v in data.items() if k in _ACTION_FIELDS})
+        except TypeError as exc:
+            raise ValueError(f"the action record is malformed ({exc})") from None
+        texts = (action.task_id, action.etag, action.command, action.cwd, action.hardware)
+        lists = (action.env_names, action.outputs)
+        probes = action.probes
+        if not all(type(t) is str for t in texts) \
+                or not all(type(v) is list and all(type(s) is str for s in v) for v in lists) \
+                or type(probes) is not dict or not all(
+                    type(v) is list and len(v) == 2 and all(type(s) is str for s in v) for v in probes.values()):
+            raise ValueError("the action record has a field of the wrong type")
+        return action
 
 
 _ACTION_FIELDS = frozenset(Action.__record_fields__)  # type: ignore[attr-defined]

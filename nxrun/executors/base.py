@@ -35,6 +35,8 @@ class Job:
     inputs: list[tuple[str, str]]  # (workspace-relative path, content digest) of every input file
                                   # the ETag hashed (what a remote sandbox must materialise)
     gpus: list[str] = default_factory(list)   # GPU ids granted (empty when none)
+    args: list[str] = default_factory(list)   # the args after `--` (already in `command`): secrets, so
+                                              # an executor that stores the command keeps them out
     cpus: int = 1
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket
 import threading
 import time
@@ -64,14 +65,15 @@ def import_ray():
     return ray
 
 
-def _run_on_worker(spec: dict, digest: str, env_values: dict[str, str]) -> dict:
+def _run_on_worker(spec: dict, digest: str, env_values: dict[str, str], args: list[str] | None = None) -> dict:
     """The body of the Ray task (on the worker node)."""
     import ray
 
     from nxrun.executors.sandbox import run_action
 
     gpu_ids = [str(g) for g in ray.get_gpu_ids()]
-    return run_action(spec, digest, env_values, gpu_ids, {"ray_node": ray.get_runtime_context().get_node_id()})
+    return run_action(spec, digest, env_values, gpu_ids, {"ray_node": ray.get_runtime_context().get_node_id()},
+                      args=args)
 
 
 def _probe_hardware(gpus: int) -> str:
@@ -114,6 +116,14 @@ def _address_host_port(address: str) -> tuple[str, int] | None:
     if not host or not port.isdigit():
         return None
     return host.strip("[]"), int(port)
+
+
+def _without_args(command: str, args: list[str]) -> tuple[str, list[str]]:
+    """(the command without the args the scheduler appended to it, those args)."""
+    suffix = " " + " ".join(shlex.quote(a) for a in args)
+    if not args or not command.endswith(suffix):
+        return command, []
+    return command[:-len(suffix)], args
 
 
 class RayExecutor:
@@ -336,7 +346,11 @@ class RayExecutor:
             upload_inputs(area, self.root, inputs, known)
             with self._lock:
                 self._known_blobs |= known
-            env_names = sorted(k for k in job.env if k not in _LOCAL_ONLY_ENV)
+            # the values of `env:NAME` inputs are the driver's, as the ETag hashed them (unset ones
+            # are unset on the worker too); like the args after `--`, they travel with the Ray task only
+            env_inputs = {i[len("env:"):] for i in task.inputs if i.startswith("env:")}
+            env_names = sorted((set(job.env) | env_inputs) - set(_LOCAL_ONLY_ENV))
+            command, args = _without_args(job.command, list(getattr(job, "args", None) or []))
             probe_names = [i[len("runtime:"):] for i in task.inputs if i.startswith("runtime:")]
             hardware, nodes = "", []
             if task.cache == "hardware" or probe_names:
@@ -348,7 +362,7 @@ class RayExecutor:
                 command = self._probe_commands().get(name)
                 if command is not None:
                     probes[name] = [command, self.probe_output(name, command, task)]
-            action = Action(task_id=task.id, etag=job.etag, command=job.command, cwd=job.cwd or "",
+            action = Action(task_id=task.id, etag=job.etag, command=command, cwd=job.cwd or "",
                             env_names=env_names, inputs=inputs, outputs=list(task.outputs), hardware=hardware,
                             probes=probes)
             digest = area.put_action(action)
@@ -356,13 +370,18 @@ class RayExecutor:
             return self._failed(started, f"could not send it to the cluster: {exc}")
         except (RemoteUnavailable, RemoteRefused, OSError) as exc:
             return self._failed(started, f"could not upload its inputs to the remote cache ({exc})")
-        env_values = {k: job.env[k] for k in env_names}
+        env_values = {k: job.env[k] if k in job.env else os.environ[k] for k in env_names
+                      if k in job.env or k in os.environ}
         options = {"num_cpus": max(0, int(job.cpus)), "num_gpus": self._gpu_count(job),
                    "name": f"nxrun:{task.id}"}
         if nodes:        # only where the ETag's fingerprint and probe outputs are the node's
             options["label_selector"] = {"ray.io/node-id": f"in({','.join(nodes)})"}
-        ref = self._remote_fn.options(**options).remote(self._spec.as_plain(), digest, env_values)
         with self._lock:
+            # under the lock cancel_all lists the running tasks with: a cancel that came while this
+            # one was being sent either stops it here or finds it there
+            if self._cancelled:
+                return self._failed(started, "cancelled")
+            ref = self._remote_fn.options(**options).remote(self._spec.as_plain(), digest, env_values, args)
             self._running[ref] = task.id
         try:
             result = ray.get(ref)

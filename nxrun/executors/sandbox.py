@@ -14,6 +14,8 @@ that dies half-way leaves blobs at most, never a partial entry.
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -32,6 +34,9 @@ from .action import Action, ActionArea, RemoteSpec, _file_digest
 
 SANDBOX_DIR_ENV = "NXRUN_SANDBOX_DIR"        # where sandboxes are made (default: the system temp folder)
 KEEP_SANDBOX_ENV = "NXRUN_KEEP_SANDBOX"      # "1": leave sandboxes behind, to look into them
+
+
+_DIGEST = re.compile("[0-9a-f]{32}")
 
 
 class SandboxError(Exception):
@@ -90,6 +95,11 @@ def materialise(area: ActionArea, action: Action, sandbox: Path) -> int:
             raise SandboxError(f"{action.task_id}: input path {item.path!r} appears twice")
         if item.kind not in ("file", "symlink", "dir"):
             raise SandboxError(f"{action.task_id}: input {item.path!r} has unknown kind {item.kind!r}")
+        if type(item.mode) is not int or not 0 <= item.mode <= 0o7777:
+            raise SandboxError(f"{action.task_id}: input {item.path!r} has a malformed mode {item.mode!r}")
+        if item.kind == "file" and (type(item.digest) is not str or not _DIGEST.fullmatch(item.digest)
+                                    or type(item.size) is not int or item.size < 0):
+            raise SandboxError(f"{action.task_id}: input {item.path!r} has a malformed blob digest or size")
         if item.kind == "symlink" and not _link_stays_inside(item.path, item.target or ""):
             raise SandboxError(f"{action.task_id}: input link {item.path!r} -> {item.target!r} leads out of "
                                "the sandbox")
@@ -137,6 +147,15 @@ def materialise(area: ActionArea, action: Action, sandbox: Path) -> int:
     finally:
         os.close(root_fd)
         shutil.rmtree(temp_dir, ignore_errors=True)
+    # each link's target stays inside on its own, but one may lead through another (b -> ., a -> b/..):
+    # followed as the kernel follows them, every link must still end in the sandbox
+    inside = os.path.realpath(sandbox)
+    for item in action.inputs:
+        if item.kind == "symlink":
+            resolved = os.path.realpath(os.path.join(sandbox, item.path))
+            if resolved != inside and not resolved.startswith(inside + os.sep):
+                raise SandboxError(f"{action.task_id}: input link {item.path!r} -> {item.target!r} leads out of "
+                                   "the sandbox through the other links of the action")
     return files
 
 
@@ -227,14 +246,16 @@ def _area_for(spec: dict) -> ActionArea:
 
 
 def run_action(spec: dict, digest: str, env_values: dict[str, str], gpu_ids: list[str] | None = None,
-               where: dict[str, str] | None = None) -> dict:
+               where: dict[str, str] | None = None, args: list[str] | None = None) -> dict:
     """Materialise, run, scan and upload one action; the result as plain data:
     {exit_code, duration, log_digest, log_size, log (its bytes, when small), entry (a manifest dict,
     or None), problem, facts, sandbox}.
 
     `gpu_ids`: the GPUs the scheduler gave this task (CUDA_VISIBLE_DEVICES is taken from the
     environment it set); `where`: more facts about the place (the Ray node id). The entry is only
-    made for exit code 0 and when the hardware matches."""
+    made for exit code 0 and when the hardware matches. `env_values` and `args` (appended to the
+    command, as the scheduler appends the args after `--`) are never in the action record: secrets.
+    An env name of the record without a value is unset for the command."""
     area = _area_for(spec)
     sandbox = make_sandbox()
     result: dict = {"exit_code": -1, "duration": 0.0, "log_digest": None, "log_size": 0, "entry": None,
@@ -243,7 +264,7 @@ def run_action(spec: dict, digest: str, env_values: dict[str, str], gpu_ids: lis
         try:
             action = area.get_action(digest)
             materialise(area, action, sandbox)
-        except (ValueError, SandboxError, CorruptBlob, UnsafeEntry) as exc:
+        except (ValueError, SandboxError, CorruptBlob, UnsafeEntry, OSError) as exc:
             result["problem"] = f"could not prepare the sandbox: {exc}"
             return result
         facts = worker_facts(list(gpu_ids or []))
@@ -259,16 +280,24 @@ def run_action(spec: dict, digest: str, env_values: dict[str, str], gpu_ids: lis
                                      f"ETag holds ({expected[:200]!r}); it did not run there")
                 return result
         cwd = sandbox if action.cwd in ("", ".") else sandbox / action.cwd
-        cwd.mkdir(parents=True, exist_ok=True)
-        # the folders that hold the declared outputs exist, as they would in a workspace (Bazel
-        # does the same): a command may write out/x.txt without making out/ first
-        for declared in action.outputs:
-            if "/" in declared:
-                (sandbox / declared.rsplit("/", 1)[0]).mkdir(parents=True, exist_ok=True)
+        try:
+            cwd.mkdir(parents=True, exist_ok=True)
+            # the folders that hold the declared outputs exist, as they would in a workspace (Bazel
+            # does the same): a command may write out/x.txt without making out/ first
+            for declared in action.outputs:
+                if "/" in declared:
+                    (sandbox / declared.rsplit("/", 1)[0]).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            result["problem"] = f"could not prepare the sandbox: {exc}"
+            return result
         from ..runtime import command_environment
 
         env = command_environment()
-        env.update({name: env_values[name] for name in action.env_names if name in env_values})
+        for name in action.env_names:
+            if name in env_values:
+                env[name] = env_values[name]
+            else:
+                env.pop(name, None)
         env["NXRUN_WORKSPACE"] = str(sandbox)
         env["NXRUN_SANDBOX"] = str(sandbox)
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -279,8 +308,11 @@ def run_action(spec: dict, digest: str, env_values: dict[str, str], gpu_ids: lis
             env["NXRUN_GPU_IDS"] = ",".join(gpu_ids)
         log_path = sandbox.parent / f"{sandbox.name}.log"
         started = time.monotonic()
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(["/bin/sh", "-c", action.command], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+        # private (the log may hold secrets the command printed), and never through a link
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(log_fd, "wb") as log:
+            command = action.command + "".join(" " + shlex.quote(str(a)) for a in args or [])
+            process = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                        preexec_fn=_die_with_parent)
             try:
@@ -295,6 +327,12 @@ def run_action(spec: dict, digest: str, env_values: dict[str, str], gpu_ids: lis
             except BaseException:      # ray.cancel (KeyboardInterrupt), the worker shutting down
                 _kill_group(process)
                 raise
+            # what the command left running would write on into outputs being hashed and uploaded,
+            # and outlive the sandbox (PR_SET_PDEATHSIG covers the shell only): its group goes too
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         result["duration"] = time.monotonic() - started
         result["exit_code"] = exit_code
         log_size = log_path.stat().st_size

@@ -574,6 +574,7 @@ class Runner:
         env["NXRUN_WORKSPACE"] = str(self.root)
         job = Job(task, etag, command, env, task.cwd,
                   [(name[5:], digest) for name, digest in record.explain.items() if name.startswith("file:")])
+        job.args = list(args)
         job.explain = record.explain     # an executor that writes the entry records it (`nxrun why`)
         grant = pending.grant
         if grant is not None and grant.gpus:
@@ -653,6 +654,15 @@ class Runner:
                 self.cache.forget(entry.etag)
         if problem is not None:
             return self._fail(task, record, tick, f"{problem} (it ran on the {self.executor.name} executor)", etag)
+        made: set[str] = set()          # every record's path and the folders above it
+        for item in entry.outputs:
+            path = item.path
+            while path and path not in made:
+                made.add(path)
+                path = path.rpartition("/")[0]
+        for path in task.outputs:       # as _store says it of a local run
+            if path not in made:
+                self._warn(f"{task.id}: declared output '{path}' was not produced ({task.source}).")
         record.status = "miss"
         record.duration = time.monotonic() - tick
         record.outputs_digest = entry.outputs_digest

@@ -95,18 +95,19 @@ class TieredCache(Cache):
             check_entry(entry, task.outputs)
         except UnsafeEntry as exc:
             return None, f"rejected unsafe cache entry: {exc}"
-        if all(self.local.has_blob(digest) for digest in entry.blob_digests()):
-            try:
-                self.local.put_entry(entry, origin="remote")
-            except (OSError, sqlite3.Error) as exc:
-                return None, f"could not index its cache entry ({exc})"
-            return entry, None
-        if self.remote is None:
-            return None, "its outputs are in no cache this run can read (no remote cache is configured)"
-        fetched = self.remote.fetch(etag, self.local)
-        if fetched is None or fetched.outputs_digest != entry.outputs_digest:
-            return None, "its cache entry could not be fetched from the remote cache"
-        return fetched, None
+        if not all(self.local.has_blob(digest) for digest in entry.blob_digests()):
+            if self.remote is None:
+                return None, "its outputs are in no cache this run can read (no remote cache is configured)"
+            # the blobs of this very entry: the one stored under the ETag may be another run's
+            # (write-once, a second driver or --skip-cache) or absent (cache = "never")
+            problem = self.remote.fetch_blobs(entry, self.local)
+            if problem is not None:
+                return None, problem
+        try:
+            self.local.put_entry(entry, origin="remote")
+        except (OSError, sqlite3.Error) as exc:
+            return None, f"could not index its cache entry ({exc})"
+        return entry, None
 
     def summary(self) -> dict:
         """The remote tier's counts (hits, uploads, skipped...); empty without one."""

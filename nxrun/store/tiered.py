@@ -385,6 +385,22 @@ class RemoteCache:
         self._count("misses")
         return None
 
+    def fetch_blobs(self, entry: CacheEntry, local_store: LocalStore) -> str | None:
+        """Download the blobs of `entry`, a checked manifest an executor's worker made (its blobs in
+        the write namespace), each re-hashed, into `local_store`: None, or why not. Not the entry
+        stored under its ETag: that one may be another run's (entries are write-once), or absent
+        (cache = "never")."""
+        try:
+            self._download_blobs(entry, self.write_namespace, local_store)
+        except _Skipped:
+            return "the remote cache did not answer"
+        except (CorruptBlob, UnsafeEntry, ValueError) as exc:
+            return f"a blob of its outputs is corrupt or missing in the remote cache ({exc})"
+        except OSError as exc:
+            local_store.disk_problem(exc)
+            return f"its outputs could not be stored locally ({exc})"
+        return None
+
     def _validate(self, etag: str, raw: bytes, namespace: str) -> CacheEntry | None:
         try:
             manifest = json.loads(raw)

@@ -51,6 +51,19 @@ def remote(s3_server) -> Remote:
     return Remote(s3_server.endpoint, bucket, "cache")
 
 
+@pytest.fixture(scope="module")
+def module_bucket(s3_server) -> str:
+    """One bucket for a whole module of many small tests, which keep apart by prefix: every bucket
+    takes volumes of the session's one server, and it has room for some tens of them only."""
+    bucket = f"nxrun-{uuid.uuid4().hex[:12]}"
+    client = make_client(s3_server.endpoint)
+    try:
+        client.create_bucket(Bucket=bucket)
+    finally:
+        client.close()
+    return bucket
+
+
 
 
 @pytest.fixture(scope="session")

@@ -274,3 +274,26 @@ def test_hardware_tasks_take_the_fingerprint_of_the_node_they_run_on_not_the_dri
         finished, _ = _run_all(executor, [_job(_task("h:cpu", cpu_task.command, cpu_task.outputs, cache="hardware"))])[0]
         assert finished.entry is not None and finished.entry.runtime_facts["hardware"] == fingerprint
         assert finished.entry.runtime_facts["ray_node"] in nodes
+
+
+def test_a_cancel_while_a_task_is_being_sent_stops_it_too(executor, tmp_path, monkeypatch):
+    """Ctrl-C can come while a job uploads its inputs, before its Ray task is known to cancel_all:
+    that task must not be submitted and waited for to its end."""
+    import nxrun.executors.ray as ray_module
+
+    real_upload = ray_module.upload_inputs
+
+    def upload_then_cancel(*args, **kwargs):
+        written = real_upload(*args, **kwargs)
+        executor.cancel_all()          # the Ctrl-C arrives now, mid-send
+        return written
+
+    monkeypatch.setattr(ray_module, "upload_inputs", upload_then_cancel)
+    started_file = tmp_path / "started"
+    job = _job(_task("c:sent", f"touch {started_file}; exec sleep 120", ["out/c"]))
+    outcome: list = []
+    thread = threading.Thread(target=lambda: outcome.append(executor.run(job, lambda line: None)))
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive(), "the job was waited for to its end after a cancel"
+    assert outcome[0].entry is None and outcome[0].problem == "cancelled"
