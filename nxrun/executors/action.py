@@ -22,6 +22,8 @@ from pathlib import Path
 
 import xxhash
 
+from ..hashing import digest_file
+
 from ..records import as_dict, default_factory, record
 from ..store import CorruptBlob, OutputRecord
 from ..store.s3 import MULTIPART_THRESHOLD, S3Backend, S3Location
@@ -247,7 +249,7 @@ def describe_inputs(root: Path, paths: list[tuple[str, str | None]], upstream_ou
             key = (full, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
             digest = memo.get(key)
             if digest is None:
-                digest = memo[key] = _file_digest(full)
+                digest = memo[key] = digest_file(full)
         records[rel] = OutputRecord(rel, "file", digest=digest, size=st.st_size, mode=st.st_mode & 0o755)
 
     def add_entry(rel: str, top: str) -> None:
@@ -272,14 +274,6 @@ def describe_inputs(root: Path, paths: list[tuple[str, str | None]], upstream_ou
     return [records[k] for k in sorted(records)]
 
 
-def _file_digest(path: str) -> str:
-    hasher = xxhash.xxh3_128()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            hasher.update(chunk)
-    return hasher.hexdigest()
-
-
 def upload_inputs(area: ActionArea, root: Path, inputs: list[OutputRecord], known: set[str]) -> int:
     """Upload the input blobs the remote lacks; `known` (digests seen there this run) grows.
     Each file is re-hashed as it is read, so a file that changed since it was hashed is an
@@ -293,7 +287,7 @@ def upload_inputs(area: ActionArea, root: Path, inputs: list[OutputRecord], know
             continue
         full = root / item.path
         if item.size >= MULTIPART_THRESHOLD:
-            if _file_digest(str(full)) != item.digest:
+            if digest_file(str(full)) != item.digest:
                 raise InputError(f"input '{item.path}' changed while the task was being sent; run again")
             area.put_blob_file(item.digest, full, item.size)
         else:

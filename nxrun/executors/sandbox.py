@@ -28,9 +28,10 @@ from pathlib import Path
 
 from ..records import as_dict
 from ..store import CacheEntry, CorruptBlob, OutputRecord, UnsafeEntry
-from ..store.capture import _walk_output, digest_of_records
+from ..hashing import StatCache, digest_file
+from ..store.capture import digest_of_records, scan_outputs
 from ..store.safety import is_plain_relative
-from .action import Action, ActionArea, RemoteSpec, _file_digest
+from .action import Action, ActionArea, RemoteSpec
 
 SANDBOX_DIR_ENV = "NXRUN_SANDBOX_DIR"        # where sandboxes are made (default: the system temp folder)
 KEEP_SANDBOX_ENV = "NXRUN_KEEP_SANDBOX"      # "1": leave sandboxes behind, to look into them
@@ -160,26 +161,9 @@ def materialise(area: ActionArea, action: Action, sandbox: Path) -> int:
 
 
 def scan(sandbox: Path, declared_outputs: list[str]) -> tuple[list[OutputRecord], list[str]]:
-    """Records of the declared outputs in the sandbox (files hashed); (records, missing)."""
-    root_text = str(sandbox)
-    records: list[OutputRecord] = []
-    missing: list[str] = []
-    import stat as _stat
-
-    for declared in declared_outputs:
-        before = len(records)
-        for rel, st in _walk_output(root_text, declared):
-            full = os.path.join(root_text, rel)
-            if _stat.S_ISLNK(st.st_mode):
-                records.append(OutputRecord(rel, "symlink", target=os.readlink(full), mode=0o777))
-            elif _stat.S_ISDIR(st.st_mode):
-                records.append(OutputRecord(rel, "dir", mode=st.st_mode & 0o777))
-            elif _stat.S_ISREG(st.st_mode):
-                records.append(OutputRecord(rel, "file", digest=_file_digest(full), size=st.st_size,
-                                            mode=st.st_mode & 0o777))
-        if len(records) == before:
-            missing.append(declared)
-    return records, missing
+    """Records of the declared outputs in the sandbox (files hashed); (records, missing): the
+    workspace's own output scan, with a stat cache that lives as long as the sandbox."""
+    return scan_outputs(sandbox, declared_outputs, StatCache(), None)
 
 
 def _die_with_parent() -> None:
@@ -336,7 +320,7 @@ def run_action(spec: dict, digest: str, env_values: dict[str, str], gpu_ids: lis
         result["duration"] = time.monotonic() - started
         result["exit_code"] = exit_code
         log_size = log_path.stat().st_size
-        log_digest = _file_digest(str(log_path))
+        log_digest = digest_file(str(log_path))
         area.put_blob_file(log_digest, log_path, log_size)
         result["log_digest"], result["log_size"] = log_digest, log_size
         if log_size <= INLINE_LOG:
