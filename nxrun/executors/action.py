@@ -26,6 +26,7 @@ from ..hashing import digest_file
 
 from ..records import as_dict, default_factory, record
 from ..store import CorruptBlob, OutputRecord
+from ..store.backend import fetch_verified_blob
 from ..store.s3 import MULTIPART_THRESHOLD, S3Backend, S3Location
 from ..store.safety import is_plain_relative
 
@@ -150,33 +151,9 @@ class ActionArea:
     def fetch_blob(self, digest: str, destination: str | os.PathLike, size: int) -> None:
         """Download a blob into a new file at `destination`, re-hashed: CorruptBlob when it is
         missing, larger than `size` (-1: any size up to 1 GiB) or does not hash to its name."""
-        key = self.key("blobs", digest)
         limit = size if size >= 0 else 1 << 30
-        hasher = xxhash.xxh3_128()
-        if size >= MULTIPART_THRESHOLD:
-            try:
-                self.backend.download_to_file(key, destination, limit)
-            except FileNotFoundError:
-                raise CorruptBlob(f"blob {digest} is missing from the remote") from None
-            except ValueError as exc:
-                raise CorruptBlob(str(exc)) from None
-            with open(destination, "rb") as handle:
-                while chunk := handle.read(1 << 20):
-                    hasher.update(chunk)
-            got = os.path.getsize(destination)
-        else:
-            fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            with os.fdopen(fd, "wb") as handle:
-                try:
-                    got = self.backend.stream_to(key, handle, limit, hasher.update)
-                except ValueError as exc:
-                    raise CorruptBlob(str(exc)) from None
-            if got is None:
-                raise CorruptBlob(f"blob {digest} is missing from the remote")
-        if hasher.hexdigest() != digest:
-            raise CorruptBlob(f"blob {digest} does not hash to its name (tampered or corrupt)")
-        if size >= 0 and got != size:
-            raise CorruptBlob(f"blob {digest} is {got} bytes, the record says {size}")
+        fetch_verified_blob(self.backend, self.key("blobs", digest), destination, digest, size, limit,
+                            listed_by="record")
 
     def read_blob(self, digest: str, limit: int = 1 << 30) -> bytes:
         data = self.backend.get_bytes(self.key("blobs", digest), limit)

@@ -83,3 +83,49 @@ def open_backend(url: str, config: dict) -> RemoteBackend:
         return open_s3(url, config)
     raise ConfigError(f"remote cache url {url!r} (from NXRUN_REMOTE or [remote] url) must look like "
                       "s3://bucket/prefix.")
+
+
+def fetch_verified_blob(backend: RemoteBackend, key: str, destination, digest: str, expected_size: int,
+                        limit: int, request=None, sync: bool = False, listed_by: str = "entry") -> int:
+    """Download the blob at `key` into the new file `destination`, hashed on the way in; its size.
+    CorruptBlob when it is missing, larger than `limit`, does not hash to `digest`, or is not
+    `expected_size` bytes (-1: any). Large objects take the backend's ranged download, then one
+    hashing pass. `request(operation, *args)` wraps each backend call (the remote tier's breaker);
+    `sync` fsyncs the file; `listed_by` names what gave the size, for the message."""
+    import xxhash
+
+    from . import CorruptBlob
+    from ..hashing import hash_rest
+
+    call = request or (lambda operation, *args: operation(*args))
+    hasher = xxhash.xxh3_128()
+    if expected_size >= backend.large_object:
+        try:
+            call(backend.download_to_file, key, destination, expected_size)
+        except FileNotFoundError:
+            raise CorruptBlob(f"blob {digest} is missing from the remote") from None
+        except ValueError as exc:
+            raise CorruptBlob(str(exc)) from None
+        with open(destination, "rb+", buffering=0) as handle:
+            hash_rest(handle, hasher)
+            if sync:
+                os.fsync(handle.fileno())
+        size = os.path.getsize(destination)
+    else:
+        fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            try:
+                got = call(backend.stream_to, key, handle, limit, hasher.update)
+            except ValueError as exc:
+                raise CorruptBlob(str(exc)) from None
+            if got is None:
+                raise CorruptBlob(f"blob {digest} is missing from the remote")
+            size = got
+            if sync:
+                handle.flush()
+                os.fsync(handle.fileno())
+    if hasher.hexdigest() != digest:
+        raise CorruptBlob(f"blob {digest} does not hash to its name (tampered or corrupt)")
+    if expected_size >= 0 and size != expected_size:
+        raise CorruptBlob(f"blob {digest} is {size} bytes, the {listed_by} says {expected_size}")
+    return size

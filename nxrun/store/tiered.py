@@ -28,15 +28,13 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-import xxhash
 
 from ..errors import ConfigError, NxrunError
-from ..hashing import hash_rest
 from ..records import as_dict
 from . import CacheEntry, CorruptBlob, UnsafeEntry
 from .breaker import OutageBreaker
 from .local import LocalStore
-from .backend import RemoteBackend, RemoteRefused, RemoteUnavailable, open_backend
+from .backend import RemoteBackend, RemoteRefused, RemoteUnavailable, fetch_verified_blob, open_backend
 from .safety import check_entry
 from .signing import BadSignature, sign_manifest, signing_key, verify_manifest
 
@@ -449,31 +447,10 @@ class RemoteCache:
         key = self._key(namespace, "blobs", digest)
         temp = local_store.temp_path()
         try:
-            hasher = xxhash.xxh3_128()
-            if expected_size >= self.backend.large_object:
-                # parallel ranged GETs into the file, then one hashing pass from the page cache
-                try:
-                    self._request(self.backend.download_to_file, key, temp, expected_size, transfer=True)
-                except FileNotFoundError:
-                    raise CorruptBlob(f"blob {digest} is missing from the remote") from None
-                except ValueError as exc:
-                    raise CorruptBlob(str(exc)) from None
-                with open(temp, "rb+", buffering=0) as handle:
-                    hash_rest(handle, hasher)
-                    os.fsync(handle.fileno())
-                size = os.path.getsize(temp)
-            else:
-                limit = expected_size if expected_size >= 0 else LOG_LIMIT
-                with open(temp, "wb") as handle:
-                    size = self._request(self.backend.stream_to, key, handle, limit, hasher.update, transfer=True)
-                    if size is None:
-                        raise CorruptBlob(f"blob {digest} is missing from the remote")
-                    handle.flush()
-                    os.fsync(handle.fileno())
-            if hasher.hexdigest() != digest:
-                raise CorruptBlob(f"blob {digest} does not hash to its name (tampered or corrupt)")
-            if expected_size >= 0 and size != expected_size:
-                raise CorruptBlob(f"blob {digest} is {size} bytes, the entry says {expected_size}")
+            limit = expected_size if expected_size >= 0 else LOG_LIMIT
+            size = fetch_verified_blob(self.backend, key, temp, digest, expected_size, limit, sync=True,
+                                       request=lambda operation, *args: self._request(operation, *args,
+                                                                                      transfer=True))
             self._count("bytes_down", size)
             self._count("blobs_down")
             local_store.put_verified_file(temp, digest)
