@@ -87,3 +87,20 @@ def test_reserved_kv_tables_are_contiguous_ranges():
 def test_a_request_that_cannot_fit_an_empty_cache_is_a_clear_error():
     with pytest.raises(RuntimeError, match="request 0 .*cannot be admitted into an empty KV cache of 32 slots"):
         _serve(PagedKV(2, 16), [(40, 5)])
+
+
+def test_a_sweep_point_serves_the_requests_of_its_arrival_window():
+    from workloads.serving.serve import select_requests
+    from workloads.serving.traces import Request
+
+    trace = [Request(i, 0.1 * i, 10, 10) for i in range(100)]  # 10 req/s over 10 s
+    # rescaled to 5 req/s (scale 2): the first 4 s hold arrivals 0.0 .. 3.8 s, requests 0..19
+    assert [r.id for r in select_requests(trace, 2.0, duration=4, min_requests=0, num=0, where="t")] == list(range(20))
+    assert len(select_requests(trace, 2.0, duration=4, min_requests=30, num=0, where="t")) == 30
+    assert len(select_requests(trace, 2.0, duration=4, min_requests=30, num=25, where="t")) == 25  # num caps
+    assert len(select_requests(trace, 1.0, duration=None, min_requests=0, num=7, where="t")) == 7
+    # a window the trace does not cover is an error naming the trace, not a silently shorter run
+    with pytest.raises(ValueError, match="t: the trace's 100 requests arrive within 19.8 s"):
+        select_requests(trace, 2.0, duration=30, min_requests=0, num=0, where="t")
+    with pytest.raises(ValueError, match="or 150 requests"):
+        select_requests(trace, 2.0, duration=4, min_requests=150, num=0, where="t")

@@ -27,8 +27,8 @@ TASKS = REPO / "workloads" / "serving" / "tasks.toml"
 SERVING_TASKS = {"serving:trace[dataset=sharegpt]", "serving:trace[dataset=alpaca]",
                  "serving:replay[dataset=sharegpt]", "serving:replay[dataset=alpaca]", "serving:report",
                  "serving:peer", "serving:stepbench", "paged:build",
-                 *(f"serving:engine[engine={e},rate={r}]" for e in ("paged", "reservation")
-                   for r in ("1.5", "3", "4.5", "6", "9", "12"))}
+                 *(f"serving:engine-paged[rate={r}]" for r in ("2", "4", "6", "8", "10", "12", "14", "16", "20")),
+                 *(f"serving:engine-reservation[rate={r}]" for r in ("1", "1.5", "2", "2.5", "3", "4"))}
 
 
 def _workspace(root: Path) -> Path:
@@ -67,7 +67,7 @@ def test_bench_serving_runs_traces_replay_and_report_and_a_second_run_restores_e
         assert {p["policy"] for p in document["policies"]} >= {"orca-max", "orca-pow2", "orca-oracle", "paged"}
     readme = (results / "report" / "README.md").read_text()
     assert "backend: cpu" in readme and "| paged |" in readme and "## sharegpt" in readme and "## alpaca" in readme
-    assert "## Engine sweep" in readme and "| reservation | 12" in readme  # the tiny model on the NumPy runner
+    assert "## Engine sweep" in readme and "| reservation | 4 | 3 |" in readme  # the tiny model on the NumPy runner
     for path in (results / "engine").glob("*.json"):
         document = json.loads(path.read_text())
         assert document["backend"] == "cpu" and document["model"]["name"] == "tiny"
@@ -141,7 +141,7 @@ def _lazy_imports(path: Path) -> set[str]:
 
 def test_every_task_declares_the_modules_and_packages_its_command_imports():
     targets = tomllib.loads(TASKS.read_text())["projects"]["serving"]["targets"]
-    assert list(targets) == ["trace", "replay", "report", "engine", "peer", "stepbench"]
+    assert list(targets) == ["trace", "replay", "report", "engine-paged", "engine-reservation", "peer", "stepbench"]
     for name, target in targets.items():
         module = re.search(r"python -m (\S+)", target["command"]).group(1)
         files, packages = _imports(module)

@@ -3,7 +3,10 @@
 # comparison with transformers and (STAGE=full) the bench:serving pipeline through nxrun. Logs to $OUT.
 #
 #   bash workloads/serving/gpu_round.sh            # STAGE=smoke: tests, two short serve runs, peer
+#   STAGE=sweep bash workloads/serving/gpu_round.sh # the engine sweep alone (every GPU of the pool at once)
 #   STAGE=full bash workloads/serving/gpu_round.sh # tests, then `nxrun run bench:serving` (sweep + peer + report)
+# On a machine kept warm between calls the local cache carries over, so `sweep` then `full` splits a sweep
+# longer than one call: the second finds the sweep's tasks cached.
 set -uo pipefail
 OUT=${OUT:-/tmp/serving_round}
 STAGE=${STAGE:-smoke}
@@ -19,6 +22,13 @@ mkdir -p /tmp/bin && ln -sf "$(command -v $PY)" /tmp/bin/python && export PATH=/
 nvidia-smi --query-gpu=name,uuid,driver_version,power.limit,clocks.sm,clocks.mem,clocks.max.sm,temperature.gpu \
     --format=csv,noheader | tee "$OUT/device.txt"
 start=$(date +%s)
+if [ "$STAGE" = sweep ]; then
+    timeout ${PIPELINE_TIMEOUT:-540} $PY -m nxrun run serving:engine-paged serving:engine-reservation > "$OUT/sweep.log" 2>&1
+    echo "sweep rc=$? $(( $(date +%s) - start ))s: $(grep '^nxrun:' "$OUT/sweep.log" | tail -n 1)"
+    grep -h "^serve " "$OUT/sweep.log"; tar czf "$OUT/sweep.tgz" results/serving/engine 2>/dev/null
+    nvidia-smi --query-gpu=index,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv,noheader
+    exit 0
+fi
 timeout ${TEST_TIMEOUT:-150} $PY -m pytest -m gpu -x -q -p no:cacheprovider tests/serving > "$OUT/gpu-tests.log" 2>&1
 echo "gpu tests: $(tail -n 1 "$OUT/gpu-tests.log") $(( $(date +%s) - start ))s"
 grep -E "^(FAILED|ERROR|E )" "$OUT/gpu-tests.log" | head -n 15

@@ -134,7 +134,8 @@ def sustained_rate(points: list[tuple[float, float]], bound: float) -> float | N
     return points[-1][0]
 
 
-ENGINE_COLUMNS = [("engine", "engine"), ("rate", "rate (req/s)"), ("norm", "normalized latency (s/token)"),
+ENGINE_COLUMNS = [("engine", "engine"), ("rate", "rate (req/s)"), ("requests", "requests"), ("gpu", "GPU"),
+                  ("clocks", "SM MHz start / end"), ("norm", "normalized latency (s/token)"),
                   ("ttft50", "TTFT p50 (s)"), ("ttft99", "TTFT p99 (s)"), ("tpot50", "TPOT p50 (ms)"),
                   ("itl99", "ITL p99 (ms)"), ("e2e90", "e2e p90 (s)"), ("req_s", "req/s"), ("tok_s", "output tok/s"),
                   ("goodput", "goodput (req/s)"), ("batch", "mean decode batch"), ("kv_alloc", "KV allocated mean %"),
@@ -146,23 +147,33 @@ def engine_section(runs: list[dict], bound: float, chart: str | None) -> list[st
     first = runs[0]
     gpu = first.get("gpu_before") or {}
     device = first["device"]
-    where = (f"{gpu.get('name', device.get('name'))} (UUID {gpu.get('uuid')}, power limit {gpu.get('power.limit')} W, "
-             f"SM clock {gpu.get('clocks.sm')} MHz at start, max {gpu.get('clocks.max.sm')} MHz, memory "
-             f"{gpu.get('clocks.mem')} MHz)" if gpu else f"{device.get('name')} (backend {first['backend']})")
-    cfg, model = first["config"], first["model"]
+    gpus = sorted({(d.get("gpu_before") or {}).get("uuid") for d in runs} - {None})
+    where = (f"{gpu.get('name', device.get('name'))} (power limit {gpu.get('power.limit')} W, max SM clock "
+             f"{gpu.get('clocks.max.sm')} MHz, memory {gpu.get('clocks.mem')} MHz; {len(gpus)} GPU(s) of this model, "
+             "each point's in the GPU column with its SM clock at start and end)"
+             if gpu else f"{device.get('name')} (backend {first['backend']})")
+    cfg, model, trace = first["config"], first["model"], first["trace"]
+    if trace.get("duration_s"):
+        served = (f"the {trace['dataset']} trace's requests arriving in the first {trace['duration_s']:g} s at each "
+                  f"rate (at least {trace.get('min_requests') or 0}; the requests column), arrivals rescaled to the rate")
+    else:
+        served = f"first {trace['requests']} requests of the {trace['dataset']} trace, arrivals rescaled to each rate"
     lines = ["## Engine sweep: normalized latency vs request rate (Figure 12 shape)", "",
              f"backend: {first['backend']}; device: {where}; model: {model['name']} shape with random weights "
              f"({model['parameters'] / 1e9:.2f} B parameters, {first['dtype']}); KV cache {cfg['kv_tokens']} token slots "
              f"(block size {cfg['block_size']}), model maximum length {cfg['max_len']}, at most {cfg['max_batch']} "
-             f"running requests; first {first['trace']['requests']} requests of the {first['trace']['dataset']} trace, "
-             f"arrivals rescaled to each rate; preemption by {cfg['preemption']}; decode kernel {cfg['kernel']}, CUDA "
+             f"running requests; {served}; preemption by {cfg['preemption']}; decode kernel {cfg['kernel']}, CUDA "
              f"graphs {cfg['cuda_graphs']}; clock: {cfg['clock']}. Goodput SLO: TTFT <= "
              f"{first['metrics']['slo']['ttft_s']} s and TPOT <= {first['metrics']['slo']['tpot_s']} s.", ""]
     rows = []
     for d in runs:
         m = d["metrics"]
         ms = lambda v: None if v is None else 1e3 * v  # noqa: E731
-        rows.append({"engine": d["engine"], "rate": float(d["rate"]), "norm": m["normalized_latency_s_per_token"],
+        before, after = d.get("gpu_before") or {}, d.get("gpu_after") or {}
+        rows.append({"engine": d["engine"], "rate": float(d["rate"]), "requests": d["trace"]["requests"],
+                     "gpu": (before.get("uuid") or "")[-8:] or None,
+                     "clocks": f"{before.get('clocks.sm')} / {after.get('clocks.sm')}" if before else None,
+                     "norm": m["normalized_latency_s_per_token"],
                      "ttft50": m["ttft_s"]["p50"], "ttft99": m["ttft_s"]["p99"], "tpot50": ms(m["tpot_s"]["p50"]),
                      "itl99": ms(m["itl_s"]["p99"]), "e2e90": m["e2e_s"]["p90"], "req_s": m["throughput_req_s"],
                      "tok_s": m["throughput_output_tok_s"], "goodput": m["goodput_req_s"],

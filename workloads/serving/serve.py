@@ -1,12 +1,15 @@
 """Serve a trace through one engine at one request rate and write its metrics (one point of the sweep).
 
 CLI: python -m workloads.serving.serve TRACE --engine paged|reservation --rate R --out FILE
-        [--num N] [--backend auto|cpu|cuda] [--model llama-7b] [--dtype bf16] [--kv-tokens 15360]
+        [--duration S [--min-requests M]] [--num N] [--backend auto|cpu|cuda] [--model llama-7b] [--dtype bf16] [--kv-tokens 15360]
         [--max-len 2048] [--preemption recompute|swap] [--kernels build/paged] [--slo-ttft 1] [--slo-tpot 0.1]
 
-The first N requests of the trace are served with their arrival times rescaled to `--rate` (a Poisson
-process scaled in time is a Poisson process of the new rate, so every rate sees the same requests in
-the same order). Backend cpu runs the `tiny` model through the NumPy runner (results say
+The trace's arrival times are rescaled to `--rate` (a Poisson process scaled in time is a Poisson process
+of the new rate, so every rate sees the same requests in the same order). `--duration S` serves the
+requests arriving in the first S seconds (at least `--min-requests`): every rate then sees the same span
+of arrivals, so a rate over an engine's capacity queues for as long at every point of the sweep, and the
+run is long against a request's lifetime (a few seconds), which a fixed count of requests is not at high
+rates. `--num N` serves the first N instead (or caps the window). Backend cpu runs the `tiny` model through the NumPy runner (results say
 `backend: cpu`); cuda runs the chosen shape with random weights on the GPU, attention on our paged
 kernels (built in --kernels), and records the GPU's UUID, clocks and power limit before and after.
 """
@@ -31,9 +34,16 @@ GPU_QUERY = "uuid,name,driver_version,power.limit,clocks.sm,clocks.mem,clocks.ma
 
 
 def gpu_state() -> dict | None:
-    """nvidia-smi's view of GPU 0 (None without nvidia-smi)."""
+    """nvidia-smi's view of the CUDA device this process uses, found by its PCI bus id (so the GPU nxrun
+    granted through CUDA_VISIBLE_DEVICES, not nvidia-smi's GPU 0); None without nvidia-smi."""
     try:
-        out = subprocess.run(["nvidia-smi", f"--query-gpu={GPU_QUERY}", "--format=csv,noheader,nounits", "-i", "0"],
+        import cupy
+
+        device = cupy.cuda.Device().pci_bus_id
+    except Exception:  # noqa: BLE001 -- no CuPy or no device: nvidia-smi's first GPU is the best guess
+        device = "0"
+    try:
+        out = subprocess.run(["nvidia-smi", f"--query-gpu={GPU_QUERY}", "--format=csv,noheader,nounits", "-i", device],
                              capture_output=True, text=True, timeout=20, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -67,8 +77,6 @@ def serve(args) -> dict:
     backend = args.backend
     if backend == "auto":
         backend = "cuda" if cuda_available() else "cpu"
-    num = args.cpu_num if backend == "cpu" and args.cpu_num else args.num
-    requests = requests[:num] if num else requests
     base_rate = header["rate"]
     if args.rate == "inf" or (isinstance(args.rate, float) and math.isinf(args.rate)):
         scale = 0.0
@@ -76,6 +84,10 @@ def serve(args) -> dict:
         raise ValueError(f"{args.trace}: an offline trace (rate inf) cannot be rescaled to {args.rate} req/s")
     else:
         scale = float(base_rate) / args.rate
+    cpu_num = backend == "cpu" and args.cpu_num
+    requests = select_requests(requests, scale, duration=None if cpu_num else args.duration,
+                               min_requests=args.min_requests, num=args.cpu_num if cpu_num else args.num,
+                               where=f"{args.trace} at {args.rate} req/s")
     model = args.model or ("tiny" if backend == "cpu" else "llama-7b")
     config = model_config(model)
     block_size = 16
@@ -100,7 +112,9 @@ def serve(args) -> dict:
     return {
         "task": "serving:engine", "backend": backend, "engine": args.engine, "rate": args.rate,
         "trace": {"path": str(args.trace), "dataset": header.get("dataset"), "requests": len(requests),
-                  "base_rate": base_rate, "seed": header.get("seed")},
+                  "base_rate": base_rate, "seed": header.get("seed"),
+                  "duration_s": None if cpu_num else args.duration, "min_requests": args.min_requests,
+                  "arrival_span_s": requests[-1].arrival_s * scale if requests else 0.0},
         "model": config.as_dict(), "dtype": args.dtype if backend == "cuda" else "float32",
         "config": {"kv_tokens": kv.capacity_tokens(), "block_size": block_size, "max_len": args.max_len,
                    "max_batch": args.max_batch, "max_batched_tokens": args.max_batched_tokens,
@@ -112,6 +126,25 @@ def serve(args) -> dict:
         "setup_s": setup_s, "run_wall_s": wall,
         "gpu_before": before, "gpu_after": after,
     }
+
+
+def select_requests(requests: list, scale: float, *, duration: float | None, min_requests: int, num: int,
+                    where: str) -> list:
+    """The requests one sweep point serves: those arriving (after rescaling by `scale`) before `duration`
+    seconds, at least `min_requests` of them; or, without a duration, the first `num` (0: all). A trace too
+    short for the window is an error, not a silently shorter run."""
+    if duration is None:
+        return requests[:num] if num else list(requests)
+    inside = sum(1 for r in requests if r.arrival_s * scale < duration)
+    wanted = max(inside, min_requests)
+    if num:
+        wanted = min(wanted, num)
+    if wanted > len(requests) or (inside == len(requests) and not num):
+        span = requests[-1].arrival_s * scale if requests else 0.0
+        raise ValueError(f"{where}: the trace's {len(requests)} requests arrive within {span:.1f} s, shorter than "
+                         f"the {duration:g} s window (or {min_requests} requests) asked for; generate a longer "
+                         "trace (traces --num) or shorten --duration")
+    return requests[:wanted]
 
 
 def _rate(text: str):
@@ -129,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engine", required=True, choices=["paged", "reservation"])
     parser.add_argument("--rate", required=True, type=_rate, help="requests/s the trace is rescaled to (inf: all at 0)")
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--num", type=int, default=0, help="serve the first N requests (0: all)")
+    parser.add_argument("--duration", type=float, default=None,
+                        help="serve the requests arriving in the first S seconds at --rate (the same span at every rate)")
+    parser.add_argument("--min-requests", type=int, default=0, help="with --duration: serve at least this many")
+    parser.add_argument("--num", type=int, default=0, help="serve the first N requests (0: all; with --duration: a cap)")
     parser.add_argument("--cpu-num", type=int, default=0, help="requests served on the cpu backend (0: --num)")
     parser.add_argument("--backend", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--model", default=None, help="model shape (default: llama-7b on cuda, tiny on cpu)")
