@@ -2,7 +2,8 @@
 
 CLI: python -m workloads.serving.serve TRACE --engine paged|reservation --rate R --out FILE
         [--duration S [--min-requests M]] [--num N] [--backend auto|cpu|cuda] [--model llama-7b]
-        [--dtype bf16] [--kv-tokens 15360] [--max-len 2048] [--preemption recompute|swap] [--kernels build/paged] [--slo-ttft 1] [--slo-tpot 0.1]
+        [--dtype bf16] [--kv-tokens 15360] [--max-len 2048] [--preemption recompute|swap]
+        [--kernels build/paged] [--slo-ttft 1] [--slo-tpot 0.1]
 
 The trace's arrival times are rescaled to `--rate` (a Poisson process scaled in time is a Poisson process
 of the new rate, so every rate sees the same requests in the same order). `--duration S` serves the
@@ -10,8 +11,9 @@ requests arriving in the first S seconds (at least `--min-requests`): every rate
 of arrivals, so a rate over an engine's capacity queues for as long at every point of the sweep, and the
 run is long against a request's lifetime (a few seconds), which a fixed count of requests is not at high
 rates. `--num N` serves the first N instead (or caps the window). Backend cpu runs the `tiny` model
-through the NumPy runner (results say `backend: cpu`); cuda runs the chosen shape with random weights on the GPU, attention on our paged
-kernels (built in --kernels), and records the GPU's UUID, clocks and power limit before and after.
+through the NumPy runner (results say `backend: cpu`); cuda runs the chosen shape with random weights on
+the GPU, attention on our paged kernels (built in --kernels), and records the GPU's UUID, clocks and
+power limit before and after.
 """
 
 from __future__ import annotations
