@@ -86,7 +86,14 @@ class Runtime:
             try:
                 return metadata.version(name)
             except metadata.PackageNotFoundError:
-                return "not-installed"
+                pass
+            # Not a distribution name: maybe the name it is imported by (pkg:pynvml is installed by the
+            # distribution nvidia-ml-py, pkg:yaml by PyYAML). Reading every installed distribution's top-level
+            # names costs tens of ms, so only a name that is no distribution pays it.
+            providers = sorted(set(metadata.packages_distributions().get(name, [])))
+            if providers:
+                return ", ".join(f"{dist}=={metadata.version(dist)}" for dist in providers)
+            return "not-installed"
         return self._once("pkg:" + name, lookup)
 
     def hardware_fingerprint(self, task=None, gpu_class: str | None = None) -> str:
