@@ -6,11 +6,8 @@ with the traces cut to 500 requests to keep it short; everything else is as a us
 
 from __future__ import annotations
 
-import ast
-import fnmatch
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -67,7 +64,7 @@ def test_bench_serving_runs_traces_replay_and_report_and_a_second_run_restores_e
         assert {p["policy"] for p in document["policies"]} >= {"orca-max", "orca-pow2", "orca-oracle", "paged"}
     readme = (results / "report" / "README.md").read_text()
     assert "backend: cpu" in readme and "| paged |" in readme and "## sharegpt" in readme and "## alpaca" in readme
-    assert "## Engine sweep" in readme and "| reservation | 4 | 3 |" in readme  # the tiny model on the NumPy runner
+    assert "## Engine sweep" in readme and "| reservation | 4 | 4 | 3 |" in readme  # the tiny model on the NumPy runner
     for path in (results / "engine").glob("*.json"):
         document = json.loads(path.read_text())
         assert document["backend"] == "cpu" and document["model"]["name"] == "tiny"
@@ -99,57 +96,17 @@ def test_report_table_only_and_error_without_replay_results(tmp_path, capsys):
     assert "no serving:replay result" in capsys.readouterr().err
 
 
-# -- the tasks' declared inputs ----------------------------------------------------------------------------
-
-def _imports(module: str) -> tuple[set[Path], set[str]]:
-    """(workloads files, third-party top-level packages) that `module` imports, transitively."""
-    files: set[Path] = set()
-    packages: set[str] = set()
-    todo = [module]
-    while todo:
-        name = todo.pop()
-        parts = name.split(".")
-        for depth in range(1, len(parts) + 1):  # a package's __init__ runs before its modules
-            path = REPO.joinpath(*parts[:depth]).with_suffix(".py")
-            init = REPO.joinpath(*parts[:depth], "__init__.py")
-            for candidate in (path, init):
-                if candidate.exists() and candidate not in files and candidate != REPO / "workloads" / "__init__.py":
-                    files.add(candidate)
-                    for node in ast.walk(ast.parse(candidate.read_text())):
-                        names = ([alias.name for alias in node.names] if isinstance(node, ast.Import) else
-                                 [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level
-                                 else [])
-                        for imported in names:
-                            top = imported.split(".")[0]
-                            if top == "workloads":
-                                todo.append(imported)
-                            elif top not in sys.stdlib_module_names and top != "__future__":
-                                packages.add(top)
-    return files, packages
-
-
-def _lazy_imports(path: Path) -> set[str]:
-    """Top-level packages imported inside functions (matplotlib in plots.py, cupy in device.py)."""
-    lazy = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.FunctionDef):
-            for inner in ast.walk(node):
-                if isinstance(inner, ast.Import):
-                    lazy.update(alias.name.split(".")[0] for alias in inner.names)
-    return lazy
-
-
-def test_every_task_declares_the_modules_and_packages_its_command_imports():
+def test_the_serving_targets_are_the_pipeline_steps():
+    # that each one declares what its command imports: tests/common/test_task_inputs.py
     targets = tomllib.loads(TASKS.read_text())["projects"]["serving"]["targets"]
     assert list(targets) == ["trace", "replay", "report", "engine-paged", "engine-reservation", "peer", "stepbench"]
-    for name, target in targets.items():
-        module = re.search(r"python -m (\S+)", target["command"]).group(1)
-        files, packages = _imports(module)
-        inputs = target["inputs"]
-        for file in files:
-            rel = str(file.relative_to(REPO))
-            assert any(rel == pattern or fnmatch.fnmatch(rel, pattern.replace("**/", "*")) for pattern in inputs), \
-                f"serving:{name} imports {rel} but does not list it in inputs: an edit would not re-run it"
-        packages |= {package for file in files for package in _lazy_imports(file)}
-        for package in packages - {"cupy"}:  # cupy: imported only to probe for a device (device.py)
-            assert f"pkg:{package}" in inputs, f"serving:{name} imports {package}; add pkg:{package} to its inputs"
+
+
+def test_the_report_reads_exactly_the_sweep_files_its_dependencies_declare():
+    targets = tomllib.loads(TASKS.read_text())["projects"]["serving"]["targets"]
+    declared = {target["outputs"][0].replace("${matrix.rate}", rate)
+                for name in ("engine-paged", "engine-reservation")
+                for target in [targets[name]] for rate in target["matrix"]["rate"]}
+    named = {word for word in targets["report"]["command"].split() if word.startswith("results/serving/engine")}
+    assert named == declared, "the report's command must name every sweep result and nothing else"
+    assert "results/serving/engine " not in targets["report"]["command"] + " "  # no folder: stale files would count

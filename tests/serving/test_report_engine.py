@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workloads.serving.report import engine_section, sustained_rate
+from workloads.serving.report import engine_section, measured_bracket, offered_rate, sustained_rate
 
 
 def test_sustained_rate_interpolates_the_crossing():
@@ -24,7 +24,7 @@ def _run(engine: str, rate: float, latency: float) -> dict:
                        "kernel": None, "cuda_graphs": False, "clock": "virtual"},
             "metrics": {"normalized_latency_s_per_token": latency, "ttft_s": stats, "tpot_s": stats, "itl_s": stats,
                         "e2e_s": stats, "throughput_req_s": 1.0, "throughput_output_tok_s": 10.0,
-                        "goodput_req_s": 1.0, "mean_decode_batch": 2.0, "preemptions": 0,
+                        "goodput_req_s": 1.0, "slo_attained": 1.0, "mean_decode_batch": 2.0, "preemptions": 0,
                         "slo": {"ttft_s": 1.0, "tpot_s": 0.1},
                         "kv": {"allocated_mean": 0.5, "token_states_of_allocated_mean": 0.9}},
             "decode_step_s": stats}
@@ -34,5 +34,28 @@ def test_headline_marks_lower_bounds_when_an_engine_never_crosses():
     runs = [_run("paged", r, 0.01) for r in (1, 2, 4)] + [_run("reservation", 1, 0.01), _run("reservation", 2, 0.02),
                                                           _run("reservation", 4, 0.06)]
     text = "\n".join(engine_section(runs, 0.04, None))
-    assert "| **headline** | 0.04 | >= 4 | 3 | >= 1.33 |" in text
+    assert "| normalized latency <= 0.04 s/token (**headline**) | >= 4 | 3 | >= 1.33 | [1.00, open] |" in text
+    assert "| capacity: the most requests/s served at any offered rate | 1 | 1 | 1.00 |" in text
     assert "| paged | 4 |" in text and "| reservation | 2 |" in text
+
+
+def test_the_offered_rate_is_what_arrived_in_the_window_not_the_nominal_rate():
+    run = _run("paged", 7, 0.02)
+    assert offered_rate(run) == 7.0  # no window recorded: the nominal rate
+    run["trace"].update(requests=437, duration_s=60, arrival_span_s=59.9)
+    assert offered_rate(run) == pytest.approx(437 / 60)
+    run["trace"].update(requests=60, arrival_span_s=65.0)  # raised to the minimum count: a longer span
+    assert offered_rate(run) == pytest.approx(60 / 65)
+
+
+def test_the_bracket_uses_measured_points_only():
+    def points(*pairs):
+        return [(rate, {"v": v}) for rate, v in pairs]
+
+    value = lambda d: d["v"]  # noqa: E731
+    paged = points((6.0, 0.01), (7.0, 0.02), (7.5, 0.035))
+    reserved = points((2.5, 0.012), (3.0, 0.022), (3.5, 0.047))
+    # paged's highest passing 7 over reservation's lowest failing 3.5; paged's lowest failing 7.5 over 3
+    assert measured_bracket(paged, reserved, value, 0.025) == "[2.00, 2.50]"
+    assert measured_bracket(paged, reserved, value, 0.1) is None  # reservation never fails: no lower end
+    assert measured_bracket(paged[:2], reserved, value, 0.025) == "[2.00, open]"

@@ -121,12 +121,18 @@ def stacked_bar_chart(path: Path | str, categories: Sequence[str], stacks: dict[
 
 def line_chart(path: Path | str, series: dict[str, tuple[Sequence[float], Sequence[float]]], xlabel: str = "",
                ylabel: str = "", title: str = "", ylim: tuple[float, float] | None = None,
-               linestyles: dict[str, str] | None = None) -> None:
-    """One line per series, each given as (xs, ys); `linestyles` maps a series to a matplotlib style ("--")."""
+               linestyles: dict[str, str] | None = None, markers: bool = False,
+               hlines: dict[str, float] | None = None) -> None:
+    """One line per series, each given as (xs, ys); `linestyles` maps a series to a matplotlib style ("--");
+    `markers` marks each measured point (so a straight segment reads as no data between them); `hlines`
+    draws labelled horizontal reference lines (a bound)."""
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(8.0, 4.5))
     for label, (xs, ys) in series.items():
-        axes.plot(xs, ys, label=label, linewidth=1.2, linestyle=(linestyles or {}).get(label, "-"))
+        axes.plot(xs, ys, label=label, linewidth=1.2, linestyle=(linestyles or {}).get(label, "-"),
+                  marker="o" if markers else None, markersize=3.5)
+    for label, y in (hlines or {}).items():
+        axes.axhline(y, color="0.4", linewidth=0.9, linestyle=":", label=label)
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
     axes.set_title(title)

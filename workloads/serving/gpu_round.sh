@@ -47,7 +47,13 @@ if [ "$STAGE" = smoke ]; then
 else
     timeout ${PIPELINE_TIMEOUT:-420} $PY -m nxrun run bench:serving > "$OUT/bench-serving.log" 2>&1
     echo "bench:serving rc=$? $(( $(date +%s) - start ))s: $(grep '^nxrun:' "$OUT/bench-serving.log" | tail -n 1)"
-    again=$($PY -m nxrun run -q bench:serving 2>&1 | tail -n 1); echo "again: $again"
+    # the second run restores: the outputs are deleted first, and what comes back must be byte-identical
+    find results/serving build/paged -type f -exec sha256sum {} + | sort -k2 > /tmp/serving-before.sha
+    rm -rf results/serving build/paged
+    again=$($PY -m nxrun run -q bench:serving 2>&1 | tail -n 1); echo "again (outputs deleted first): $again"
+    find results/serving build/paged -type f -exec sha256sum {} + | sort -k2 > /tmp/serving-after.sha
+    cmp -s /tmp/serving-before.sha /tmp/serving-after.sha && echo "restored outputs: byte-identical" \
+        || { echo "restored outputs differ:"; diff /tmp/serving-before.sha /tmp/serving-after.sha | head; }
     tar czf "$OUT/results.tgz" results/serving 2>/dev/null
     grep -h "^serve \|ratio\|tokens_per_s" "$OUT/bench-serving.log" | head -n 30
     [ -f results/serving/report/README.md ] && sed -n '/^## Engine/,$p' results/serving/report/README.md | head -n 40
