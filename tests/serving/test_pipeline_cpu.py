@@ -24,8 +24,8 @@ TASKS = REPO / "workloads" / "serving" / "tasks.toml"
 SERVING_TASKS = {"serving:trace[dataset=sharegpt]", "serving:trace[dataset=alpaca]",
                  "serving:replay[dataset=sharegpt]", "serving:replay[dataset=alpaca]", "serving:report",
                  "serving:peer", "serving:stepbench", "paged:build", "paged:verify",
-                 *(f"serving:engine-paged[rate={r}]" for r in ("2", "4", "5", "6", "6.5", "7", "7.5", "8", "12")),
-                 *(f"serving:engine-reservation[rate={r}]" for r in ("1", "1.5", "2", "2.5", "2.75", "3", "3.5", "4"))}
+                 *(f"serving:engine-paged[rate={r}]" for r in ("4", "6", "8", "9", "10", "11", "12", "14")),
+                 *(f"serving:engine-reservation[rate={r}]" for r in ("1", "2", "2.5", "3", "3.5", "4"))}
 
 
 def _workspace(root: Path) -> Path:
