@@ -99,7 +99,7 @@ def test_report_table_only_and_error_without_replay_results(tmp_path, capsys):
 def test_the_serving_targets_are_the_pipeline_steps():
     # that each one declares what its command imports: tests/common/test_task_inputs.py
     targets = tomllib.loads(TASKS.read_text())["projects"]["serving"]["targets"]
-    assert list(targets) == ["trace", "replay", "report", "engine-paged", "engine-reservation", "peer", "stepbench"]
+    assert list(targets) == ["trace", "replay", "report", "peer", "stepbench", "engine-paged", "engine-reservation"]
 
 
 def test_the_report_reads_exactly_the_sweep_files_its_dependencies_declare():
