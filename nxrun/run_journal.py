@@ -36,8 +36,10 @@ import json
 import operator
 import os
 import re
+import struct
 import sys
 import time
+from itertools import starmap
 from stat import S_ISLNK
 from types import SimpleNamespace
 
@@ -45,7 +47,7 @@ import xxhash
 
 from . import __version__
 
-JOURNAL_FORMAT = 2
+JOURNAL_FORMAT = 3
 TRACE_VAR = "NXRUN_JOURNAL_TRACE"
 SWITCH_VAR = "NXRUN_JOURNAL"
 _REQUEST_OPTIONS = ("parallel", "keep_going", "as_json", "remote_mode", "namespace", "quiet", "executor",
@@ -87,10 +89,17 @@ _CHUNK = 1024    # paths per stamp: a check stops at the first chunk that differ
 _KEY = operator.attrgetter("st_mode", "st_size", "st_mtime_ns", "st_ino", "st_ctime_ns")
 
 
-def _keys(root_text: str, paths: list[str], look) -> list:
+def _keys(root_text: str, paths: list[str], look, here: bool = False) -> list:
     """The stat key of each path (`look`: os.lstat or os.stat; "" is the root), None for an
-    absent one. The loop runs in C while every path is there, which is nearly always."""
-    full = [f"{root_text}/{rel}" if rel else root_text for rel in paths]
+    absent one. The loop runs in C while every path is there, which is nearly always.
+
+    `here`: the current folder is the workspace root (_at_root), and the paths are looked up from
+    it, which saves the kernel a lookup of every folder of the root's own path (the current folder
+    is the folder itself, not a path to it, so they name the same files)."""
+    if here:
+        full = [rel or "." for rel in paths]
+    else:
+        full = [f"{root_text}/{rel}" if rel else root_text for rel in paths]
     try:
         return list(map(_KEY, map(look, full)))
     except FileNotFoundError:
@@ -143,8 +152,25 @@ def _parent(rel: str) -> str:
     return rel[:cut] if cut > 0 else ""
 
 
+def _at_root(root_text: str) -> bool:
+    """Whether the current folder is the (resolved) workspace root."""
+    try:
+        return os.getcwd() == root_text
+    except OSError:         # the current folder was deleted
+        return False
+
+
+_PACK_KEY = struct.Struct("<5q").pack
+
+
 def _stamp(keys: list) -> str:
-    return xxhash.xxh3_128_hexdigest(repr(keys).encode())
+    """The digest of a chunk's stat keys: of their values packed as 64-bit integers (a fixed
+    width, so one list of keys packs one way only); of their repr where that cannot be done (an
+    absent path's None, an inode past 2**63), marked so that the two forms never meet."""
+    try:
+        return xxhash.xxh3_128_hexdigest(b"".join(starmap(_PACK_KEY, keys)))
+    except (TypeError, struct.error):
+        return "r" + xxhash.xxh3_128_hexdigest(repr(keys).encode())
 
 
 def _check_stamps(root_text: str, lstat_paths: list[str], stat_paths: list[str], expected: list[str]) -> None:
@@ -153,8 +179,9 @@ def _check_stamps(root_text: str, lstat_paths: list[str], stat_paths: list[str],
     chunks += [(stat_paths[i:i + _CHUNK], os.stat) for i in range(0, len(stat_paths), _CHUNK)]
     if len(chunks) != len(expected):
         raise _Doubt("the journal is damaged")
+    here = _at_root(root_text)
     for (paths, look), stamp in zip(chunks, expected):
-        if _stamp(_keys(root_text, paths, look)) != stamp:
+        if _stamp(_keys(root_text, paths, look, here)) != stamp:
             raise _Doubt("a recorded path changed")
 
 
@@ -366,7 +393,7 @@ def _check_values(store, root_text: str, data: dict) -> None:
 def _print_and_record(store, data: dict, root_text: str, argv: list[str], started_wall: float, wall: float,
                       touched: list[str], printing: list[bool]) -> bool:
     from .console import Console
-    from .run.history import RunRecord, TaskRecord, save_run
+    from .run.history import RunRecord, local_hit_row, save_rows
     from .run_command import print_summary
     from .run.results import RunResult, TaskResult
 
@@ -385,9 +412,11 @@ def _print_and_record(store, data: dict, root_text: str, argv: list[str], starte
                     raise _Doubt(f"the log of {task[0]} is missing or corrupt") from None
     real = [t for t in tasks if t[1] != "aggregate"]
     console = Console(stream=sys.stderr if as_json else sys.stdout, prefix_tasks=len(real) > 1, quiet=quiet)
+    # a quiet run shows nothing of a hit but in the status line of a terminal: no console call then
+    shown = not quiet or console.live
     by_id = {t[0]: t for t in tasks}
     results: dict[str, TaskResult] = {}
-    records: dict[str, TaskRecord] = {}
+    rows: dict[str, tuple] = {}
     printing.append(True)
     console.start(len(real))
     try:
@@ -395,24 +424,23 @@ def _print_and_record(store, data: dict, root_text: str, argv: list[str], starte
             task = by_id[task_id]
             tick = time.monotonic()
             started = time.time()
-            console.replay(task_id, logs.get(task_id, b""), "local")
+            if shown:
+                console.replay(task_id, logs.get(task_id, b""), "local")
             duration = time.monotonic() - tick
-            console.task_finished(task_id, "local-hit", duration)
+            if shown:
+                console.task_finished(task_id, "local-hit", duration)
             results[task_id] = TaskResult(task_id, "local-hit", task[2], duration, "local",
                                           outputs_digest=task[6])
-            records[task_id] = TaskRecord(task_id, task[2], "local-hit", origin="local", duration=duration,
-                                          started=started, saved=task[4], outputs_digest=task[6],
-                                          explain_stored=True)
+            rows[task_id] = local_hit_row(task_id, task[2], duration, started, task[4], task[6])
     finally:
         console.stop()
     try:
         if touched:
             store.touch_entries(touched)
         run = RunRecord(started=started_wall, argv=argv, cwd=root_text)
-        run.tasks = [records[t] for t in data["history"]]
         run.finished = time.time()
         run.status = "ok"
-        save_run(store, run)
+        save_rows(store, run, [rows[t] for t in data["history"]])
     except Exception as exc:  # history is a record, never a reason to fail a run
         console.warn(f"could not record the run in the history: {exc}")
     ordered = {t[0]: results.get(t[0]) or TaskResult(t[0], "aggregate", outputs_digest=t[6]) for t in tasks}
