@@ -31,7 +31,6 @@ per run saying whether the journal answered, and why not (tests and benchmarks).
 
 from __future__ import annotations
 
-import glob
 import json
 import operator
 import os
@@ -355,7 +354,7 @@ def _parse(raw: bytes) -> dict:
 
 
 def _touch_after() -> float:
-    from .store.cache import TOUCH_AFTER
+    from .store.local import TOUCH_AFTER
 
     return TOUCH_AFTER
 
@@ -468,6 +467,8 @@ def write(obj, runner, result, request: dict | None, started_ns: int, warned: in
 
 
 def _write(obj, runner, result, request: dict, started_ns: int, warned: int) -> str | None:
+    import glob
+
     from .config import CONFIG_NAME
     from .hashing import has_magic, literal_prefix
     from .store.keys import configured_remote_url
