@@ -330,11 +330,14 @@ def _replay(directory, request: dict, argv: list[str], started_wall: float, wall
             touched = [etag for etag, last_used in used.items() if last_used < oldest]
         finally:
             locks.close()
-        return _print_and_record(store, data, root_text, argv, started_wall, wall, touched, printing)
+        done = _print_and_record(store, data, root_text, argv, started_wall, wall, touched, printing)
     finally:
         if lock_fd is not None:
             os.close(lock_fd)
-        # the index is left open, as a normal run leaves it: closing it checkpoints the WAL
+    # closed here, not when the interpreter tears down (which the caller skips: run_command.exit_now);
+    # closing checkpoints the WAL, as the end of a normal run does
+    store.close()
+    return done
 
 
 def _sealed(data: dict) -> bytes:

@@ -612,3 +612,16 @@ def test_stamps_tell_every_changed_stat_key_apart():
     assert _stamp(absent) != stamp
     big = [(0o100644, 1, 2, 2 ** 64 - 1, 3)]
     assert _stamp(big) == _stamp(list(big)) != _stamp([(0o100644, 1, 2, 2 ** 64 - 2, 3)])
+
+
+def test_a_replayed_run_ends_with_its_output_written_and_the_index_closed(mono: Workspace):
+    """A replay ends the process without the interpreter's teardown: what it printed must all be
+    out, and the index closed as a normal run's exit closes it (its WAL checkpointed away)."""
+    _settle(mono, "run", "top:all")
+    result = _replayed(mono, "run", "top:all")
+    assert result.stdout.startswith("> a:build  [local cache hit, replaying output]\n")
+    assert re.search(r"nxrun: 2 tasks: 2 local hits, 0 ran in \d+\.\d\ds\n\Z", result.stdout), result.stdout
+    assert "built a" in result.stdout and "built b one" in result.stdout
+    assert not (mono.root / ".nxrun" / "index.db-wal").exists()
+    runs = json.loads(mono.nxrun("history", "--json", "-n", "1", check=True).stdout)
+    assert runs[0]["argv"] == ["run", "top:all"] and runs[0]["local_hits"] == 2
