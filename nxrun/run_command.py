@@ -188,17 +188,18 @@ def print_summary(result, as_json: bool, dry_run: bool) -> None:
     if as_json:
         print(json.dumps(result.to_json(), indent=2), file=out)
     else:
-        counts = [(result.count("local-hit"), "local hits"), (result.count("remote-hit"), "remote hits"),
-                  (result.count("miss"), "ran"), (result.count("failed"), "failed"),
-                  (result.count("skipped"), "skipped"), (result.count("predicted-hit"), "would hit"),
-                  (result.count("predicted-miss"), "would run"), (result.count("unknown"), "unknown")]
+        by_status = result.counts()
+        counts = [(by_status.get(status, 0), label) for status, label in (
+            ("local-hit", "local hits"), ("remote-hit", "remote hits"), ("miss", "ran"), ("failed", "failed"),
+            ("skipped", "skipped"), ("predicted-hit", "would hit"), ("predicted-miss", "would run"),
+            ("unknown", "unknown"))]
         shown = [f"{n} {label}" for n, label in counts if n or label in ("ran",)]
-        total = sum(1 for r in result.results.values() if r.status != "aggregate")
+        total = len(result.results) - by_status.get("aggregate", 0)
         line = f"nxrun: {total} task{'s' if total != 1 else ''}: {', '.join(shown)} in {result.duration:.2f}s"
         remote_summary = result.remote_summary
         if remote_summary.get("skipped"):
             line += f"; remote cache unavailable, {remote_summary['skipped']} remote reads/writes skipped"
-        print(_paint(line, "31;1" if result.failed else "32", out), file=out)
+        print(_paint(line, "31;1" if by_status.get("failed") else "32", out), file=out)
         if dry_run:
             for task_result in result.results.values():
                 if task_result.status != "aggregate":

@@ -83,22 +83,26 @@ def request_for(command: str, names: list[str], args: list[str], options: dict, 
 
 
 # absolute, a `.` or `..` part, an empty part, a line break: never written by nxrun itself
-_UNUSUAL_PATH = re.compile(r"^/|(^|/)\.\.?(/|$)|//|\n")
+_UNUSUAL_PATH = r"^/|(^|/)\.\.?(/|$)|//|\n"
 _CHUNK = 1024    # paths per stamp: a check stops at the first chunk that differs
 _KEY = operator.attrgetter("st_mode", "st_size", "st_mtime_ns", "st_ino", "st_ctime_ns")
 
 
-def _keys(root_text: str, paths: list[str], look, here: bool = False) -> list:
+def _keys(root: str | bytes, paths: list, look, here: bool = False) -> list:
     """The stat key of each path (`look`: os.lstat or os.stat; "" is the root), None for an
-    absent one. The loop runs in C while every path is there, which is nearly always.
+    absent one. The loop runs in C while every path is there, which is nearly always. `root` and
+    `paths` are both text or both bytes (as os.fsencode gives them: no encoding per call).
 
     `here`: the current folder is the workspace root (_at_root), and the paths are looked up from
     it, which saves the kernel a lookup of every folder of the root's own path (the current folder
-    is the folder itself, not a path to it, so they name the same files)."""
+    is the folder itself, not a path to it, so they name the same files); `paths` sorted then, so
+    that the root, if there, comes first."""
+    dot, sep = (".", "/") if isinstance(root, str) else (b".", b"/")
     if here:
-        full = [rel or "." for rel in paths]
+        full = [dot, *paths[1:]] if paths and not paths[0] else paths
     else:
-        full = [f"{root_text}/{rel}" if rel else root_text for rel in paths]
+        prefix = root + sep
+        full = [prefix + rel if rel else root for rel in paths]
     try:
         return list(map(_KEY, map(look, full)))
     except FileNotFoundError:
@@ -172,15 +176,16 @@ def _stamp(keys: list) -> str:
         return "r" + xxhash.xxh3_128_hexdigest(repr(keys).encode())
 
 
-def _check_stamps(root_text: str, lstat_paths: list[str], stat_paths: list[str], expected: list[str]) -> None:
+def _check_stamps(root_text: str, lstat_paths: list[bytes], stat_paths: list[bytes], expected: list[str]) -> None:
     """_Doubt at the first chunk of paths whose stats differ from the recorded stamps."""
     chunks = [(lstat_paths[i:i + _CHUNK], os.lstat) for i in range(0, len(lstat_paths), _CHUNK)]
     chunks += [(stat_paths[i:i + _CHUNK], os.stat) for i in range(0, len(stat_paths), _CHUNK)]
     if len(chunks) != len(expected):
         raise _Doubt("the journal is damaged")
     here = _at_root(root_text)
+    root = os.fsencode(root_text)
     for (paths, look), stamp in zip(chunks, expected):
-        if _stamp(_keys(root_text, paths, look, here)) != stamp:
+        if _stamp(_keys(root, paths, look, here)) != stamp:
             raise _Doubt("a recorded path changed")
 
 
@@ -363,8 +368,9 @@ def _touch_after() -> float:
 
 
 def _check_paths(root_text: str, data: dict) -> None:
-    lstat_paths = data["lstat"].split("\n") if data["lstat"] else []
-    stat_paths = data["stat"].split("\n") if data["stat"] else []
+    # sorted (as _write keeps them), as bytes
+    lstat_paths = os.fsencode(data["lstat"]).split(b"\n") if data["lstat"] else []
+    stat_paths = os.fsencode(data["stat"]).split(b"\n") if data["stat"] else []
     _check_stamps(root_text, lstat_paths, stat_paths, data["stamps"])
 
 
@@ -589,7 +595,7 @@ def _write(obj, runner, result, request: dict, started_ns: int, warned: int) -> 
                 lpaths.add(parent)
             folder = parent
 
-    unusual = next(filter(_UNUSUAL_PATH.search, lpaths), None)
+    unusual = next(filter(re.compile(_UNUSUAL_PATH).search, lpaths), None)
     if unusual is not None:
         return f"an unusual path {unusual!r}"
     lstat_paths = sorted(lpaths)

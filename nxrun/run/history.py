@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from operator import itemgetter
 
 from ..records import default_factory, record
 from ..store import encode_explain
@@ -87,7 +88,7 @@ def save_rows(store: LocalStore, run: RunRecord, rows: list[TaskRow],
     """save_run with the task rows given (`run.tasks` is not read): the run, its rows, each task's
     latest row with an ETag, and the explain manifests (etag, encoded) a task brought; one
     transaction; returns the run id."""
-    statuses = Counter(row[2] for row in rows)
+    statuses = Counter(map(itemgetter(2), rows))
     saved = sum(row[6] for row in rows if row[2].endswith("hit"))
 
     def write(conn):
