@@ -246,13 +246,10 @@ def _hit_rows(store, etags: list[str]) -> dict[str, tuple[str, float]]:
 
 def _same_entries(store, hits: list[list]) -> dict[str, float]:
     """etag -> last used, of the entries whose compact index rows are still exactly the journal's
-    (by digest, compared in one query: an entry gone, or stored anew under its ETag, is missing)."""
-    store.conn.create_function("nxrun_row_digest", 1, _row_digest, deterministic=True)
-    rows = store.read("SELECT e.etag, e.last_used FROM json_each(?) j JOIN entries e "
-                      "ON e.etag = json_extract(j.value, '$[0]') "
-                      "AND nxrun_row_digest(e.hit) = json_extract(j.value, '$[1]')",
-                      (json.dumps([[t[2], t[3]] for t in hits]),))
-    return {etag: last_used or 0.0 for etag, last_used in rows}
+    (by digest: an entry gone, or stored anew under its ETag, is missing); one query."""
+    recorded = {t[2]: t[3] for t in hits}
+    return {etag: last_used for etag, (hit, last_used) in _hit_rows(store, list(recorded)).items()
+            if _row_digest(hit) == recorded[etag]}
 
 
 def _row_digest(hit: str | None) -> str | None:
@@ -375,10 +372,12 @@ def _check_paths(root_text: str, data: dict) -> None:
 
 
 def _check_values(store, root_text: str, data: dict) -> None:
+    values = data["values"]
+    if not values and data["key_id"] is None:
+        return
     from .hashing import digest_text, keyed_digest
     from .runtime import Runtime
 
-    values = data["values"]
     key = None
     if data["key_id"] is not None:
         key = _env_key(store)
