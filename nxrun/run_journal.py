@@ -401,7 +401,7 @@ def _print_and_record(store, data: dict, root_text: str, argv: list[str], starte
                       touched: list[str], printing: list[bool]) -> bool:
     from .console import Console
     from .run.history import RunRecord, local_hit_row, save_rows
-    from .run_command import print_summary
+    from .run_command import print_counts, print_summary
     from .run.results import RunResult, TaskResult
 
     options = data["request"]["options"]
@@ -422,7 +422,7 @@ def _print_and_record(store, data: dict, root_text: str, argv: list[str], starte
     # a quiet run shows nothing of a hit but in the status line of a terminal: no console call then
     shown = not quiet or console.live
     by_id = {t[0]: t for t in tasks}
-    results: dict[str, TaskResult] = {}
+    results: dict[str, TaskResult] = {}     # for --json only: the counts line needs none
     rows: dict[str, tuple] = {}
     printing.append(True)
     console.start(len(real))
@@ -436,8 +436,9 @@ def _print_and_record(store, data: dict, root_text: str, argv: list[str], starte
             duration = time.monotonic() - tick
             if shown:
                 console.task_finished(task_id, "local-hit", duration)
-            results[task_id] = TaskResult(task_id, "local-hit", task[2], duration, "local",
-                                          outputs_digest=task[6])
+            if as_json:
+                results[task_id] = TaskResult(task_id, "local-hit", task[2], duration, "local",
+                                              outputs_digest=task[6])
             rows[task_id] = local_hit_row(task_id, task[2], duration, started, task[4], task[6])
     finally:
         console.stop()
@@ -450,8 +451,12 @@ def _print_and_record(store, data: dict, root_text: str, argv: list[str], starte
         save_rows(store, run, [rows[t] for t in data["history"]])
     except Exception as exc:  # history is a record, never a reason to fail a run
         console.warn(f"could not record the run in the history: {exc}")
-    ordered = {t[0]: results.get(t[0]) or TaskResult(t[0], "aggregate", outputs_digest=t[6]) for t in tasks}
-    print_summary(RunResult(ordered, time.monotonic() - wall, []), as_json, dry_run=False)
+    if as_json:
+        ordered = {t[0]: results.get(t[0]) or TaskResult(t[0], "aggregate", outputs_digest=t[6]) for t in tasks}
+        print_summary(RunResult(ordered, time.monotonic() - wall, []), as_json, dry_run=False)
+    else:
+        print_counts({"local-hit": len(real), "aggregate": len(tasks) - len(real)}, time.monotonic() - wall)
+        sys.stdout.flush()
     return True
 
 

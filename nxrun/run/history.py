@@ -84,7 +84,7 @@ def save_run(store: LocalStore, run: RunRecord) -> int:
 
 
 def save_rows(store: LocalStore, run: RunRecord, rows: list[TaskRow],
-              explains: list[tuple[str, str]] = ()) -> int:
+              explains: list[tuple[str, str]] | None = None) -> int:
     """save_run with the task rows given (`run.tasks` is not read): the run, its rows, each task's
     latest row with an ETag, and the explain manifests (etag, encoded) a task brought; one
     transaction; returns the run id."""

@@ -40,3 +40,17 @@ def test_the_counts_line_and_the_json_summary(capsys):
 
 def _json(statuses: list[str]) -> str:
     return json.dumps(_result(statuses).to_json())
+
+
+def test_the_counts_line_from_counts_alone(capsys):
+    from nxrun.run_command import print_counts
+
+    result = _result(STATUSES)
+    result.remote_summary = {"skipped": 3}
+    print_summary(result, as_json=False, dry_run=False)
+    whole = capsys.readouterr().out
+    print_counts(result.counts(), 1.5, {"skipped": 3})
+    assert capsys.readouterr().out == whole
+    assert whole.endswith("; remote cache unavailable, 3 remote reads/writes skipped\n")
+    print_counts({"local-hit": 2000, "aggregate": 1}, 0.0)
+    assert capsys.readouterr().out == "nxrun: 2000 tasks: 2000 local hits, 0 ran in 0.00s\n"
