@@ -13,7 +13,9 @@ the index rows of the entries used, and what the run printed and recorded.
 The next identical request, while no other run holds a task lock of the workspace, stats those
 paths; when all match and the index still has the same entries, it prints and records exactly what
 the normal path would (replayed logs, the summary or --json, the history), and exits. Anything else
-(a mismatch, an error, any doubt) takes the normal path, which writes the journal again.
+(a mismatch, an error, any doubt) takes the normal path, which writes the journal again. A replay
+closes the index itself, and the process then ends without the interpreter's teardown
+(run_command.exit_now).
 
 Why a matching stat is enough: a journal is written only when every path it records last changed
 (mtime and ctime) longer before the run started than the file system's timestamp granularity (the
