@@ -125,6 +125,8 @@ def main() -> None:
     counts = None if args.no_count else count_calls()
     from nxrun import launch, run_command, snapshot  # noqa: F401  (imported for the timers)
 
+    run_command.EXIT_AT_ONCE = False      # a replayed no-op would end this process before the report
+
     timers = add_timers(args.time.split(",")) if args.timers else None
     sys.argv = ["nxrun", *nxrun_args]
     profiler = cProfile.Profile()

@@ -13,7 +13,9 @@ the index rows of the entries used, and what the run printed and recorded.
 The next identical request, while no other run holds a task lock of the workspace, stats those
 paths; when all match and the index still has the same entries, it prints and records exactly what
 the normal path would (replayed logs, the summary or --json, the history), and exits. Anything else
-(a mismatch, an error, any doubt) takes the normal path, which writes the journal again.
+(a mismatch, an error, any doubt) takes the normal path, which writes the journal again. A replay
+closes the index itself, and the process then ends without the interpreter's teardown
+(run_command.exit_now).
 
 Why a matching stat is enough: a journal is written only when every path it records last changed
 (mtime and ctime) longer before the run started than the file system's timestamp granularity (the
@@ -31,13 +33,14 @@ per run saying whether the journal answered, and why not (tests and benchmarks).
 
 from __future__ import annotations
 
-import glob
 import json
 import operator
 import os
 import re
+import struct
 import sys
 import time
+from itertools import starmap
 from stat import S_ISLNK
 from types import SimpleNamespace
 
@@ -45,7 +48,7 @@ import xxhash
 
 from . import __version__
 
-JOURNAL_FORMAT = 2
+JOURNAL_FORMAT = 3
 TRACE_VAR = "NXRUN_JOURNAL_TRACE"
 SWITCH_VAR = "NXRUN_JOURNAL"
 _REQUEST_OPTIONS = ("parallel", "keep_going", "as_json", "remote_mode", "namespace", "quiet", "executor",
@@ -82,15 +85,26 @@ def request_for(command: str, names: list[str], args: list[str], options: dict, 
 
 
 # absolute, a `.` or `..` part, an empty part, a line break: never written by nxrun itself
-_UNUSUAL_PATH = re.compile(r"^/|(^|/)\.\.?(/|$)|//|\n")
+_UNUSUAL_PATH = r"^/|(^|/)\.\.?(/|$)|//|\n"
 _CHUNK = 1024    # paths per stamp: a check stops at the first chunk that differs
 _KEY = operator.attrgetter("st_mode", "st_size", "st_mtime_ns", "st_ino", "st_ctime_ns")
 
 
-def _keys(root_text: str, paths: list[str], look) -> list:
+def _keys(root: str | bytes, paths: list, look, here: bool = False) -> list:
     """The stat key of each path (`look`: os.lstat or os.stat; "" is the root), None for an
-    absent one. The loop runs in C while every path is there, which is nearly always."""
-    full = [f"{root_text}/{rel}" if rel else root_text for rel in paths]
+    absent one. The loop runs in C while every path is there, which is nearly always. `root` and
+    `paths` are both text or both bytes (as os.fsencode gives them: no encoding per call).
+
+    `here`: the current folder is the workspace root (_at_root), and the paths are looked up from
+    it, which saves the kernel a lookup of every folder of the root's own path (the current folder
+    is the folder itself, not a path to it, so they name the same files); `paths` sorted then, so
+    that the root, if there, comes first."""
+    dot, sep = (".", "/") if isinstance(root, str) else (b".", b"/")
+    if here:
+        full = [dot, *paths[1:]] if paths and not paths[0] else paths
+    else:
+        prefix = root + sep
+        full = [prefix + rel if rel else root for rel in paths]
     try:
         return list(map(_KEY, map(look, full)))
     except FileNotFoundError:
@@ -143,18 +157,37 @@ def _parent(rel: str) -> str:
     return rel[:cut] if cut > 0 else ""
 
 
+def _at_root(root_text: str) -> bool:
+    """Whether the current folder is the (resolved) workspace root."""
+    try:
+        return os.getcwd() == root_text
+    except OSError:         # the current folder was deleted
+        return False
+
+
+_PACK_KEY = struct.Struct("<5q").pack
+
+
 def _stamp(keys: list) -> str:
-    return xxhash.xxh3_128_hexdigest(repr(keys).encode())
+    """The digest of a chunk's stat keys: of their values packed as 64-bit integers (a fixed
+    width, so one list of keys packs one way only); of their repr where that cannot be done (an
+    absent path's None, an inode past 2**63), marked so that the two forms never meet."""
+    try:
+        return xxhash.xxh3_128_hexdigest(b"".join(starmap(_PACK_KEY, keys)))
+    except (TypeError, struct.error):
+        return "r" + xxhash.xxh3_128_hexdigest(repr(keys).encode())
 
 
-def _check_stamps(root_text: str, lstat_paths: list[str], stat_paths: list[str], expected: list[str]) -> None:
+def _check_stamps(root_text: str, lstat_paths: list[bytes], stat_paths: list[bytes], expected: list[str]) -> None:
     """_Doubt at the first chunk of paths whose stats differ from the recorded stamps."""
     chunks = [(lstat_paths[i:i + _CHUNK], os.lstat) for i in range(0, len(lstat_paths), _CHUNK)]
     chunks += [(stat_paths[i:i + _CHUNK], os.stat) for i in range(0, len(stat_paths), _CHUNK)]
     if len(chunks) != len(expected):
         raise _Doubt("the journal is damaged")
+    here = _at_root(root_text)
+    root = os.fsencode(root_text)
     for (paths, look), stamp in zip(chunks, expected):
-        if _stamp(_keys(root_text, paths, look)) != stamp:
+        if _stamp(_keys(root, paths, look, here)) != stamp:
             raise _Doubt("a recorded path changed")
 
 
@@ -215,13 +248,10 @@ def _hit_rows(store, etags: list[str]) -> dict[str, tuple[str, float]]:
 
 def _same_entries(store, hits: list[list]) -> dict[str, float]:
     """etag -> last used, of the entries whose compact index rows are still exactly the journal's
-    (by digest, compared in one query: an entry gone, or stored anew under its ETag, is missing)."""
-    store.conn.create_function("nxrun_row_digest", 1, _row_digest, deterministic=True)
-    rows = store.read("SELECT e.etag, e.last_used FROM json_each(?) j JOIN entries e "
-                      "ON e.etag = json_extract(j.value, '$[0]') "
-                      "AND nxrun_row_digest(e.hit) = json_extract(j.value, '$[1]')",
-                      (json.dumps([[t[2], t[3]] for t in hits]),))
-    return {etag: last_used or 0.0 for etag, last_used in rows}
+    (by digest: an entry gone, or stored anew under its ETag, is missing); one query."""
+    recorded = {t[2]: t[3] for t in hits}
+    return {etag: last_used for etag, (hit, last_used) in _hit_rows(store, list(recorded)).items()
+            if _row_digest(hit) == recorded[etag]}
 
 
 def _row_digest(hit: str | None) -> str | None:
@@ -304,11 +334,14 @@ def _replay(directory, request: dict, argv: list[str], started_wall: float, wall
             touched = [etag for etag, last_used in used.items() if last_used < oldest]
         finally:
             locks.close()
-        return _print_and_record(store, data, root_text, argv, started_wall, wall, touched, printing)
+        done = _print_and_record(store, data, root_text, argv, started_wall, wall, touched, printing)
     finally:
         if lock_fd is not None:
             os.close(lock_fd)
-        # the index is left open, as a normal run leaves it: closing it checkpoints the WAL
+    # closed here, not when the interpreter tears down (which the caller skips: run_command.exit_now);
+    # closing checkpoints the WAL, as the end of a normal run does
+    store.close()
+    return done
 
 
 def _sealed(data: dict) -> bytes:
@@ -328,22 +361,25 @@ def _parse(raw: bytes) -> dict:
 
 
 def _touch_after() -> float:
-    from .store.cache import TOUCH_AFTER
+    from .store.local import TOUCH_AFTER
 
     return TOUCH_AFTER
 
 
 def _check_paths(root_text: str, data: dict) -> None:
-    lstat_paths = data["lstat"].split("\n") if data["lstat"] else []
-    stat_paths = data["stat"].split("\n") if data["stat"] else []
+    # sorted (as _write keeps them), as bytes
+    lstat_paths = os.fsencode(data["lstat"]).split(b"\n") if data["lstat"] else []
+    stat_paths = os.fsencode(data["stat"]).split(b"\n") if data["stat"] else []
     _check_stamps(root_text, lstat_paths, stat_paths, data["stamps"])
 
 
 def _check_values(store, root_text: str, data: dict) -> None:
+    values = data["values"]
+    if not values and data["key_id"] is None:
+        return
     from .hashing import digest_text, keyed_digest
     from .runtime import Runtime
 
-    values = data["values"]
     key = None
     if data["key_id"] is not None:
         key = _env_key(store)
@@ -366,8 +402,8 @@ def _check_values(store, root_text: str, data: dict) -> None:
 def _print_and_record(store, data: dict, root_text: str, argv: list[str], started_wall: float, wall: float,
                       touched: list[str], printing: list[bool]) -> bool:
     from .console import Console
-    from .run.history import RunRecord, TaskRecord, save_run
-    from .run_command import print_summary
+    from .run.history import RunRecord, local_hit_row, save_rows
+    from .run_command import print_counts, print_summary
     from .run.results import RunResult, TaskResult
 
     options = data["request"]["options"]
@@ -385,9 +421,11 @@ def _print_and_record(store, data: dict, root_text: str, argv: list[str], starte
                     raise _Doubt(f"the log of {task[0]} is missing or corrupt") from None
     real = [t for t in tasks if t[1] != "aggregate"]
     console = Console(stream=sys.stderr if as_json else sys.stdout, prefix_tasks=len(real) > 1, quiet=quiet)
+    # a quiet run shows nothing of a hit but in the status line of a terminal: no console call then
+    shown = not quiet or console.live
     by_id = {t[0]: t for t in tasks}
-    results: dict[str, TaskResult] = {}
-    records: dict[str, TaskRecord] = {}
+    results: dict[str, TaskResult] = {}     # for --json only: the counts line needs none
+    rows: dict[str, tuple] = {}
     printing.append(True)
     console.start(len(real))
     try:
@@ -395,28 +433,32 @@ def _print_and_record(store, data: dict, root_text: str, argv: list[str], starte
             task = by_id[task_id]
             tick = time.monotonic()
             started = time.time()
-            console.replay(task_id, logs.get(task_id, b""), "local")
+            if shown:
+                console.replay(task_id, logs.get(task_id, b""), "local")
             duration = time.monotonic() - tick
-            console.task_finished(task_id, "local-hit", duration)
-            results[task_id] = TaskResult(task_id, "local-hit", task[2], duration, "local",
-                                          outputs_digest=task[6])
-            records[task_id] = TaskRecord(task_id, task[2], "local-hit", origin="local", duration=duration,
-                                          started=started, saved=task[4], outputs_digest=task[6],
-                                          explain_stored=True)
+            if shown:
+                console.task_finished(task_id, "local-hit", duration)
+            if as_json:
+                results[task_id] = TaskResult(task_id, "local-hit", task[2], duration, "local",
+                                              outputs_digest=task[6])
+            rows[task_id] = local_hit_row(task_id, task[2], duration, started, task[4], task[6])
     finally:
         console.stop()
     try:
         if touched:
             store.touch_entries(touched)
         run = RunRecord(started=started_wall, argv=argv, cwd=root_text)
-        run.tasks = [records[t] for t in data["history"]]
         run.finished = time.time()
         run.status = "ok"
-        save_run(store, run)
+        save_rows(store, run, [rows[t] for t in data["history"]])
     except Exception as exc:  # history is a record, never a reason to fail a run
         console.warn(f"could not record the run in the history: {exc}")
-    ordered = {t[0]: results.get(t[0]) or TaskResult(t[0], "aggregate", outputs_digest=t[6]) for t in tasks}
-    print_summary(RunResult(ordered, time.monotonic() - wall, []), as_json, dry_run=False)
+    if as_json:
+        ordered = {t[0]: results.get(t[0]) or TaskResult(t[0], "aggregate", outputs_digest=t[6]) for t in tasks}
+        print_summary(RunResult(ordered, time.monotonic() - wall, []), as_json, dry_run=False)
+    else:
+        print_counts({"local-hit": len(real), "aggregate": len(tasks) - len(real)}, time.monotonic() - wall)
+        sys.stdout.flush()
     return True
 
 
@@ -440,6 +482,8 @@ def write(obj, runner, result, request: dict | None, started_ns: int, warned: in
 
 
 def _write(obj, runner, result, request: dict, started_ns: int, warned: int) -> str | None:
+    import glob
+
     from .config import CONFIG_NAME
     from .hashing import has_magic, literal_prefix
     from .store.keys import configured_remote_url
@@ -557,7 +601,7 @@ def _write(obj, runner, result, request: dict, started_ns: int, warned: int) -> 
                 lpaths.add(parent)
             folder = parent
 
-    unusual = next(filter(_UNUSUAL_PATH.search, lpaths), None)
+    unusual = next(filter(re.compile(_UNUSUAL_PATH).search, lpaths), None)
     if unusual is not None:
         return f"an unusual path {unusual!r}"
     lstat_paths = sorted(lpaths)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
+from operator import itemgetter
 
 from ..records import default_factory, record
 from ..store import encode_explain
@@ -58,35 +60,61 @@ def redact_argv(argv: list[str]) -> list[str]:
     return argv[:cut] + ([f"<{count} arg{'s' if count != 1 else ''} not recorded>"] if count else [])
 
 
+# a task's row as save_rows takes it: the columns of run_tasks after run_id
+TaskRow = tuple[str, str | None, str, str, float, float, float, str | None, str, str | None]
+
+
+def task_row(t: TaskRecord) -> TaskRow:
+    return (t.task_id, t.etag, t.status, t.origin, t.duration, t.started, t.saved, t.outputs_digest, t.error,
+            ",".join(t.gpus) if t.gpus else None)
+
+
+def local_hit_row(task_id: str, etag: str, duration: float, started: float, saved: float,
+                  outputs_digest: str | None) -> TaskRow:
+    """The row of a local cache hit, as task_row gives it for TaskRecord(task_id, etag,
+    "local-hit", origin="local", ...) (a replayed no-op builds its rows without the records)."""
+    return (task_id, etag, "local-hit", "local", duration, started, saved, outputs_digest, "", None)
+
+
 def save_run(store: LocalStore, run: RunRecord) -> int:
     """Write the run and its task rows in one transaction; returns the run id."""
+    return save_rows(store, run, [task_row(t) for t in run.tasks],
+                     [(t.etag, encode_explain(t.explain)) for t in run.tasks
+                      if t.etag and t.explain and not t.explain_stored])
+
+
+def save_rows(store: LocalStore, run: RunRecord, rows: list[TaskRow],
+              explains: list[tuple[str, str]] | None = None) -> int:
+    """save_run with the task rows given (`run.tasks` is not read): the run, its rows, each task's
+    latest row with an ETag, and the explain manifests (etag, encoded) a task brought; one
+    transaction; returns the run id."""
+    statuses = Counter(map(itemgetter(2), rows))
+    saved = sum(row[6] for row in rows if row[2].endswith("hit"))
+
     def write(conn):
         cursor = conn.execute(
             "INSERT INTO runs (started, finished, argv, cwd, status, tasks, local_hits, remote_hits, misses, "
             "failed, skipped, time_saved, remote_skipped) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (run.started, run.finished or time.time(), json.dumps(redact_argv(run.argv)), run.cwd, run.status,
-             len(run.tasks),
-             run.count("local-hit"), run.count("remote-hit"), run.count("miss"), run.count("failed"),
-             run.count("skipped"), sum(t.saved for t in run.tasks if t.status.endswith("hit")),
-             run.remote_skipped))
-        run_id = cursor.lastrowid
+             len(rows), statuses["local-hit"], statuses["remote-hit"], statuses["miss"], statuses["failed"],
+             statuses["skipped"], saved, run.remote_skipped))
+        run_id = int(cursor.lastrowid)
         conn.executemany(
             "INSERT INTO run_tasks (run_id, task_id, etag, status, origin, duration, started, saved, "
-            "outputs_digest, error, gpus) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            [(run_id, t.task_id, t.etag, t.status, t.origin, t.duration, t.started, t.saved, t.outputs_digest,
-              t.error, ",".join(t.gpus) if t.gpus else None) for t in run.tasks])
-        conn.executemany(
+            f"outputs_digest, error, gpus) VALUES ({run_id},?,?,?,?,?,?,?,?,?,?)", rows)
+        # each task's latest row with an ETag, copied from the rows just written (in their order, so
+        # a task written twice keeps its last): cheaper than binding every value again
+        conn.execute(
             "INSERT INTO task_latest (task_id, run_id, etag, status, origin, duration, started) "
-            "VALUES (?,?,?,?,?,?,?) ON CONFLICT(task_id) DO UPDATE SET run_id = excluded.run_id, "
+            "SELECT task_id, run_id, etag, status, origin, duration, started FROM run_tasks "
+            "WHERE run_id = ? AND etag IS NOT NULL AND etag != '' ORDER BY rowid "
+            "ON CONFLICT(task_id) DO UPDATE SET run_id = excluded.run_id, "
             "etag = excluded.etag, status = excluded.status, origin = excluded.origin, "
-            "duration = excluded.duration, started = excluded.started",
-            [(t.task_id, run_id, t.etag, t.status, t.origin, t.duration, t.started) for t in run.tasks if t.etag])
+            "duration = excluded.duration, started = excluded.started", (run_id,))
         # explain manifests live in one table by ETag; a hit's was stored with the entry it came
         # from, so only the others (misses, failures) may bring a new one
-        conn.executemany(
-            "INSERT OR IGNORE INTO explains (etag, explain) VALUES (?, ?)",
-            [(t.etag, encode_explain(t.explain)) for t in run.tasks
-             if t.etag and t.explain and not t.explain_stored])
+        if explains:
+            conn.executemany("INSERT OR IGNORE INTO explains (etag, explain) VALUES (?, ?)", explains)
         return run_id
     return store.write(write)
 

@@ -43,13 +43,21 @@ class RunResult:
     def count(self, status: str) -> int:
         return sum(1 for r in self.results.values() if r.status == status)
 
+    def counts(self) -> dict[str, int]:
+        """How many tasks ended in each status (those that none did: absent), in one pass."""
+        counts: dict[str, int] = {}
+        for r in self.results.values():
+            counts[r.status] = counts.get(r.status, 0) + 1
+        return counts
+
     def to_json(self) -> dict:
+        counts = self.counts()
         return {
-            "ok": not self.failed,
+            "ok": not counts.get("failed"),
             "duration": round(self.duration, 4),
-            "counts": {s: self.count(s) for s in ("local-hit", "remote-hit", "miss", "failed", "skipped",
-                                                  "predicted-hit", "predicted-miss", "unknown")
-                       if self.count(s)},
+            "counts": {s: counts[s] for s in ("local-hit", "remote-hit", "miss", "failed", "skipped",
+                                              "predicted-hit", "predicted-miss", "unknown")
+                       if counts.get(s)},
             "tasks": [{"id": r.task_id, "status": r.status, "etag": r.etag, "duration": round(r.duration, 4),
                        "origin": r.origin, "note": r.note, "gpus": r.gpus} for r in self.results.values()],
             "warnings": self.warnings,

@@ -13,12 +13,9 @@ import time
 from pathlib import Path
 
 from . import CacheEntry, UnsafeEntry
-from .local import LocalStore
+from .local import TOUCH_AFTER, LocalStore
 from .restore import restore_entry
 from .safety import check_entry
-
-# entries handed out more recently than this are not marked used again (LRU order for prune)
-TOUCH_AFTER = 3600.0
 
 
 class Cache:

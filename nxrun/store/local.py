@@ -65,6 +65,10 @@ class CachingOff(OSError):
     """A write after a disk problem turned this run's caching off (reported once already)."""
 
 
+# entries handed out more recently than this are not marked used again (LRU order for prune)
+TOUCH_AFTER = 3600.0
+
+
 def write_all(handle, data: memoryview) -> None:
     """Unbuffered writes may be short (a file-size limit, a nearly full disk): loop until all is
     written, so the failure surfaces as an OSError instead of a silently truncated blob."""

@@ -563,3 +563,65 @@ def test_projects_listed_at_the_workspace_root_keep_a_journal(ws: Workspace):
     ws.write("lab/nxrun.toml", '[targets.build]\ncommand = "mkdir -p out && echo b > out/b.txt"\noutputs = ["out"]\n')
     result = _normal(ws, "run-many", "--json", "-t", "build")
     assert _statuses(result) == {"app:build": "local-hit", "lib:build": "local-hit", "lab:build": "miss"}
+
+
+# ---------------------------------------------------------------------------- how paths are checked
+
+def test_a_run_from_a_subfolder_checks_the_same_paths(mono: Workspace):
+    """From the workspace root the journal's paths are looked up relative to the current folder;
+    from anywhere else by their full path: both see an edit."""
+    folder = mono.root / "packages" / "b" / "src"
+    trace = _trace(mono)
+
+    def run() -> tuple[subprocess.CompletedProcess, str]:
+        trace.write_text("")
+        env = {**os.environ, "MODE": "one", "NXRUN_JOURNAL_TRACE": str(trace), "NO_COLOR": "1"}
+        env.pop("NXRUN_REMOTE", None)
+        result = subprocess.run([sys.executable, "-m", "nxrun", "run", "--json", "top:all"], cwd=folder, env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stdout + result.stderr
+        lines = trace.read_text().splitlines()
+        return result, (lines[0] if lines else "")
+
+    deadline = time.monotonic() + 30
+    while run()[1] != "replayed":       # until a run has written the journal of this request
+        assert time.monotonic() < deadline, trace.read_text()
+    _same_size_edit(mono.root / "packages/a/src/in.txt", "ALPHA\n")
+    result, line = run()
+    assert line.startswith("fallback"), line
+    assert _statuses(result)["a:build"] == "miss"
+
+
+def test_stamps_tell_every_changed_stat_key_apart():
+    from nxrun.run_journal import _stamp
+
+    keys = [(0o100644, 10, 1_700_000_000_123_456_789, 42, 1_700_000_000_123_456_790), (0o40755, 4096, -5, 43, 6)]
+    stamp = _stamp(keys)
+    assert _stamp(list(keys)) == stamp
+    for i, key in enumerate(keys):
+        for j in range(5):
+            for delta in (1, -1, 1 << 32):
+                changed = list(keys)
+                changed[i] = key[:j] + (key[j] + delta,) + key[j + 1:]
+                assert _stamp(changed) != stamp, (i, j, delta)
+    assert _stamp(keys[::-1]) != stamp                   # keys moved between paths
+    assert _stamp(keys[:1]) != stamp
+    # an absent path and an inode past 2**63 stamp too, and are told apart
+    absent = [keys[0], None]
+    assert _stamp(absent) == _stamp(list(absent)) != _stamp([None, keys[0]])
+    assert _stamp(absent) != stamp
+    big = [(0o100644, 1, 2, 2 ** 64 - 1, 3)]
+    assert _stamp(big) == _stamp(list(big)) != _stamp([(0o100644, 1, 2, 2 ** 64 - 2, 3)])
+
+
+def test_a_replayed_run_ends_with_its_output_written_and_the_index_closed(mono: Workspace):
+    """A replay ends the process without the interpreter's teardown: what it printed must all be
+    out, and the index closed as a normal run's exit closes it (its WAL checkpointed away)."""
+    _settle(mono, "run", "top:all")
+    result = _replayed(mono, "run", "top:all")
+    assert result.stdout.startswith("> a:build  [local cache hit, replaying output]\n")
+    assert re.search(r"nxrun: 2 tasks: 2 local hits, 0 ran in \d+\.\d\ds\n\Z", result.stdout), result.stdout
+    assert "built a" in result.stdout and "built b one" in result.stdout
+    assert not (mono.root / ".nxrun" / "index.db-wal").exists()
+    runs = json.loads(mono.nxrun("history", "--json", "-n", "1", check=True).stdout)
+    assert runs[0]["argv"] == ["run", "top:all"] and runs[0]["local_hits"] == 2
