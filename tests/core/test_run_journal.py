@@ -670,3 +670,35 @@ def test_a_folder_mounted_over_the_current_folder_is_the_one_checked(mono: Works
     line = (trace.read_text().splitlines() or [""])[0]
     assert line.startswith("fallback"), line
     assert _statuses(result)["a:build"] == "miss"
+
+
+# ---------------------------------------------------------------------------- review: how a replay ends
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_replay_with_stderr_closed_ends_as_the_normal_path_does(mono: Workspace, as_json: bool):
+    """A run started with its stderr closed (`2>&-`: Python's sys.stderr is None then) and all
+    cached: the normal path prints everything and exits 0, so the replay must too."""
+    args = ["run", *(["--json"] if as_json else []), "top:all"]
+    trace = _trace(mono)
+
+    def run(journal: bool) -> tuple[subprocess.CompletedProcess, str]:
+        trace.write_text("")
+        env = {**os.environ, "MODE": "one", "NXRUN_JOURNAL_TRACE": str(trace), "NO_COLOR": "1"}
+        env.pop("NXRUN_REMOTE", None)
+        if not journal:
+            env["NXRUN_JOURNAL"] = "off"
+        done = subprocess.run(["sh", "-c", 'exec "$@" 2>&-', "sh", sys.executable, "-m", "nxrun", *args],
+                              cwd=mono.root, env=env, stdout=subprocess.PIPE, text=True, timeout=120)
+        return done, (trace.read_text().splitlines() or [""])[0]
+
+    deadline = time.monotonic() + 30
+    while _run(mono, *args)[1] != "replayed":     # until the request's journal answers
+        assert time.monotonic() < deadline, trace.read_text()
+    normal, _ = run(journal=False)
+    replayed, line = run(journal=True)
+    assert line == "replayed", line
+    assert normal.returncode == 0, normal.stdout
+    assert replayed.returncode == normal.returncode, replayed.stdout
+    # (with no stderr, the console's lines go to stdout in both, before the --json summary)
+    timing = r'in \d+\.\d\ds|"duration": [0-9.e-]+'
+    assert re.sub(timing, "", replayed.stdout) == re.sub(timing, "", normal.stdout)
