@@ -702,3 +702,24 @@ def test_a_replay_with_stderr_closed_ends_as_the_normal_path_does(mono: Workspac
     # (with no stderr, the console's lines go to stdout in both, before the --json summary)
     timing = r'in \d+\.\d\ds|"duration": [0-9.e-]+'
     assert re.sub(timing, "", replayed.stdout) == re.sub(timing, "", normal.stdout)
+
+
+def test_paths_are_checked_in_the_folder_the_root_names_whatever_the_current_folder_is_called(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The same as a folder mounted over the current one, where no mount can be made: the current
+    folder has the root's name (os.getcwd) but is another folder, whose files match the journal;
+    the root's own files do not, and the check must say so."""
+    from nxrun import run_journal
+
+    root, other = tmp_path / "root", tmp_path / "other"
+    for folder in (root, other):
+        (folder / "src").mkdir(parents=True)
+    (other / "src" / "in.txt").write_text("old\n")
+    paths = ["", "src", "src/in.txt"]
+    stamps = [run_journal._stamp(run_journal._keys(str(other), paths, os.lstat))]
+    run_journal._check_stamps(str(other), [os.fsencode(p) for p in paths], [], stamps)   # matches there
+    (root / "src" / "in.txt").write_text("new, and the root's\n")
+    monkeypatch.chdir(other)
+    monkeypatch.setattr(run_journal.os, "getcwd", lambda: str(root))
+    with pytest.raises(run_journal._Doubt):
+        run_journal._check_stamps(str(root), [os.fsencode(p) for p in paths], [], stamps)
