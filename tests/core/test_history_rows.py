@@ -74,3 +74,29 @@ def test_rows_saved_without_records_read_back_as_those_saved_from_records(tmp_pa
                     for table in ("runs", "run_tasks", "task_latest", "explains")]
 
     assert tables(one) == tables(two)
+
+
+
+def test_a_run_moves_only_the_latest_rows_of_the_tasks_it_recorded(tmp_path: Path) -> None:
+    """An index rebuilt from a damaged one keeps what it could read: `run_tasks` rows (and the
+    latest rows) of runs whose own rows were lost, whose ids the next runs are given again. A run
+    that did not record a task leaves that task's latest row as it was."""
+    store = LocalStore(tmp_path / "cache")
+    save_run(store, _run([TaskRecord("p:x", "x1", "local-hit", origin="local", started=1.0)]))
+    lost = [save_run(store, _run([TaskRecord("p:y", etag, "miss", started=float(n))], started=float(n)))
+            for n, etag in ((2, "y-old"), (3, "y-latest"))]
+    store.close()
+
+    def latest_y() -> list:
+        with sqlite3.connect(store.cache_dir / "index.db") as conn:
+            return conn.execute("SELECT run_id, etag FROM task_latest WHERE task_id = 'p:y'").fetchall()
+
+    with sqlite3.connect(store.cache_dir / "index.db") as conn:     # the rows of these runs were lost
+        conn.executemany("DELETE FROM runs WHERE id = ?", [(run_id,) for run_id in lost])
+    before = latest_y()
+    assert before == [(lost[1], "y-latest")]
+    store = LocalStore(tmp_path / "cache")
+    again = save_run(store, _run([TaskRecord("p:x", "x2", "local-hit", origin="local", started=4.0)], started=4.0))
+    assert again == lost[0]                                         # an id given again
+    assert last_task_record(store, "p:x")["etag"] == "x2"
+    assert latest_y() == before

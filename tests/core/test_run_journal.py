@@ -625,3 +625,101 @@ def test_a_replayed_run_ends_with_its_output_written_and_the_index_closed(mono: 
     assert not (mono.root / ".nxrun" / "index.db-wal").exists()
     runs = json.loads(mono.nxrun("history", "--json", "-n", "1", check=True).stdout)
     assert runs[0]["argv"] == ["run", "top:all"] and runs[0]["local_hits"] == 2
+
+
+# ---------------------------------------------------------------------------- review: the current folder
+
+def _mount_namespace(tmp: Path) -> list[str] | None:
+    """The command prefix that runs a command in a mount namespace of its own, where it may bind
+    mount one folder over another; None where this machine allows neither kind."""
+    a, b = tmp / "probe-a", tmp / "probe-b"
+    a.mkdir()
+    b.mkdir()
+    for prefix in (["unshare", "--mount"], ["unshare", "--mount", "--map-root-user"]):
+        try:
+            done = subprocess.run([*prefix, "mount", "--bind", str(a), str(b)], capture_output=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if done.returncode == 0:
+            return prefix
+    return None
+
+
+def test_a_folder_mounted_over_the_current_folder_is_the_one_checked(mono: Workspace, tmp_path: Path):
+    """The current folder can have the workspace root's name and yet not be the folder that name
+    now leads to: a file system mounted over the root while a shell sits in it (another checkout
+    bind mounted there, a share mounted again). A normal run sees the mounted files, through the
+    root's path; the journal must check those, not the hidden ones the current folder still is."""
+    import shutil
+
+    prefix = _mount_namespace(tmp_path)
+    if prefix is None:
+        pytest.skip("no mount namespace can be made here (unshare --mount)")
+    other = tmp_path / "other"
+    shutil.copytree(mono.root, other, symlinks=True)      # the same journal and cache; another input
+    (other / "packages/a/src/in.txt").write_text("ALPHA, mounted\n")
+    trace = _trace(mono)
+    trace.write_text("")
+    env = {**os.environ, "MODE": "one", "NXRUN_JOURNAL_TRACE": str(trace), "NO_COLOR": "1"}
+    env.pop("NXRUN_REMOTE", None)
+    # the shell enters the root first, then the mount hides that folder behind the other one
+    script = 'cd "$1" && mount --bind "$2" "$1" && exec "$3" -m nxrun run --json top:all'
+    result = subprocess.run([*prefix, "sh", "-c", script, "sh", str(mono.root), str(other), sys.executable],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    line = (trace.read_text().splitlines() or [""])[0]
+    assert line.startswith("fallback"), line
+    assert _statuses(result)["a:build"] == "miss"
+
+
+# ---------------------------------------------------------------------------- review: how a replay ends
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_replay_with_stderr_closed_ends_as_the_normal_path_does(mono: Workspace, as_json: bool):
+    """A run started with its stderr closed (`2>&-`: Python's sys.stderr is None then) and all
+    cached: the normal path prints everything and exits 0, so the replay must too."""
+    args = ["run", *(["--json"] if as_json else []), "top:all"]
+    trace = _trace(mono)
+
+    def run(journal: bool) -> tuple[subprocess.CompletedProcess, str]:
+        trace.write_text("")
+        env = {**os.environ, "MODE": "one", "NXRUN_JOURNAL_TRACE": str(trace), "NO_COLOR": "1"}
+        env.pop("NXRUN_REMOTE", None)
+        if not journal:
+            env["NXRUN_JOURNAL"] = "off"
+        done = subprocess.run(["sh", "-c", 'exec "$@" 2>&-', "sh", sys.executable, "-m", "nxrun", *args],
+                              cwd=mono.root, env=env, stdout=subprocess.PIPE, text=True, timeout=120)
+        return done, (trace.read_text().splitlines() or [""])[0]
+
+    deadline = time.monotonic() + 30
+    while _run(mono, *args)[1] != "replayed":     # until the request's journal answers
+        assert time.monotonic() < deadline, trace.read_text()
+    normal, _ = run(journal=False)
+    replayed, line = run(journal=True)
+    assert line == "replayed", line
+    assert normal.returncode == 0, normal.stdout
+    assert replayed.returncode == normal.returncode, replayed.stdout
+    # (with no stderr, the console's lines go to stdout in both, before the --json summary)
+    timing = r'in \d+\.\d\ds|"duration": [0-9.e-]+'
+    assert re.sub(timing, "", replayed.stdout) == re.sub(timing, "", normal.stdout)
+
+
+def test_paths_are_checked_in_the_folder_the_root_names_whatever_the_current_folder_is_called(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The same as a folder mounted over the current one, where no mount can be made: the current
+    folder has the root's name (os.getcwd) but is another folder, whose files match the journal;
+    the root's own files do not, and the check must say so."""
+    from nxrun import run_journal
+
+    root, other = tmp_path / "root", tmp_path / "other"
+    for folder in (root, other):
+        (folder / "src").mkdir(parents=True)
+    (other / "src" / "in.txt").write_text("old\n")
+    paths = ["", "src", "src/in.txt"]
+    stamps = [run_journal._stamp(run_journal._keys(str(other), paths, os.lstat))]
+    run_journal._check_stamps(str(other), [os.fsencode(p) for p in paths], [], stamps)   # matches there
+    (root / "src" / "in.txt").write_text("new, and the root's\n")
+    monkeypatch.chdir(other)
+    monkeypatch.setattr(run_journal.os, "getcwd", lambda: str(root))
+    with pytest.raises(run_journal._Doubt):
+        run_journal._check_stamps(str(root), [os.fsencode(p) for p in paths], [], stamps)
