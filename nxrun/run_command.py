@@ -111,8 +111,9 @@ def exit_now(code: int) -> None:
     interpreter's teardown (freeing every module and object, a tenth of a replay's time at 1,000
     tasks). Nothing is left for it to do: the replay closed the index and its locks, and runs no
     thread (atexit handlers: none is registered on this path)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:      # None where the stream was closed when Python started (2>&-)
+            stream.flush()
     if EXIT_AT_ONCE:
         os._exit(code)
     sys.exit(code)

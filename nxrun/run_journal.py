@@ -158,11 +158,16 @@ def _parent(rel: str) -> str:
 
 
 def _at_root(root_text: str) -> bool:
-    """Whether the current folder is the (resolved) workspace root."""
+    """Whether the current folder is the (resolved) workspace root: by name, and by identity, since a
+    file system mounted over the root after a shell entered it leaves the shell's folder (and its
+    getcwd) on the hidden files while the root's name leads to the mounted ones."""
     try:
-        return os.getcwd() == root_text
+        if os.getcwd() != root_text:
+            return False
+        here, root = os.stat("."), os.stat(root_text)
     except OSError:         # the current folder was deleted
         return False
+    return (here.st_dev, here.st_ino) == (root.st_dev, root.st_ino)
 
 
 _PACK_KEY = struct.Struct("<5q").pack

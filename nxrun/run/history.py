@@ -99,6 +99,9 @@ def save_rows(store: LocalStore, run: RunRecord, rows: list[TaskRow],
              len(rows), statuses["local-hit"], statuses["remote-hit"], statuses["miss"], statuses["failed"],
              statuses["skipped"], saved, run.remote_skipped))
         run_id = int(cursor.lastrowid)
+        # rows of this run start after every row already there: an index rebuilt with run_tasks rows
+        # whose run was lost can give their id again, and those rows must not move task_latest
+        first_row = conn.execute("SELECT coalesce(max(rowid), 0) FROM run_tasks").fetchone()[0]
         conn.executemany(
             "INSERT INTO run_tasks (run_id, task_id, etag, status, origin, duration, started, saved, "
             f"outputs_digest, error, gpus) VALUES ({run_id},?,?,?,?,?,?,?,?,?,?)", rows)
@@ -107,10 +110,10 @@ def save_rows(store: LocalStore, run: RunRecord, rows: list[TaskRow],
         conn.execute(
             "INSERT INTO task_latest (task_id, run_id, etag, status, origin, duration, started) "
             "SELECT task_id, run_id, etag, status, origin, duration, started FROM run_tasks "
-            "WHERE run_id = ? AND etag IS NOT NULL AND etag != '' ORDER BY rowid "
+            "WHERE run_id = ? AND rowid > ? AND etag IS NOT NULL AND etag != '' ORDER BY rowid "
             "ON CONFLICT(task_id) DO UPDATE SET run_id = excluded.run_id, "
             "etag = excluded.etag, status = excluded.status, origin = excluded.origin, "
-            "duration = excluded.duration, started = excluded.started", (run_id,))
+            "duration = excluded.duration, started = excluded.started", (run_id, first_row))
         # explain manifests live in one table by ETag; a hit's was stored with the entry it came
         # from, so only the others (misses, failures) may bring a new one
         if explains:
