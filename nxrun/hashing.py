@@ -120,8 +120,8 @@ def encode_components(components: dict[str, str]) -> bytes:
     parts: list[bytes] = []
     append = parts.append
     for name in sorted(components):
-        name_bytes = name.encode("utf-8")
-        value_bytes = components[name].encode("utf-8")
+        name_bytes = name.encode("utf-8", "surrogateescape")
+        value_bytes = components[name].encode("utf-8", "surrogateescape")
         append(len(name_bytes).to_bytes(4, "big"))
         append(name_bytes)
         append(len(value_bytes).to_bytes(4, "big"))
@@ -141,7 +141,7 @@ def outputs_digest(files: Iterable[tuple[str, str, bool, str | None]]) -> str:
     """
     hasher = xxhash.xxh3_128()
     for rel_path, blob_digest, executable, link_target in sorted(files):
-        hasher.update(f"{rel_path}\0{blob_digest}\0{int(executable)}\0{link_target or ''}\n".encode())
+        hasher.update(f"{rel_path}\0{blob_digest}\0{int(executable)}\0{link_target or ''}\n".encode("utf-8", "surrogateescape"))
     return hasher.hexdigest()
 
 

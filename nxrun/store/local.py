@@ -769,6 +769,9 @@ class LocalStore:
             stale).rowcount) or 0
 
     def save_stat_cache(self, rows: dict[str, tuple[int, int, int, int, str]]) -> None:
+        # a path that is not valid UTF-8 (os.fsdecode's surrogates) cannot be an SQLite text key: it is
+        # not remembered, so its file is hashed again by every run, which is slower, never wrong
+        rows = {path: row for path, row in rows.items() if _utf8(path)}
         if rows:
             self.write(lambda conn: conn.executemany(
                 "INSERT OR REPLACE INTO stat_cache (path, size, mtime_ns, inode, ctime_ns, digest) "
@@ -1168,3 +1171,12 @@ def _migrate_from_7(db, conn: sqlite3.Connection) -> None:
                 "UPDATE bench_results SET etag = NULL WHERE etag IN (SELECT etag FROM unkeyed_etags)"):
         conn.execute(sql)
     conn.execute("DROP TABLE unkeyed_etags")
+
+
+def _utf8(text: str) -> bool:
+    """Whether `text` encodes as UTF-8 (a name decoded with surrogateescape from other bytes does not)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
