@@ -314,38 +314,41 @@ def _replay(directory, request: dict, argv: list[str], started_wall: float, wall
     from .run.task_locks import TaskLocks
 
     store = LocalStore(Path(cache_dir))
-    _check_values(store, root_text, data)      # env, packages, probes (which may take a while)
-    locks = TaskLocks(Path(cache_dir), root)
-    lock_fd = None
     try:
+        _check_values(store, root_text, data)      # env, packages, probes (which may take a while)
+        locks = TaskLocks(Path(cache_dir), root)
+        lock_fd = None
         try:
-            # no other run of this workspace may be on: it could be writing what is checked here
-            if not locks.try_acquire_all():
-                raise _Doubt("another run holds a task lock of the workspace")
-            _check_paths(root_text, data)
-            # the cache shared, as a run holds it: no prune, clear or verify meanwhile
-            import fcntl
-
-            lock_fd = store._open_cache_lock()
             try:
-                fcntl.flock(lock_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise _Doubt("the cache is being pruned, cleared or verified") from None
-            hits = [t for t in data["tasks"] if t[1] == "local-hit"]
-            used = _same_entries(store, hits)
-            if len(used) != len({t[2] for t in hits}):
-                raise _Doubt("an entry is gone or was stored anew")
-            oldest = time.time() - _touch_after()
-            touched = [etag for etag, last_used in used.items() if last_used < oldest]
+                # no other run of this workspace may be on: it could be writing what is checked here
+                if not locks.try_acquire_all():
+                    raise _Doubt("another run holds a task lock of the workspace")
+                _check_paths(root_text, data)
+                # the cache shared, as a run holds it: no prune, clear or verify meanwhile
+                import fcntl
+
+                lock_fd = store._open_cache_lock()
+                try:
+                    fcntl.flock(lock_fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise _Doubt("the cache is being pruned, cleared or verified") from None
+                hits = [t for t in data["tasks"] if t[1] == "local-hit"]
+                used = _same_entries(store, hits)
+                if len(used) != len({t[2] for t in hits}):
+                    raise _Doubt("an entry is gone or was stored anew")
+                oldest = time.time() - _touch_after()
+                touched = [etag for etag, last_used in used.items() if last_used < oldest]
+            finally:
+                locks.close()
+            done = _print_and_record(store, data, root_text, argv, started_wall, wall, touched, printing)
         finally:
-            locks.close()
-        done = _print_and_record(store, data, root_text, argv, started_wall, wall, touched, printing)
+            if lock_fd is not None:
+                os.close(lock_fd)
     finally:
-        if lock_fd is not None:
-            os.close(lock_fd)
-    # closed here, not when the interpreter tears down (which the caller skips: run_command.exit_now);
-    # closing checkpoints the WAL, as the end of a normal run does
-    store.close()
+        # closed here, on a fallback too (the normal path opens its own), not when the interpreter
+        # tears down (which the caller skips after a replay: run_command.exit_now); closing
+        # checkpoints the WAL, as the end of a normal run does
+        store.close()
     return done
 
 

@@ -723,3 +723,25 @@ def test_paths_are_checked_in_the_folder_the_root_names_whatever_the_current_fol
     monkeypatch.setattr(run_journal.os, "getcwd", lambda: str(root))
     with pytest.raises(run_journal._Doubt):
         run_journal._check_stamps(str(root), [os.fsencode(p) for p in paths], [], stamps)
+
+
+def test_a_fallback_closes_the_index_the_replay_opened(mono: Workspace, monkeypatch):
+    # MODE changed: the replay opens the index, finds the env value differs and falls back; the index it
+    # opened must not stay open (its connection and shared lock) through the normal run that follows
+    from nxrun import run_journal
+    from nxrun.store.local import LocalStore
+
+    opened, closed = [], []
+    real_init, real_close = LocalStore.__init__, LocalStore.close
+    monkeypatch.setattr(LocalStore, "__init__", lambda self, *a, **k: (opened.append(self), real_init(self, *a, **k))[1])
+    monkeypatch.setattr(LocalStore, "close", lambda self: (closed.append(self), real_close(self))[1])
+    monkeypatch.setenv("MODE", "two")
+    monkeypatch.setenv("NXRUN_JOURNAL_TRACE", str(_trace(mono)))
+    _trace(mono).write_text("")
+    journals = list((mono.root / ".nxrun" / "journals").glob("*.json"))
+    assert len(journals) == 1
+    request = run_journal._parse(journals[0].read_bytes())["request"]   # the settled run's own request
+    monkeypatch.chdir(mono.root)
+    assert run_journal.replay(mono.root, request, ["run", "--json", "top:all"], time.time()) is False
+    assert _trace(mono).read_text().startswith("fallback"), _trace(mono).read_text()
+    assert opened and all(store in closed for store in opened)
