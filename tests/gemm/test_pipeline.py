@@ -27,7 +27,10 @@ def _workspace(root: Path) -> Path:
     shutil.copytree(REPO / "workloads", root / "workloads", ignore=shutil.ignore_patterns("__pycache__"))
     tasks = root / "workloads" / "gemm" / "tasks.toml"
     subset = "[" + ", ".join(f'"{k}"' for k in KERNELS) + "]"
-    tasks.write_text(re.sub(r"kernel = \[[^\]]*\]", f"kernel = {subset}", tasks.read_text()))
+    text = re.sub(r"kernel = \[[^\]]*\]", f"kernel = {subset}", tasks.read_text())
+    # the report names each result file: the subset's and the tuned kernel's
+    files = " ".join(f"results/gemm/{k}.json" for k in [*KERNELS, "10_autotuned"])
+    tasks.write_text(re.sub(r"--results (results/gemm/\S+ )+", f"--results {files} ", text))
     (root / "nxrun.toml").write_text(
         '[workspace]\ninclude = ["workloads/gemm/tasks.toml"]\n\n[runtime]\n'
         'gpu = "nvidia-smi --query-gpu=name,driver_version --format=csv,noheader || echo none"\n'

@@ -34,3 +34,10 @@ def test_gpu_targets_are_serialized_and_hardware_keyed():
         assert targets[name]["resources"] == ["gpu"]
         assert targets[name]["cache"] == "hardware"
     assert targets["report"]["depends-on"] == ["bench", "bench-tuned"]
+
+
+def test_the_report_names_every_bench_result_and_nothing_else():
+    targets = _targets()
+    named = {word for word in targets["report"]["command"].split() if word.startswith("results/gemm/")}
+    benched = {f"results/gemm/{k}.json" for k in targets["bench"]["matrix"]["kernel"]}
+    assert named == benched | {targets["bench-tuned"]["outputs"][0]}
