@@ -97,7 +97,7 @@ def _expand(pattern: str, matrix: dict) -> list[str]:
     for combination in itertools.product(*(values for _, values in axes)):
         text = pattern
         for (axis, _), value in zip(axes, combination):
-            text = text.replace("${matrix.%s}" % axis, str(value))
+            text = text.replace("${matrix." + axis + "}", str(value))
         expanded.append(text)
     return expanded
 
