@@ -299,3 +299,29 @@ def test_a_folder_is_restored_with_the_mode_its_record_has_new_or_already_there(
     assert (ws / "out/data/private").stat().st_mode & 0o7777 == 0o700
     assert (ws / "out/data").stat().st_mode & 0o7777 == 0o750
     assert restore(ws, store, *records, stat_cache=stat_cache) == 0
+
+
+@pytest.mark.parametrize("damage", ["flipped", "shorter", "longer"])
+def test_a_damaged_small_blob_is_refused_before_a_byte_is_written(tmp_path, damage):
+    import xxhash
+
+    content = b"the restored bytes\n" * 10
+    digest = xxhash.xxh3_128_hexdigest(content)
+    blob = tmp_path / "blob"
+    blob.write_bytes({"flipped": content[:-1] + b"?", "shorter": content[:-1],
+                      "longer": content + b"!"}[damage])
+    target = tmp_path / "target"
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with pytest.raises(restore_module.CorruptBlob):
+            restore_module._copy_verified(blob, fd, digest, 0o644)
+    finally:
+        os.close(fd)
+    assert target.read_bytes() == b""
+    blob.write_bytes(content)   # the right blob copies whole, with its mode
+    fd = os.open(target, os.O_WRONLY | os.O_TRUNC)
+    try:
+        restore_module._copy_verified(blob, fd, digest, 0o644)
+    finally:
+        os.close(fd)
+    assert target.read_bytes() == content and target.stat().st_mode & 0o777 == 0o644
