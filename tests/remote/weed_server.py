@@ -106,7 +106,11 @@ def start_weed(data_dir: Path, timeout: float = 60.0) -> WeedServer:
             f"-volume.port.grpc={p[3]}", f"-filer.port={p[4]}", f"-filer.port.grpc={p[5]}",
             f"-s3.port={p[6]}", f"-s3.port.grpc={p[7]}", "-s3.port.iceberg=0", "-s3.port.lance=0",
             "-webdav=false", "-admin.ui=false", f"-admin.port={p[8]}", f"-admin.port.grpc={p[9]}",
-            "-master.telemetry=false"]
+            "-master.telemetry=false",
+            # volume slots fixed, not derived from the free disk (free space / volume size): every test's
+            # bucket is a collection that takes volumes of its own, and on a machine with 60 GB free the
+            # derived count (about 66) ran out partway through the suite ("no free volumes left")
+            "-master.volumeSizeLimitMB=64", "-volume.max=2000"]
     env = dict(os.environ)
     env.update({"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY})
     log_path = data_dir.parent / f"{data_dir.name}.log"
