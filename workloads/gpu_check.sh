@@ -12,16 +12,8 @@ PIPELINES=${PIPELINES:-bench:paged bench:gemm}
 TEST_TIMEOUT=${TEST_TIMEOUT:-240}
 PIPELINE_SECONDS=${PIPELINE_SECONDS:-520}   # all pipelines together; a device call is cut at 600 s
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 NO_COLOR=1
 PY=${PY:-python3}
-
-if [ -d .whl ]; then  # sqlite-utils and boto3 are not on the GPU image
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-        && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
-$PY -m pip install -q --no-deps --no-build-isolation -e . > /tmp/nxrun-install.log 2>&1 || { cat /tmp/nxrun-install.log; exit 1; }
-# task commands say `python`; make sure it is the interpreter that has cupy and torch
-mkdir -p /tmp/bin && ln -sf "$(command -v $PY)" /tmp/bin/python && export PATH=/tmp/bin:$PATH
+source workloads/device_setup.sh   # nxrun and the carried wheels installed, `python` on PATH
 
 {
     nvidia-smi --query-gpu=name,uuid,driver_version,power.limit,clocks.applications.graphics,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader

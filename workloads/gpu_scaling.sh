@@ -10,14 +10,8 @@ OUT=${OUT:-/tmp/gpu_scaling}
 ORDER=${ORDER:-all one}
 LIMIT=${LIMIT:-260}          # seconds per timed run
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 NO_COLOR=1
 PY=${PY:-python3}
-if [ -d .whl ]; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-        && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
-$PY -m pip install -q --no-deps --no-build-isolation -e . > /tmp/nxrun-install.log 2>&1 || { cat /tmp/nxrun-install.log; exit 1; }
-mkdir -p /tmp/bin && ln -sf "$(command -v $PY)" /tmp/bin/python && export PATH=/tmp/bin:$PATH
+source workloads/device_setup.sh   # nxrun and the carried wheels installed, `python` on PATH
 nvidia-smi --query-gpu=index,name,uuid,power.limit,clocks.sm,temperature.gpu --format=csv,noheader | tee "$OUT/device.txt"
 count=$(nvidia-smi -L | wc -l)
 all=$(seq -s, 0 $((count - 1)))

@@ -71,10 +71,12 @@ TOUCH_AFTER = 3600.0
 
 def write_all(handle, data: memoryview) -> None:
     """Unbuffered writes may be short (a file-size limit, a nearly full disk): loop until all is
-    written, so the failure surfaces as an OSError instead of a silently truncated blob."""
+    written, so the failure surfaces as an OSError instead of a silently truncated blob. `handle`
+    is an unbuffered file, or a file descriptor."""
+    write = (lambda chunk: os.write(handle, chunk)) if isinstance(handle, int) else handle.write
     written = 0
     while written < len(data):
-        count = handle.write(data[written:])
+        count = write(data[written:])
         if not count:
             raise OSError(f"short write ({written} of {len(data)} bytes)")
         written += count

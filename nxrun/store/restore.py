@@ -720,7 +720,7 @@ def _copy_verified(blob: Path, fd: int, digest: str, mode: int) -> None:
     if data is not None:
         if xxhash.xxh3_128_hexdigest(data) != digest:
             raise CorruptBlob(digest)
-        _write_fd(fd, memoryview(data))
+        write_all(fd, memoryview(data))
         os.fchmod(fd, mode)
         return
     hasher = xxhash.xxh3_128()
@@ -747,17 +747,6 @@ def _read_upto(fd: int, size: int) -> bytes:
             break
         data += more
     return data
-
-
-def _write_fd(fd: int, data: memoryview) -> None:
-    """All of `data` to `fd`: a short write (a file-size limit, a nearly full disk) is retried, so a
-    failure surfaces as an OSError instead of a silently truncated file."""
-    written = 0
-    while written < len(data):
-        count = os.write(fd, data[written:])
-        if not count:
-            raise OSError(f"short write ({written} of {len(data)} bytes)")
-        written += count
 
 
 def _copy_plain(blob: Path, digest: str, fd: int, mode: int) -> None:

@@ -40,21 +40,7 @@ def s3_server(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture
-def remote(s3_server) -> Remote:
-    bucket = f"nxrun-{uuid.uuid4().hex[:12]}"
-    client = make_client(s3_server.endpoint)
-    try:
-        client.create_bucket(Bucket=bucket)
-    finally:
-        client.close()
-    return Remote(s3_server.endpoint, bucket, "cache")
-
-
-@pytest.fixture(scope="module")
-def module_bucket(s3_server) -> str:
-    """One bucket for a whole module of many small tests, which keep apart by prefix: every bucket
-    takes volumes of the session's one server, and it has room for some tens of them only."""
+def _new_bucket(s3_server) -> str:
     bucket = f"nxrun-{uuid.uuid4().hex[:12]}"
     client = make_client(s3_server.endpoint)
     try:
@@ -62,6 +48,18 @@ def module_bucket(s3_server) -> str:
     finally:
         client.close()
     return bucket
+
+
+@pytest.fixture
+def remote(s3_server) -> Remote:
+    return Remote(s3_server.endpoint, _new_bucket(s3_server), "cache")
+
+
+@pytest.fixture(scope="module")
+def module_bucket(s3_server) -> str:
+    """One bucket for a whole module of many small tests, which keep apart by prefix: every bucket
+    takes volumes of the session's one server (weed_server.py fixes how many)."""
+    return _new_bucket(s3_server)
 
 
 

@@ -55,6 +55,10 @@ class TorchRunner:
         self.width = -(-max_len // block_size)
         self.keep_logits = keep_logits
         self.device = torch.device("cuda")
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        self._sdpa_kernel = sdpa_kernel     # once here, not per sequence and layer of every prefill
+        self._prefill_backends = [getattr(SDPBackend, name) for name in self.PREFILL_SDPA]
         self._load_weights(weights, seed)
         c = config
         shape = (c.layers, num_blocks + 1, c.kv_heads, block_size, c.head_dim)
@@ -209,10 +213,8 @@ class TorchRunner:
 
     def _sdpa(self, q, k, v, causal: bool):
         """q [n, Hq, D], k/v [m, Hkv, D] -> [n, Hq, D]."""
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
         F = self.torch.nn.functional
-        with sdpa_kernel([getattr(SDPBackend, name) for name in self.PREFILL_SDPA]):
+        with self._sdpa_kernel(self._prefill_backends):
             out = F.scaled_dot_product_attention(q.transpose(0, 1)[None], k.transpose(0, 1)[None],
                                                  v.transpose(0, 1)[None], is_causal=causal,
                                                  enable_gqa=self.config.group > 1)
