@@ -39,6 +39,12 @@ def test_headline_marks_lower_bounds_when_an_engine_never_crosses():
     assert "| paged | 4 |" in text and "| reservation | 2 |" in text
 
 
+def test_the_rate_column_shows_the_rate_as_configured():
+    # a three-significant-figure float format printed 10 as "10.0" beside 4 and 2.5
+    text = "\n".join(engine_section([_run("paged", r, 0.01) for r in (2.5, 4, 10, 12)], 0.04, None))
+    assert "| paged | 10 |" in text and "| paged | 12 |" in text and "| paged | 2.5 |" in text
+
+
 def test_the_offered_rate_is_what_arrived_in_the_window_not_the_nominal_rate():
     run = _run("paged", 7, 0.02)
     assert offered_rate(run) == 7.0  # no window recorded: the nominal rate

@@ -25,7 +25,7 @@ if [ "$STAGE" = sweep ]; then
 fi
 if [ -z "${SKIP_TESTS:-}" ]; then
     timeout ${TEST_TIMEOUT:-150} $PY -m pytest -m gpu -x -q -p no:cacheprovider tests/serving > "$OUT/gpu-tests.log" 2>&1
-    echo "gpu tests: $(tail -n 1 "$OUT/gpu-tests.log") $(( $(date +%s) - start ))s"
+    echo "gpu tests: $(tail -n 1 "$OUT/gpu-tests.log") $(( $(date +%s) - start ))s" | tee -a "$OUT/summary.txt"
     grep -E "^(FAILED|ERROR|E )" "$OUT/gpu-tests.log" | head -n 15
 fi
 if [ "$STAGE" = smoke ]; then
@@ -40,16 +40,22 @@ if [ "$STAGE" = smoke ]; then
     echo "peer done $(( $(date +%s) - start ))s"
 else
     timeout ${PIPELINE_TIMEOUT:-420} $PY -m nxrun run bench:serving > "$OUT/bench-serving.log" 2>&1
-    echo "bench:serving rc=$? $(( $(date +%s) - start ))s: $(grep '^nxrun:' "$OUT/bench-serving.log" | tail -n 1)"
+    echo "bench:serving rc=$? $(( $(date +%s) - start ))s: $(grep '^nxrun:' "$OUT/bench-serving.log" | tail -n 1)" \
+        | tee -a "$OUT/summary.txt"
     # the second run restores: the outputs are deleted first, and what comes back must be byte-identical
     find results/serving build/paged -type f -exec sha256sum {} + | sort -k2 > /tmp/serving-before.sha
     rm -rf results/serving build/paged
-    again=$($PY -m nxrun run -q bench:serving 2>&1 | tail -n 1); echo "again (outputs deleted first): $again"
+    again=$($PY -m nxrun run -q bench:serving 2>&1 | tail -n 1)
+    echo "again (outputs deleted first): $again" | tee -a "$OUT/summary.txt"
     find results/serving build/paged -type f -exec sha256sum {} + | sort -k2 > /tmp/serving-after.sha
-    cmp -s /tmp/serving-before.sha /tmp/serving-after.sha && echo "restored outputs: byte-identical" \
-        || { echo "restored outputs differ:"; diff /tmp/serving-before.sha /tmp/serving-after.sha | head; }
+    { cmp -s /tmp/serving-before.sha /tmp/serving-after.sha \
+        && echo "restored outputs: byte-identical ($(wc -l < /tmp/serving-after.sha) files)" \
+        || { echo "restored outputs differ:"; diff /tmp/serving-before.sha /tmp/serving-after.sha | head; }; } \
+        | tee -a "$OUT/summary.txt"
     tar czf "$OUT/results.tgz" results/serving 2>/dev/null
-    grep -h "^serve \|ratio\|tokens_per_s" "$OUT/bench-serving.log" | head -n 30
-    [ -f results/serving/report/README.md ] && sed -n '/^## Engine/,$p' results/serving/report/README.md | head -n 40
+    # the headline tables first and the run's verdicts last: a reply keeps only the end of a long output
+    [ -f results/serving/report/README.md ] && grep -A 8 "^| criterion" results/serving/report/README.md
+    grep -h "ratio\|tokens_per_s" "$OUT/bench-serving.log" | head -n 12
 fi
 nvidia-smi --query-gpu=clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv,noheader
+[ -f "$OUT/summary.txt" ] && { echo "--- summary"; cat "$OUT/summary.txt"; }

@@ -202,7 +202,7 @@ def engine_section(runs: list[dict], bound: float, chart: str | None) -> list[st
         m = d["metrics"]
         ms = lambda v: None if v is None else 1e3 * v  # noqa: E731
         before, after = d.get("gpu_before") or {}, d.get("gpu_after") or {}
-        rows.append({"engine": d["engine"], "rate": float(d["rate"]), "offered": offered_rate(d),
+        rows.append({"engine": d["engine"], "rate": f"{float(d['rate']):g}", "offered": offered_rate(d),
                      "slo": _percent(m["slo_attained"]), "requests": d["trace"]["requests"],
                      "gpu": (before.get("uuid") or "")[-8:] or None,
                      "clocks": f"{before.get('clocks.sm')} / {after.get('clocks.sm')}" if before else None,
@@ -270,7 +270,7 @@ def peer_section(peer: dict) -> list[str]:
              f"{w['input_lengths_mean']:.1f}), {w['output_len']} output tokens each, EOS {w['eos']}, "
              f"{w['arrival']}. Rounds alternate the engines.", "",
              markdown_table(rows, [("engine", "engine"), ("round", "round"), ("tok_s", "generated tokens/s"),
-                                   ("wall", "time (s)"), ("tokens", "tokens"), ("note", "")]), ""]
+                                   ("wall", "time (s)"), ("tokens", "tokens"), ("note", "note")]), ""]
     if summary.get("ratio_ours_over_transformers"):
         decode = sorted(r["decode_s"] for r in peer["runs"] if r.get("decode_s"))
         decode_share = (f"; decode alone: the bound's {summary['decode_bound_s']:.2f} s over our "
