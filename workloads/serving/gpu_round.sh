@@ -54,8 +54,11 @@ else
         | tee -a "$OUT/summary.txt"
     tar czf "$OUT/results.tgz" results/serving 2>/dev/null
     # the headline tables first and the run's verdicts last: a reply keeps only the end of a long output
-    [ -f results/serving/report/README.md ] && grep -A 8 "^| criterion" results/serving/report/README.md
-    grep -h "ratio\|tokens_per_s" "$OUT/bench-serving.log" | head -n 12
+    if [ -f results/serving/report/README.md ]; then
+        grep -A 8 "^| criterion" results/serving/report/README.md
+        sed -n '/^## Offline/,/^## Decode/p' results/serving/report/README.md | grep "^| ours\|^| transformers\|^| physical\|^Ours"
+        sed -n '/^## Decode step/,$p' results/serving/report/README.md | grep "^| [0-9]"
+    fi
 fi
 nvidia-smi --query-gpu=clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv,noheader
 [ -f "$OUT/summary.txt" ] && { echo "--- summary"; cat "$OUT/summary.txt"; }
