@@ -107,11 +107,16 @@ def digest_file(path: str | os.PathLike) -> str:
         os.close(fd)
         raise OSError(f"{os.fspath(path)} is not a regular file")
     with open(fd, "rb", buffering=0) as handle:
-        head, whole = read_head(handle)
-        if whole:
-            return xxhash.xxh3_128_hexdigest(head)
-        hasher = xxhash.xxh3_128(head)
-        hash_rest(handle, hasher)
+        return digest_handle(handle)
+
+
+def digest_handle(handle) -> str:
+    """xxh3-128 of what is left to read in an unbuffered file."""
+    head, whole = read_head(handle)
+    if whole:
+        return xxhash.xxh3_128_hexdigest(head)
+    hasher = xxhash.xxh3_128(head)
+    hash_rest(handle, hasher)
     return hasher.hexdigest()
 
 

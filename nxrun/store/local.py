@@ -21,10 +21,12 @@ still has the damaged file open when it is moved aside.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import json
 import os
+import shutil
 import sqlite3
 import stat
 import threading
@@ -35,7 +37,7 @@ from pathlib import Path
 import xxhash
 
 from ..errors import NxrunError
-from ..hashing import digest_file, hash_rest, read_head
+from ..hashing import digest_handle, hash_rest, read_head
 from . import CacheEntry, CorruptBlob, OutputRecord, encode_explain
 
 SCHEMA_VERSION = 9
@@ -401,7 +403,7 @@ class LocalStore:
         return self.blob_dir / digest[:2] / digest[2:]
 
     def has_blob(self, digest: str) -> bool:
-        return os.path.isfile(os.path.join(self.blob_dir, digest[:2], digest[2:]))
+        return _is_blob_file(os.path.join(self.blob_dir, digest[:2], digest[2:]))
 
     def temp_path(self) -> Path:
         """A fresh path in the cache's temp folder (same file system as the blobs: renames are atomic)."""
@@ -505,8 +507,10 @@ class LocalStore:
     def _commit_blob(self, temp: Path, digest: str) -> None:
         folder = os.path.join(self.blob_dir, digest[:2])
         destination = os.path.join(folder, digest[2:])
-        if os.path.exists(destination):
+        if _is_blob_file(destination):
             return
+        if os.path.lexists(destination):
+            _remove_blob_path(destination)  # a fifo, link or folder where the blob belongs
         if folder not in self._blob_folders:
             os.makedirs(folder, exist_ok=True)
             self._blob_folders.add(folder)
@@ -519,10 +523,8 @@ class LocalStore:
 
     def read_blob(self, digest: str) -> bytes:
         """A blob's contents, verified against its digest (CorruptBlob when wrong or missing)."""
-        try:
-            data = self.blob_path(digest).read_bytes()
-        except FileNotFoundError:
-            raise CorruptBlob(digest) from None
+        with open(open_blob(self.blob_path(digest), digest), "rb") as handle:
+            data = handle.read()
         if xxhash.xxh3_128_hexdigest(data) != digest:
             self.discard_blob(digest)
             raise CorruptBlob(digest)
@@ -530,10 +532,7 @@ class LocalStore:
 
     def discard_blob(self, digest: str) -> None:
         self.verified.discard(digest)
-        try:
-            self.blob_path(digest).unlink()
-        except FileNotFoundError:
-            pass
+        _remove_blob_path(self.blob_path(digest))
 
     # ------------------------------------------------------------------ entries
     def get_entry(self, etag: str, explain: bool = False) -> CacheEntry | None:
@@ -995,10 +994,10 @@ class LocalStore:
                                        f"{describe(exc, self.cache_dir)}") from exc
         corrupt = []
         for digest, path in self.iter_blobs():
-            if digest_file(path) != digest:
+            if blob_digest(path) != digest:
                 corrupt.append(digest)
                 if repair:
-                    path.unlink()
+                    _remove_blob_path(path)
         broken = []
         for etag, task_id, manifest in self.read("SELECT etag, task_id, manifest FROM entries"):
             try:
@@ -1014,6 +1013,52 @@ class LocalStore:
                                                      [(b[0],) for b in broken]))
         return {"corrupt_blobs": corrupt, "broken_entries": broken, "index_problems": index_problems,
                 "index_repairs": list(self.repairs)}
+
+
+def _is_blob_file(path: str) -> bool:
+    """Whether `path` is a regular file itself (not a link to one, not a fifo: neither can be read as a blob)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _remove_blob_path(path: str | os.PathLike) -> None:
+    """Remove whatever is at a blob's path: the blob, or a fifo, link or folder put in its place."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except IsADirectoryError:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def open_blob(path: str | os.PathLike, digest: str) -> int:
+    """A descriptor to read the blob `digest` at `path`, or CorruptBlob. Opened without blocking and
+    without following a link: a fifo, socket, device or symlink put at a blob's path is a corrupt blob,
+    not a read that waits for a writer forever or reads some other file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise CorruptBlob(digest) from None
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+            raise CorruptBlob(digest) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise CorruptBlob(digest)
+    return fd
+
+
+def blob_digest(path: str | os.PathLike) -> str | None:
+    """The xxh3-128 of the blob file at `path`; None when it is not a readable regular file."""
+    try:
+        fd = open_blob(path, "")
+    except (CorruptBlob, PermissionError):
+        return None
+    with open(fd, "rb", buffering=0) as handle:
+        return digest_handle(handle)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

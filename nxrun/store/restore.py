@@ -38,9 +38,9 @@ from pathlib import Path
 
 import xxhash
 
-from ..hashing import StatCache, digest_file, hash_rest
+from ..hashing import StatCache, hash_rest
 from . import CacheEntry, CorruptBlob, OutputRecord, UnsafeEntry
-from .local import LocalStore, write_all
+from .local import LocalStore, blob_digest, open_blob, write_all
 from .safety import EntryLayout, root_of, check_entry
 
 _FICLONE = 0x40049409
@@ -466,7 +466,7 @@ def _link_read_only(blob: Path, dir_fd: int, name: str) -> os.stat_result | None
             return None
         raise
     st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    if st.st_mode & 0o7777 == 0o444:
+    if stat.S_ISREG(st.st_mode) and st.st_mode & 0o7777 == 0o444:
         return st
     os.unlink(name, dir_fd=dir_fd)      # someone made the blob writable: hand out a copy instead
     return None
@@ -692,10 +692,7 @@ def _unlink_quietly(name: str, dir_fd: int) -> None:
 
 
 def _open_blob(blob: Path | str, digest: str):
-    try:
-        return open(blob, "rb", buffering=0)
-    except FileNotFoundError:
-        raise CorruptBlob(digest) from None
+    return open(open_blob(blob, digest), "rb", buffering=0)
 
 
 def _create_temp(temp_fd: int, temp_name: str) -> int:
@@ -708,10 +705,7 @@ def _copy_verified(blob: Path, fd: int, digest: str, mode: int) -> None:
     descriptors, hashed before anything is written: the file objects' stat and seek calls were a
     tenth of a small file's restore."""
     global _reflink_works
-    try:
-        src = os.open(blob, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise CorruptBlob(digest) from None
+    src = open_blob(blob, digest)
     try:
         size = os.fstat(src).st_size
         data = _read_upto(src, size) if size <= _SMALL else None
@@ -771,9 +765,5 @@ def _copy_plain(blob: Path, digest: str, fd: int, mode: int) -> None:
 
 
 def _verify_blob(blob: Path, digest: str) -> None:
-    try:
-        actual = digest_file(blob)
-    except FileNotFoundError:
-        raise CorruptBlob(digest) from None
-    if actual != digest:
+    if blob_digest(blob) != digest:
         raise CorruptBlob(digest)

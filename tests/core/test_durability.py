@@ -138,6 +138,60 @@ def test_missing_blob_on_restore_counts_as_a_miss(diamond: Workspace, restore: s
     assert not list((diamond.root / "out").glob(".nxrun-*.tmp"))
 
 
+def _plant(victim: Path, kind: str) -> None:
+    """Put a fifo, a link to a file holding the same bytes, or a folder where a blob was."""
+    data = victim.read_bytes()
+    victim.unlink()
+    if kind == "fifo":
+        os.mkfifo(victim, 0o444)
+    elif kind == "symlink":
+        elsewhere = victim.parent.parent.parent / "elsewhere"
+        elsewhere.write_bytes(data)
+        os.chmod(elsewhere, 0o444)
+        victim.symlink_to(elsewhere)
+    else:
+        victim.mkdir()
+        (victim / "inside").write_bytes(data)
+
+
+@pytest.mark.parametrize("restore", ["copy", "hardlink"])
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "folder"])
+def test_a_fifo_link_or_folder_at_a_blob_path_is_a_corrupt_blob_not_a_hang(diamond: Workspace, restore: str,
+                                                                           kind: str):
+    # opening a fifo for reading waits for a writer: a restore that opened the blob plainly hung forever
+    config = diamond.read("nxrun.toml")
+    diamond.write("nxrun.toml", config.replace("[workspace]\n", f'[workspace]\nrestore = "{restore}"\n', 1))
+    diamond.run_json("c:join")
+    victim = next(p for p in _blob_files(diamond) if p.read_bytes() == b"HELLO\n")
+    _plant(victim, kind)
+    (diamond.root / "out/left.txt").unlink()
+    result = diamond.nxrun("run", "--json", "c:join", env={"NXRUN_JOURNAL": "off"}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    statuses = diamond.statuses(summary)
+    assert statuses["b:left"] == "miss" and statuses["a:gen"] == "local-hit"
+    assert any("corrupt or missing blob" in w for w in summary["warnings"])
+    left = diamond.root / "out/left.txt"
+    assert left.is_file() and not left.is_symlink() and left.read_text() == "HELLO\n"
+    # the run stored the blob again, as a file of its own; the next restore is a plain hit
+    assert victim.is_file() and not victim.is_symlink() and victim.read_bytes() == b"HELLO\n"
+    left.unlink()
+    assert diamond.statuses(diamond.run_json("c:join"))["b:left"] == "local-hit"
+    assert left.read_text() == "HELLO\n"
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "folder"])
+def test_verify_reports_a_fifo_link_or_folder_at_a_blob_path_without_a_traceback(diamond: Workspace, kind: str):
+    diamond.run_json("c:join")
+    victim = next(p for p in _blob_files(diamond) if p.read_bytes() == b"HELLO\n")
+    _plant(victim, kind)
+    result = diamond.nxrun("cache", "verify", timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "corrupt blob" in result.stdout and "b:left" in result.stdout
+    assert not os.path.lexists(victim)
+    assert diamond.nxrun("cache", "verify", timeout=60).returncode == 0
+
+
 def test_two_processes_share_one_cache_at_once(tmp_path: Path):
     cache = tmp_path / "shared-cache"
     toml = "[workspace]\nparallel = 4\n" + "\n".join(f"""
