@@ -5,7 +5,6 @@ a live status line on a terminal and plain lines elsewhere. `NO_COLOR` is respec
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 
@@ -20,10 +19,59 @@ def use_colour(stream) -> bool:
     return isatty and "NO_COLOR" not in os.environ and os.environ.get("TERM") != "dumb"
 
 
+class _Discard:
+    """Where the text for a closed stream goes: Python sets sys.stdout or sys.stderr to None when
+    its descriptor was closed before the start, and a run's lines must not land on the other one
+    (under --json, stdout holds the summary alone)."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+class GuardedStream:
+    """A stream that keeps its first write error (a full disk, a pipe whose reader left, a closed
+    file) instead of raising it, and writes nothing after. What a run prints must never fail its
+    tasks or turn a hit into a failed restore; the run reports the error once, at its end."""
+
+    def __init__(self, stream):
+        self._stream = stream if stream is not None else _Discard()
+        self.error: Exception | None = None
+
+    def write(self, text: str) -> None:
+        if self.error is None:
+            try:
+                self._stream.write(text)
+            except (OSError, ValueError) as exc:    # ValueError: "I/O operation on closed file"
+                self.error = exc
+
+    def flush(self) -> None:
+        if self.error is None:
+            try:
+                self._stream.flush()
+            except (OSError, ValueError) as exc:
+                self.error = exc
+
+    def isatty(self) -> bool:
+        try:
+            return bool(getattr(self._stream, "isatty", lambda: False)())
+        except ValueError:
+            return False
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+
 class Console:
-    def __init__(self, *, stream=None, prefix_tasks: bool = True, live: bool | None = None,
+    def __init__(self, *, stream, prefix_tasks: bool = True, live: bool | None = None,
                  quiet: bool = False):
-        self.stream = stream or sys.stdout
+        """`stream`: where the lines go (None: a closed stream, nowhere)."""
+        self.stream = GuardedStream(stream)
         self.lock = threading.RLock()
         self.color = use_colour(self.stream)
         self.live = getattr(self.stream, "isatty", lambda: False)() if live is None else live
@@ -37,6 +85,11 @@ class Console:
         self._status_shown = False
         self._ticker: threading.Thread | None = None
         self._stop = threading.Event()
+
+    @property
+    def write_error(self) -> Exception | None:
+        """The error that stopped this console's output, if one did."""
+        return self.stream.error
 
     # ---------------------------------------------------------------- helpers
     def _paint(self, text: str, code: str) -> str:

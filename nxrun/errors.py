@@ -27,3 +27,10 @@ def did_you_mean(word: str, choices, *, prefix: str = " Did you mean ") -> str:
 
     matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"{prefix}'{matches[0]}'?" if matches else ""
+
+
+class OutputNotWritten(NxrunError):
+    """A run's output could not be written (a full disk, a closed file); its tasks ran and were
+    cached as usual."""
+
+    exit_code = 1

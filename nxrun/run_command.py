@@ -7,6 +7,7 @@ importing the command-line framework; cli.py calls the same functions.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -70,7 +71,10 @@ def _paint(text: str, code: str, stream) -> str:
 
 
 def print_error(message: str) -> None:
-    print(_paint("error: ", "31;1", sys.stderr) + message, file=sys.stderr, flush=True)
+    if sys.stderr is None:      # closed when Python started (2>&-): print would fall back onto stdout
+        return
+    with contextlib.suppress(OSError, ValueError):     # stderr full or closed: nowhere left to say it
+        print(_paint("error: ", "31;1", sys.stderr) + message, file=sys.stderr, flush=True)
 
 
 def run_tasks(obj: Context, names: list[str], args: list[str], **options) -> None:
@@ -166,8 +170,34 @@ def execute(obj: Context, task_ids: list[str], args: list[str], args_for: set[st
         from . import run_journal
 
         run_journal.write(obj, runner, result, journal[0], journal[1], warned[0])
-    print_summary(result, as_json, dry_run)
+    finish_output(console, lambda: print_summary(result, as_json, dry_run), as_json)
     sys.exit(1 if result.failed else 0)
+
+
+def finish_output(console, print_last, as_json: bool) -> None:
+    """Print a run's last words with `print_last`. When any of the run's output on stdout could not be
+    written (the console keeps its first write error rather than failing tasks or hits over it), raise
+    OutputNotWritten, or BrokenPipeError where the reader of a pipe left (`nxrun run ... | head`:
+    ended quietly with status 1, as the CLI does for it). Under --json the console writes to stderr:
+    its lines are commentary, and the summary on stdout is what decides."""
+    from .errors import OutputNotWritten
+
+    error = None if as_json else console.write_error
+    try:
+        print_last()
+    except (OSError, ValueError) as exc:    # ValueError: stdout was closed
+        error = error or exc
+    if error is None:
+        return
+    # what is still buffered would fail again when the interpreter flushes stdout at exit
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    if isinstance(error, BrokenPipeError):
+        raise BrokenPipeError
+    raise OutputNotWritten(f"could not write the run's output ({error}); its tasks ran and what they made is "
+                           "cached: `nxrun run` again shows their output from the cache.")
 
 
 def _count_warnings(console) -> list[int]:

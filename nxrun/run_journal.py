@@ -411,7 +411,7 @@ def _print_and_record(store, data: dict, root_text: str, argv: list[str], starte
                       touched: list[str], printing: list[bool]) -> bool:
     from .console import Console
     from .run.history import RunRecord, local_hit_row, save_rows
-    from .run_command import print_counts, print_summary
+    from .run_command import finish_output, print_counts, print_summary
     from .run.results import RunResult, TaskResult
 
     options = data["request"]["options"]
@@ -461,12 +461,16 @@ def _print_and_record(store, data: dict, root_text: str, argv: list[str], starte
         save_rows(store, run, [rows[t] for t in data["history"]])
     except Exception as exc:  # history is a record, never a reason to fail a run
         console.warn(f"could not record the run in the history: {exc}")
-    if as_json:
-        ordered = {t[0]: results.get(t[0]) or TaskResult(t[0], "aggregate", outputs_digest=t[6]) for t in tasks}
-        print_summary(RunResult(ordered, time.monotonic() - wall, []), as_json, dry_run=False)
-    else:
-        print_counts({"local-hit": len(real), "aggregate": len(tasks) - len(real)}, time.monotonic() - wall)
-        sys.stdout.flush()
+    def last_words() -> None:
+        if as_json:
+            ordered = {t[0]: results.get(t[0]) or TaskResult(t[0], "aggregate", outputs_digest=t[6])
+                       for t in tasks}
+            print_summary(RunResult(ordered, time.monotonic() - wall, []), as_json, dry_run=False)
+        else:
+            print_counts({"local-hit": len(real), "aggregate": len(tasks) - len(real)}, time.monotonic() - wall)
+            sys.stdout.flush()
+
+    finish_output(console, last_words, as_json)     # raises, after printing began, when the output failed
     return True
 
 
