@@ -384,7 +384,7 @@ class RayExecutor:
             ref = self._remote_fn.options(**options).remote(self._spec.as_plain(), digest, env_values, args)
             self._running[ref] = task.id
         try:
-            result = ray.get(ref)
+            result = self._wait(ray, ref)
         except ray.exceptions.TaskCancelledError:
             return self._failed(started, "cancelled")
         except ray.exceptions.RayTaskError as exc:
@@ -393,6 +393,8 @@ class RayExecutor:
             return self._failed(started, f"the Ray task failed: {str(exc).splitlines()[0][:300]}")
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
                 ray.exceptions.ObjectLostError) as exc:
+            if self._cancelled:         # a forced cancel ends the worker
+                return self._failed(started, "cancelled")
             return self._failed(started, f"the Ray worker running it died, twice (it was retried once); nothing "
                                          f"was cached ({type(exc).__name__})")
         except ray.exceptions.RayError as exc:
@@ -401,6 +403,29 @@ class RayExecutor:
             with self._lock:
                 self._running.pop(ref, None)
         return self._collect(job, result, on_line, started)
+
+    # a cancel is best effort in Ray: one that reaches a worker between the task's start and its first
+    # Python instruction is lost. So it is sent again while the task runs on, and forced at the end
+    CANCEL_AGAIN_S = 2.0
+    CANCEL_FORCE_AFTER_S = 20.0
+
+    def _wait(self, ray, ref):
+        """ray.get(ref), in short waits: once the run is cancelled, the task's cancel is sent again
+        every CANCEL_AGAIN_S, and with force (the worker process ends, the command with it) after
+        CANCEL_FORCE_AFTER_S."""
+        cancelled_at = None
+        while True:
+            try:
+                return ray.get(ref, timeout=self.CANCEL_AGAIN_S if self._cancelled else 1.0)
+            except ray.exceptions.GetTimeoutError:
+                if not self._cancelled:
+                    continue
+            now = time.monotonic()
+            cancelled_at = cancelled_at or now
+            try:
+                ray.cancel(ref, force=now - cancelled_at >= self.CANCEL_FORCE_AFTER_S)
+            except Exception:  # noqa: BLE001 - it finished meanwhile, or the cluster is gone
+                pass
 
     def _probe_commands(self) -> dict[str, str]:
         probes = getattr(self.workspace, "runtime", None)

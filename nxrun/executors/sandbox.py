@@ -177,18 +177,25 @@ def _die_with_parent() -> None:
 
 
 def _kill_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the command's group, SIGKILL after 5 s, or at once when another interrupt comes
+    meanwhile (the executor sends a cancel again while the task runs on): the group always ends."""
     try:
         os.killpg(process.pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     try:
         process.wait(timeout=5)
-    except subprocess.TimeoutExpired:
+    except BaseException:       # the grace ran out, or a second cancel's KeyboardInterrupt
         try:
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        process.wait()
+        while True:
+            try:
+                process.wait()
+                break
+            except BaseException:   # noqa: BLE001 - one more interrupt: the group is killed, reap it still
+                continue
 
 
 def probe_here(command: str, cwd: str) -> tuple[int, str]:
