@@ -231,6 +231,7 @@ def test_ctrl_c_cancels_the_runs_ray_tasks_and_their_commands(ray_cluster, remot
     env = dict(os.environ)
     env.pop("NXRUN_REMOTE", None)
     env.update(_env(remote, ray_cluster))
+    env["PYTHONFAULTHANDLER"] = "1"     # a run that hangs after Ctrl-C shows its threads' stacks on SIGABRT
     process = subprocess.Popen([sys.executable, "-m", "nxrun", "run", "p:long", "--executor", "ray"], cwd=ws.root,
                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -240,7 +241,12 @@ def test_ctrl_c_cancels_the_runs_ray_tasks_and_their_commands(ray_cluster, remot
             assert time.monotonic() < deadline, "the task never started on the cluster"
             time.sleep(0.1)
         process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=60)
+        try:
+            stdout, stderr = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)
+            stdout, stderr = process.communicate(timeout=30)
+            raise AssertionError(f"nxrun still ran 60 s after Ctrl-C; its threads:\n{stderr}\n{stdout}") from None
     finally:
         if process.poll() is None:
             process.kill()

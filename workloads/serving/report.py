@@ -244,7 +244,8 @@ def engine_section(runs: list[dict], bound: float, chart: str | None) -> list[st
               "paged's highest passing rate over reservation's lowest failing one, up to paged's lowest failing "
               "over reservation's highest passing. A rate within the bound over a finite window is not steady "
               "state: near an engine's capacity its queue is still growing when arrivals stop (compare served "
-              "with offered above), so the capacity row is the ratio that does not depend on the window.", "",
+              "with offered above), so the capacity row is the ratio that leans least on the window (it still counts "
+              "the drain after arrivals stop).", "",
               markdown_table(headline, [("criterion", "criterion"), ("paged", "paged (req/s)"),
                                         ("reservation", "reservation (req/s)"), ("ratio", "paged / reservation"),
                                         ("bracket", "from measured points")]), ""]
