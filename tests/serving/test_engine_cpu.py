@@ -3,6 +3,8 @@ preemption (recompute and swap), and the KV managers' bookkeeping."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -52,6 +54,25 @@ def test_preemption_keeps_the_tokens(mode):
     assert engine.kv.manager.num_used_blocks == 0  # everything freed at the end
     for seq in tight:
         assert len(seq.token_times) == seq.output_len and seq.token_times == sorted(seq.token_times)
+
+
+def test_swapping_out_is_on_the_clock():
+    # the copy to host memory was outside the timed work: swap looked free beside recompute's re-prefill
+    class SlowSwap(NumpyRunner):
+        def swap_out(self, blocks):
+            deadline = time.perf_counter() + 0.02
+            while time.perf_counter() < deadline:
+                pass
+            return super().swap_out(blocks)
+
+    lengths = [(30, 40), (28, 45), (20, 50), (25, 33)]
+    kv = PagedKV(14, 16)
+    engine = Engine(SlowSwap(CONFIG, WEIGHTS, kv.num_blocks, 16), kv, EngineConfig(max_len=256, preemption="swap"))
+    engine.run(_requests(lengths))
+    outs = [it for it in engine.iterations if it["kind"] == "swap_out"]
+    assert len(outs) == engine.preemptions["swap"] > 0
+    assert all(it["elapsed_s"] >= 0.02 for it in outs)
+    assert engine.now >= sum(it["elapsed_s"] for it in engine.iterations)
 
 
 def test_reservation_caps_the_batch_and_waits_in_order():

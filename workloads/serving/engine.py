@@ -220,7 +220,10 @@ class Engine:
     def _preempt(self, seq: Sequence) -> None:
         seq.preemptions += 1
         if self.config.preemption == "swap":
-            seq.swapped = self.runner.swap_out(self.kv.block_table(seq.id))
+            # the copy to host memory is the engine's time as much as a step is: on the clock
+            table = self.kv.block_table(seq.id)
+            seq.swapped, elapsed = self._timed(lambda: self.runner.swap_out(table))
+            self._sample("swap_out", 1, 0, elapsed, len(self._running))
             self.kv.free(seq.id)
             self._swapped.append(seq)
             self.preemptions["swap"] += 1
