@@ -232,8 +232,11 @@ def test_ctrl_c_cancels_the_runs_ray_tasks_and_their_commands(ray_cluster, remot
     env.pop("NXRUN_REMOTE", None)
     env.update(_env(remote, ray_cluster))
     env["PYTHONFAULTHANDLER"] = "1"     # a run that hangs after Ctrl-C shows its threads' stacks on SIGABRT
+    # Ctrl-C's own disposition, whatever this test was started with: a shell without job control starts
+    # background jobs with SIGINT ignored, and the ignore is inherited (Python then sets no handler)
     process = subprocess.Popen([sys.executable, "-m", "nxrun", "run", "p:long", "--executor", "ray"], cwd=ws.root,
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not marker.exists():

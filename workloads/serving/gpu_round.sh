@@ -5,6 +5,7 @@
 #   bash workloads/serving/gpu_round.sh            # STAGE=smoke: tests, two short serve runs, peer
 #   STAGE=sweep bash workloads/serving/gpu_round.sh # the engine sweep alone (every GPU of the pool at once)
 #   STAGE=full bash workloads/serving/gpu_round.sh # tests, then `nxrun run bench:serving` (sweep + peer + report)
+#   STAGE=swap bash workloads/serving/gpu_round.sh # preemption by swap vs recompute, paired per GPU (SWAP_RATES)
 # On a machine kept warm between calls the local cache carries over, so `sweep` then `full` splits a sweep
 # longer than one call: the second finds the sweep's tasks cached.
 set -uo pipefail
@@ -21,6 +22,38 @@ if [ "$STAGE" = sweep ]; then
     echo "sweep rc=$? $(( $(date +%s) - start ))s: $(grep '^nxrun:' "$OUT/sweep.log" | tail -n 1)"
     grep -h "^serve " "$OUT/sweep.log"; tar czf "$OUT/sweep.tgz" results/serving/engine 2>/dev/null
     nvidia-smi --query-gpu=index,clocks.sm,clocks.mem,power.draw,temperature.gpu --format=csv,noheader
+    exit 0
+fi
+if [ "$STAGE" = swap ]; then
+    # preemption by swap against recompute, paired: each GPU serves one rate near the paged knee with
+    # both modes, one after the other (the order alternates between GPUs), so each pair shares a GPU
+    $PY -m nxrun run -q paged:build "serving:trace[dataset=sharegpt]" > "$OUT/swap-setup.log" 2>&1 \
+        || { cat "$OUT/swap-setup.log"; exit 1; }
+    rates=(${SWAP_RATES:-8 9 10 11})
+    for i in "${!rates[@]}"; do
+        modes="recompute swap"; [ $((i % 2)) = 1 ] && modes="swap recompute"
+        (for mode in $modes; do
+            CUDA_VISIBLE_DEVICES=$i timeout 200 $PY -m workloads.serving.serve results/serving/traces/sharegpt.jsonl \
+                --engine paged --rate ${rates[$i]} --duration 60 --min-requests 60 --cpu-num 6 --kv-tokens 15360 \
+                --max-len 2048 --max-batch 128 --kernels build/paged --preemption $mode \
+                --out "$OUT/swap-$mode-${rates[$i]}.json" > "$OUT/swap-$mode-${rates[$i]}.log" 2>&1
+        done) &
+    done
+    wait
+    echo "swap stage $(( $(date +%s) - start ))s"
+    $PY - "$OUT" <<'PYEOF'
+import json, pathlib, sys
+rows = []
+for path in sorted(pathlib.Path(sys.argv[1]).glob("swap-*.json")):
+    d = json.loads(path.read_text()); m = d["metrics"]
+    rows.append((float(d["rate"]), d["config"]["preemption"], m["normalized_latency_s_per_token"],
+                 m["throughput_req_s"], m["ttft_s"]["p50"], m["slo_attained"], m["preemptions"],
+                 (d.get("gpu_before") or {}).get("uuid", "")[-8:]))
+print("rate mode norm_lat served_req_s ttft_p50 slo preempt gpu")
+for r in sorted(rows):
+    print(f"{r[0]:g} {r[1]} {r[2]:.4f} {r[3]:.2f} {r[4]:.3f} {r[5]:.3f} {r[6]} {r[7]}")
+PYEOF
+    tar czf "$OUT/swap.tgz" -C "$OUT" $(cd "$OUT" && ls swap-*.json swap-*.log)
     exit 0
 fi
 if [ -z "${SKIP_TESTS:-}" ]; then
