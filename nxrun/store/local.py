@@ -1027,7 +1027,7 @@ def _remove_blob_path(path: str | os.PathLike) -> None:
     """Remove whatever is at a blob's path: the blob, or a fifo, link or folder put in its place."""
     try:
         os.unlink(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):     # NotADirectoryError: its folder is not one
         pass
     except IsADirectoryError:
         shutil.rmtree(path, ignore_errors=True)
@@ -1042,7 +1042,7 @@ def open_blob(path: str | os.PathLike, digest: str) -> int:
     except FileNotFoundError:
         raise CorruptBlob(digest) from None
     except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.ENOTDIR):
             raise CorruptBlob(digest) from None
         raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):
