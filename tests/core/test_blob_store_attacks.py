@@ -93,3 +93,21 @@ def test_a_run_started_with_stdout_closed_ends_without_a_traceback(diamond: Work
                                 preexec_fn=lambda: os.close(1))
         assert "Traceback" not in result.stderr, result.stderr
         assert result.returncode in (0, 1), result.stderr
+
+
+@pytest.mark.parametrize("command", [["cache", "verify"], ["cache", "prune", "--max-size", "100000000"]])
+def test_verify_and_prune_delete_nothing_through_a_link_in_blobs(diamond: Workspace, tmp_path: Path,
+                                                                  command: list[str]):
+    # iter_blobs follows a link where a prefix folder belongs (Path.is_dir); verify then removed every file
+    # of the folder it points to as a "corrupt blob", and every subfolder with rmtree; prune removed the
+    # files as unreferenced blobs, then crashed on the first subfolder
+    diamond.run_json("c:join")
+    precious = tmp_path / "precious"
+    (precious / "sub").mkdir(parents=True)
+    (precious / "notes.txt").write_text("keep\n")
+    (precious / "sub" / "deep.txt").write_text("keep\n")
+    (_blobs(diamond) / "zz").symlink_to(precious)
+    result = diamond.nxrun(*command, timeout=60)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert (precious / "notes.txt").read_text() == "keep\n"
+    assert (precious / "sub" / "deep.txt").read_text() == "keep\n"
