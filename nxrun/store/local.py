@@ -875,8 +875,8 @@ class LocalStore:
             return
         for prefix in sorted(os.listdir(self.blob_dir)):
             folder = self.blob_dir / prefix
-            if not folder.is_dir():
-                continue
+            if folder.is_symlink() or not folder.is_dir():
+                continue        # a link there leads out of the cache: verify and prune would remove what is there
             for name in sorted(os.listdir(folder)):
                 yield prefix + name, folder / name
 
@@ -972,7 +972,8 @@ class LocalStore:
             if folder.exists():
                 for root, dirs, _files in os.walk(folder):
                     for d in dirs:
-                        os.chmod(os.path.join(root, d), 0o755)
+                        if not os.path.islink(os.path.join(root, d)):     # chmod would follow it out of the cache
+                            os.chmod(os.path.join(root, d), 0o755)
                 shutil.rmtree(folder)
 
     def verify(self, repair: bool = True) -> dict:
