@@ -885,7 +885,7 @@ class LocalStore:
         blob_bytes = 0
         for _digest, path in self.iter_blobs():
             blob_count += 1
-            blob_bytes += path.stat().st_size
+            blob_bytes += path.lstat().st_size      # a link or folder planted there: never followed
         (entries,), = self.read("SELECT count(*) FROM entries")
         origins = dict(self.read("SELECT origin, count(*) FROM entries GROUP BY origin"))
         return {"cache_dir": str(self.cache_dir), "entries": entries, "entries_by_origin": origins,
@@ -908,7 +908,7 @@ class LocalStore:
         kept: set[str] = set()
         kept_bytes = 0
         evicted = []
-        sizes = {digest: path.stat().st_size for digest, path in self.iter_blobs()}
+        sizes = {digest: path.lstat().st_size for digest, path in self.iter_blobs()}
         for etag, manifest in rows:
             try:
                 digests = CacheEntry.from_json(manifest).blob_digests()
@@ -945,8 +945,8 @@ class LocalStore:
         removed_bytes = 0
         for digest, path in list(self.iter_blobs()):
             if digest not in referenced:
-                removed_bytes += path.stat().st_size
-                path.unlink()
+                removed_bytes += path.lstat().st_size
+                _remove_blob_path(path)     # a link or folder planted there goes too
                 removed += 1
         # temp files of processes that died mid-write (older than an hour: never one in use)
         if self.tmp_dir.is_dir():
