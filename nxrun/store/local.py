@@ -875,8 +875,8 @@ class LocalStore:
             return
         for prefix in sorted(os.listdir(self.blob_dir)):
             folder = self.blob_dir / prefix
-            if not folder.is_dir():
-                continue
+            if folder.is_symlink() or not folder.is_dir():
+                continue        # a link there leads out of the cache: verify and prune would remove what is there
             for name in sorted(os.listdir(folder)):
                 yield prefix + name, folder / name
 
@@ -885,7 +885,7 @@ class LocalStore:
         blob_bytes = 0
         for _digest, path in self.iter_blobs():
             blob_count += 1
-            blob_bytes += path.stat().st_size
+            blob_bytes += path.lstat().st_size      # a link or folder planted there: never followed
         (entries,), = self.read("SELECT count(*) FROM entries")
         origins = dict(self.read("SELECT origin, count(*) FROM entries GROUP BY origin"))
         return {"cache_dir": str(self.cache_dir), "entries": entries, "entries_by_origin": origins,
@@ -908,7 +908,7 @@ class LocalStore:
         kept: set[str] = set()
         kept_bytes = 0
         evicted = []
-        sizes = {digest: path.stat().st_size for digest, path in self.iter_blobs()}
+        sizes = {digest: path.lstat().st_size for digest, path in self.iter_blobs()}
         for etag, manifest in rows:
             try:
                 digests = CacheEntry.from_json(manifest).blob_digests()
@@ -945,8 +945,8 @@ class LocalStore:
         removed_bytes = 0
         for digest, path in list(self.iter_blobs()):
             if digest not in referenced:
-                removed_bytes += path.stat().st_size
-                path.unlink()
+                removed_bytes += path.lstat().st_size
+                _remove_blob_path(path)     # a link or folder planted there goes too
                 removed += 1
         # temp files of processes that died mid-write (older than an hour: never one in use)
         if self.tmp_dir.is_dir():
@@ -972,7 +972,8 @@ class LocalStore:
             if folder.exists():
                 for root, dirs, _files in os.walk(folder):
                     for d in dirs:
-                        os.chmod(os.path.join(root, d), 0o755)
+                        if not os.path.islink(os.path.join(root, d)):     # chmod would follow it out of the cache
+                            os.chmod(os.path.join(root, d), 0o755)
                 shutil.rmtree(folder)
 
     def verify(self, repair: bool = True) -> dict:
@@ -1027,7 +1028,7 @@ def _remove_blob_path(path: str | os.PathLike) -> None:
     """Remove whatever is at a blob's path: the blob, or a fifo, link or folder put in its place."""
     try:
         os.unlink(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):     # NotADirectoryError: its folder is not one
         pass
     except IsADirectoryError:
         shutil.rmtree(path, ignore_errors=True)
@@ -1042,7 +1043,7 @@ def open_blob(path: str | os.PathLike, digest: str) -> int:
     except FileNotFoundError:
         raise CorruptBlob(digest) from None
     except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
+        if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.ENOTDIR):
             raise CorruptBlob(digest) from None
         raise
     if not stat.S_ISREG(os.fstat(fd).st_mode):

@@ -125,3 +125,20 @@ def test_a_sweep_point_serves_the_requests_of_its_arrival_window():
         select_requests(trace, 2.0, duration=30, min_requests=0, num=0, where="t")
     with pytest.raises(ValueError, match="or 150 requests"):
         select_requests(trace, 2.0, duration=4, min_requests=150, num=0, where="t")
+
+
+def test_a_swap_out_sample_counts_the_victim_once():
+    # the swap_out sample is taken after the victim left the running set but before its blocks are freed
+    # and before it joins the swapped queue: its blocks count as allocated with none of its token states
+    # (they read as waste in the KV shares) and it is in neither `running` nor `waiting`
+    lengths = [(30, 40), (28, 45), (20, 50), (25, 33)]
+    engine, _ = _serve(PagedKV(14, 16), lengths, preemption="swap")
+    samples = engine.iterations
+    outs = [i for i, it in enumerate(samples) if it["kind"] == "swap_out"]
+    assert outs
+    for i in outs:
+        before, out = samples[i - 1], samples[i]
+        assert out["waiting"] >= 1, out          # the victim waits in the swapped queue
+        # freeing a victim's blocks and its token states together cannot raise the waste above the step's
+        assert out["allocated_tokens"] - out["token_states"] <= before["allocated_tokens"] - before["token_states"], (
+            before, out)

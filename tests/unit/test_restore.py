@@ -325,3 +325,32 @@ def test_a_damaged_small_blob_is_refused_before_a_byte_is_written(tmp_path, dama
     finally:
         os.close(fd)
     assert target.read_bytes() == content and target.stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("swap", ["read-only file", "writable file", "link"])
+def test_a_blob_swapped_after_its_check_is_never_restored_in_hardlink_mode(place, monkeypatch, swap):
+    # hardlink mode hashes the blob by path, then links (or, when the blob is not read-only, copies without
+    # a second hash) by path again: a blob swapped between the two hands out bytes nobody checked
+    ws, outside, store = place
+    record = file(store, "out/data", b"right\n")
+    real_verify = restore_module._verify_blob
+
+    def verify_then_swap(path, digest):
+        real_verify(path, digest)
+        other = store.temp_path()
+        if swap == "link":              # os.link follows it (AT_SYMLINK_FOLLOW): the output shares its inode
+            (outside / "ro.txt").write_bytes(b"WRONG\n")
+            os.chmod(outside / "ro.txt", 0o444)
+            other.symlink_to(outside / "ro.txt")
+        else:
+            other.write_bytes(b"WRONG\n")
+            os.chmod(other, 0o444 if swap == "read-only file" else 0o644)
+        os.replace(other, path)         # another process puts other bytes there after the check
+
+    monkeypatch.setattr(restore_module, "_verify_blob", verify_then_swap)
+    try:
+        restore(ws, store, record, mode="hardlink")
+    except Exception:  # noqa: BLE001 - refusing (a corrupt blob) is right; wrong bytes are not
+        pass
+    target = ws / "out/data"
+    assert not target.exists() or target.read_bytes() == b"right\n"
