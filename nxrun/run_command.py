@@ -196,8 +196,8 @@ def finish_output(console, print_last, as_json: bool) -> None:
         os.close(devnull)
     if isinstance(error, BrokenPipeError):
         raise BrokenPipeError
-    raise OutputNotWritten(f"could not write the run's output ({error}); its tasks ran and what they made is "
-                           "cached: `nxrun run` again shows their output from the cache.")
+    raise OutputNotWritten(f"could not write the run's output ({error}); the run went on without it, and its "
+                           "results are recorded and cached as usual (`nxrun history` lists them).")
 
 
 def _count_warnings(console) -> list[int]:
@@ -225,7 +225,8 @@ def print_summary(result, as_json: bool, dry_run: bool) -> None:
                 if task_result.status != "aggregate":
                     print(f"  {task_result.status:15} {(task_result.etag or '?')[:16]:16}  {task_result.task_id}",
                           file=out)
-    out.flush()
+    if out is not None:     # None when stdout was closed before the start (>&-): print wrote nothing
+        out.flush()
 
 
 def print_counts(by_status: dict[str, int], duration: float, remote_summary: dict | None = None) -> None:

@@ -468,7 +468,8 @@ def _print_and_record(store, data: dict, root_text: str, argv: list[str], starte
             print_summary(RunResult(ordered, time.monotonic() - wall, []), as_json, dry_run=False)
         else:
             print_counts({"local-hit": len(real), "aggregate": len(tasks) - len(real)}, time.monotonic() - wall)
-            sys.stdout.flush()
+            if sys.stdout is not None:      # closed before the start (>&-)
+                sys.stdout.flush()
 
     finish_output(console, last_words, as_json)     # raises, after printing began, when the output failed
     return True

@@ -404,15 +404,17 @@ class RayExecutor:
                 self._running.pop(ref, None)
         return self._collect(job, result, on_line, started)
 
-    # a cancel is best effort in Ray: one that reaches a worker between the task's start and its first
-    # Python instruction is lost. So it is sent again while the task runs on, and forced at the end
-    CANCEL_AGAIN_S = 2.0
+    # a cancel is best effort in Ray (its documentation says so): it is sent again while the task runs
+    # on, after the sandbox's 5 s grace for the command (a second interrupt SIGKILLs at once), and
+    # forced at the end
+    CANCEL_AGAIN_S = 6.0
     CANCEL_FORCE_AFTER_S = 20.0
 
     def _wait(self, ray, ref):
         """ray.get(ref), in short waits: once the run is cancelled, the task's cancel is sent again
-        every CANCEL_AGAIN_S, and with force (the worker process ends, the command with it) after
-        CANCEL_FORCE_AFTER_S."""
+        every CANCEL_AGAIN_S, and with force after CANCEL_FORCE_AFTER_S. A forced cancel ends the
+        worker process and the command's shell with it (PR_SET_PDEATHSIG); processes the command
+        started in its own group may outlive it, as they would any worker's death."""
         cancelled_at = None
         while True:
             try:

@@ -38,9 +38,9 @@ from pathlib import Path
 
 import xxhash
 
-from ..hashing import StatCache, hash_rest
+from ..hashing import StatCache, digest_handle, hash_rest
 from . import CacheEntry, CorruptBlob, OutputRecord, UnsafeEntry
-from .local import LocalStore, blob_digest, open_blob, write_all
+from .local import LocalStore, open_blob, write_all
 from .safety import EntryLayout, root_of, check_entry
 
 _FICLONE = 0x40049409
@@ -354,12 +354,10 @@ class _Restore:
         an unnamed file (O_TMPFILE) linked in once it is complete. None when that cannot be done
         here (the name appeared meanwhile, or the file system has no O_TMPFILE)."""
         global _tmpfile_works
-        verified = False
+        verified = False    # a copy made after a link could not be hashes what it copies
         if link:
-            blob = self._verified_blob(record)
-            verified = True
             try:
-                st = _link_read_only(blob, parent_fd, name)
+                st = self._link_hashed(record, parent_fd, name)
             except FileExistsError:
                 return None
             if st is not None:
@@ -419,27 +417,36 @@ class _Restore:
         raise OSError(errno.EXDEV, f"no temp folder can be renamed into the folder of {self.root_text}/{name}")
 
     def _fill_temp(self, temp_fd: int, temp_name: str, record: OutputRecord, link: bool, wanted_mode: int) -> None:
-        verified = False
-        if link:
-            blob = self._verified_blob(record)
-            verified = True
-            if _link_read_only(blob, temp_fd, temp_name) is not None:
-                return
+        verified = False    # a copy made after a link could not be hashes what it copies
+        if link and self._link_hashed(record, temp_fd, temp_name) is not None:
+            return
         fd = _create_temp(temp_fd, temp_name)
         try:
             self._copy_into(fd, record, wanted_mode, verified)
         finally:
             os.close(fd)
 
-    def _verified_blob(self, record: OutputRecord) -> Path:
-        """The record's blob, re-hashed (a link shares its inode, so it must be right now)."""
-        blob = self.store.blob_path(record.digest)
+    def _link_hashed(self, record: OutputRecord, dir_fd: int, name: str) -> os.stat_result | None:
+        """Hardlink the record's blob as `name` after hashing it (a link shares its inode, so it must
+        be right now): its stat, or None when it cannot be linked or is not read-only. The inode
+        linked must be the one hashed: a blob swapped in between is a corrupt blob, never handed out."""
+        digest = record.digest
+        blob = self.store.blob_path(digest)
+        src = open_blob(blob, digest)
         try:
-            _verify_blob(blob, record.digest)
-        except CorruptBlob:
-            self.store.discard_blob(record.digest)
-            raise
-        return blob
+            hashed = os.fstat(src)
+            with open(src, "rb", buffering=0, closefd=False) as handle:
+                right = digest_handle(handle) == digest
+            if not right:
+                self.store.discard_blob(digest)
+                raise CorruptBlob(digest)
+            st = _link_read_only(blob, dir_fd, name)
+        finally:
+            os.close(src)
+        if st is not None and (st.st_dev, st.st_ino) != (hashed.st_dev, hashed.st_ino):
+            os.unlink(name, dir_fd=dir_fd)
+            raise CorruptBlob(digest)
+        return st
 
     def _copy_into(self, fd: int, record: OutputRecord, mode: int, verified: bool) -> None:
         """Copy the record's blob into the new file `fd`, hashing it unless that was just done."""
@@ -460,7 +467,7 @@ def _link_read_only(blob: Path, dir_fd: int, name: str) -> os.stat_result | None
     """Hardlink a blob as `name`: its stat, or None when it cannot be linked (another file
     system, a link limit) or its mode is no longer read-only (then nothing is left behind)."""
     try:
-        os.link(blob, name, dst_dir_fd=dir_fd)
+        os.link(blob, name, dst_dir_fd=dir_fd, follow_symlinks=False)   # a link put there is not followed
     except OSError as exc:
         if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
             return None
@@ -764,6 +771,3 @@ def _copy_plain(blob: Path, digest: str, fd: int, mode: int) -> None:
     os.fchmod(fd, mode)
 
 
-def _verify_blob(blob: Path, digest: str) -> None:
-    if blob_digest(blob) != digest:
-        raise CorruptBlob(digest)

@@ -33,7 +33,7 @@ from ..errors import ConfigError, NxrunError
 from ..records import as_dict
 from . import CacheEntry, CorruptBlob, UnsafeEntry
 from .breaker import OutageBreaker
-from .local import LocalStore
+from .local import LocalStore, blob_digest
 from .backend import RemoteBackend, RemoteRefused, RemoteUnavailable, fetch_verified_blob, open_backend
 from .safety import check_entry
 from .signing import BadSignature, sign_manifest, signing_key, verify_manifest
@@ -507,12 +507,17 @@ class RemoteCache:
     def _upload_blob(self, namespace: str, digest: str, local_store: LocalStore) -> None:
         key = self._key(namespace, "blobs", digest)
         path = local_store.blob_path(digest)
-        size = path.stat().st_size
+        size = os.lstat(path).st_size
         # content-addressed: a blob that exists holds these bytes, and writing them twice is
         # harmless, so HEAD then a plain PUT (the manifest is the write-once part)
         if self._request(self.backend.exists, key, writing=True):
             return
         if size >= self.backend.large_object:
+            # sent by path, so hashed here first: a blob damaged on disk must never go up under its
+            # digest (the existence check above would then keep the bad object there for good)
+            if blob_digest(path) != digest:
+                local_store.discard_blob(digest)
+                raise CorruptBlob(digest)
             self._request(self.backend.upload_file, path, key, writing=True, transfer=True)
         else:
             self._request(self.backend.put, key, local_store.read_blob(digest), writing=True, transfer=True)

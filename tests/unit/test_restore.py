@@ -333,10 +333,9 @@ def test_a_blob_swapped_after_its_check_is_never_restored_in_hardlink_mode(place
     # a second hash) by path again: a blob swapped between the two hands out bytes nobody checked
     ws, outside, store = place
     record = file(store, "out/data", b"right\n")
-    real_verify = restore_module._verify_blob
+    real_link = restore_module._link_read_only
 
-    def verify_then_swap(path, digest):
-        real_verify(path, digest)
+    def swap_then_link(path, dir_fd, name):
         other = store.temp_path()
         if swap == "link":              # os.link follows it (AT_SYMLINK_FOLLOW): the output shares its inode
             (outside / "ro.txt").write_bytes(b"WRONG\n")
@@ -346,8 +345,9 @@ def test_a_blob_swapped_after_its_check_is_never_restored_in_hardlink_mode(place
             other.write_bytes(b"WRONG\n")
             os.chmod(other, 0o444 if swap == "read-only file" else 0o644)
         os.replace(other, path)         # another process puts other bytes there after the check
+        return real_link(path, dir_fd, name)
 
-    monkeypatch.setattr(restore_module, "_verify_blob", verify_then_swap)
+    monkeypatch.setattr(restore_module, "_link_read_only", swap_then_link)
     try:
         restore(ws, store, record, mode="hardlink")
     except Exception:  # noqa: BLE001 - refusing (a corrupt blob) is right; wrong bytes are not

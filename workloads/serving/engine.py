@@ -223,10 +223,10 @@ class Engine:
             # the copy to host memory is the engine's time as much as a step is: on the clock
             table = self.kv.block_table(seq.id)
             seq.swapped, elapsed = self._timed(lambda: self.runner.swap_out(table))
-            self._sample("swap_out", 1, 0, elapsed, len(self._running))
             self.kv.free(seq.id)
             self._swapped.append(seq)
             self.preemptions["swap"] += 1
+            self._sample("swap_out", 1, 0, elapsed, len(self._running))   # the victim out, and waiting
         else:
             self.kv.free(seq.id)
             seq.kv_tokens = 0
