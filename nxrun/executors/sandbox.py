@@ -31,7 +31,9 @@ from ..store import CacheEntry, CorruptBlob, OutputRecord, UnsafeEntry
 from ..hashing import StatCache, digest_file
 from ..store.capture import digest_of_records, scan_outputs
 from ..store.safety import is_plain_relative
+from . import task_watchdog
 from .action import Action, ActionArea, RemoteSpec
+from .task_watchdog import TOKEN_VARIABLE
 
 SANDBOX_DIR_ENV = "NXRUN_SANDBOX_DIR"        # where sandboxes are made (default: the system temp folder)
 KEEP_SANDBOX_ENV = "NXRUN_KEEP_SANDBOX"      # "1": leave sandboxes behind, to look into them
@@ -176,6 +178,37 @@ def _die_with_parent() -> None:
         pass
 
 
+def _start_watchdog(token: str) -> subprocess.Popen | None:
+    """The local executor's watchdog (task_watchdog.py), in a session of its own: None when it cannot
+    be started (the command still runs, without that guard)."""
+    try:
+        return subprocess.Popen([sys.executable, "-I", "-S", task_watchdog.__file__, token, "2"],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True, bufsize=0)
+    except OSError:
+        return None
+
+
+def _tell_watchdog(watchdog: subprocess.Popen | None, line: str) -> None:
+    if watchdog is not None and watchdog.stdin is not None:
+        try:
+            watchdog.stdin.write(line.encode() + b"\n")
+        except OSError:     # it died: nothing to tell
+            pass
+
+
+def _dismiss_watchdog(watchdog: subprocess.Popen | None) -> None:
+    """The command's group was stopped here: the watchdog exits and kills nothing."""
+    if watchdog is None:
+        return
+    _tell_watchdog(watchdog, "bye")
+    try:
+        watchdog.stdin.close()
+        watchdog.wait(timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+
+
 def _kill_group(process: subprocess.Popen) -> None:
     """SIGTERM to the command's group, SIGKILL after 5 s, or at once when another interrupt comes
     meanwhile (the executor sends a cancel again while the task runs on): the group always ends."""
@@ -301,11 +334,22 @@ def run_action(spec: dict, digest: str, env_values: dict[str, str], gpu_ids: lis
         started = time.monotonic()
         # private (the log may hold secrets the command printed), and never through a link
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        # the worker can die without a word (a forced cancel SIGKILLs it): PR_SET_PDEATHSIG ends the
+        # shell only, so a watchdog outside the worker stops the command's group and every process
+        # carrying the run token when the worker's end closes its input
+        token = os.urandom(16).hex()
+        env[TOKEN_VARIABLE] = token
+        watchdog = _start_watchdog(token)
         with os.fdopen(log_fd, "wb") as log:
             command = action.command + "".join(" " + shlex.quote(str(a)) for a in args or [])
-            process = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                       preexec_fn=_die_with_parent)
+            try:
+                process = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, env=env,
+                                           stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                           start_new_session=True, preexec_fn=_die_with_parent)
+            except BaseException:
+                _dismiss_watchdog(watchdog)
+                raise
+            _tell_watchdog(watchdog, f"+{process.pid}")
             try:
                 # short waits, not one: Ray's cancel raises KeyboardInterrupt in this thread only
                 # between Python instructions, never inside one long waitpid
@@ -317,6 +361,7 @@ def run_action(spec: dict, digest: str, env_values: dict[str, str], gpu_ids: lis
                         continue
             except BaseException:      # ray.cancel (KeyboardInterrupt), the worker shutting down
                 _kill_group(process)
+                _dismiss_watchdog(watchdog)
                 raise
             # what the command left running would write on into outputs being hashed and uploaded,
             # and outlive the sandbox (PR_SET_PDEATHSIG covers the shell only): its group goes too
@@ -324,6 +369,7 @@ def run_action(spec: dict, digest: str, env_values: dict[str, str], gpu_ids: lis
                 os.killpg(process.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+            _dismiss_watchdog(watchdog)
         result["duration"] = time.monotonic() - started
         result["exit_code"] = exit_code
         log_size = log_path.stat().st_size

@@ -197,3 +197,48 @@ def test_a_node_whose_runtime_probe_answers_otherwise_does_not_run_the_task(s3_e
     result = run_action(spec.as_plain(), digest, {})
     assert result["entry"] is None and "runtime probe 'tool' gives 'tool 2.0'" in result["problem"], result
     assert not marker.exists()
+
+
+WORKER = """
+import json, sys
+from nxrun.executors.sandbox import run_action
+run_action(json.loads(sys.argv[1]), sys.argv[2], {})
+"""
+
+
+def test_a_worker_killed_mid_command_takes_the_commands_processes_with_it(s3_env, tmp_path):
+    # a forced Ray cancel, or any death of the worker, SIGKILLs the process running run_action:
+    # PR_SET_PDEATHSIG ended the shell only, and what the command started ran on
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = _workspace(tmp_path / "ws")
+    child = tmp_path / "child.pid"
+    spec, digest = _send(s3_env, root, f"sleep 300 & echo $! > {child}; wait", ["out"])
+    env = dict(os.environ, **client_env(s3_env.endpoint))
+    worker = subprocess.Popen([sys.executable, "-c", WORKER, json.dumps(spec.as_plain()), digest], env=env)
+    deadline = time.monotonic() + 60
+    while not (child.exists() and child.read_text().strip()):
+        assert worker.poll() is None and time.monotonic() < deadline, "the command never started"
+        time.sleep(0.05)
+    pid = int(child.read_text())
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=30)
+    try:
+        deadline = time.monotonic() + 20
+        while _runs(pid):
+            assert time.monotonic() < deadline, "the command's sleep outlived the worker"
+            time.sleep(0.05)
+    finally:
+        if _runs(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _runs(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
