@@ -175,3 +175,12 @@ def tree(root: Path, under: str = "out") -> dict[str, tuple]:
             elif path.is_dir():
                 found[rel] = ("dir", b"", 0)
     return found
+
+
+def process_runs(pid: int) -> bool:
+    """Whether process `pid` exists and has not ended (a zombie has)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import xxhash
+from remote_helpers import process_runs
 from weed_server import client_env
 
 from nxrun.executors.action import Action, ActionArea, RemoteSpec, describe_inputs, upload_inputs
@@ -228,17 +229,9 @@ def test_a_worker_killed_mid_command_takes_the_commands_processes_with_it(s3_env
     worker.wait(timeout=30)
     try:
         deadline = time.monotonic() + 20
-        while _runs(pid):
+        while process_runs(pid):
             assert time.monotonic() < deadline, "the command's sleep outlived the worker"
             time.sleep(0.05)
     finally:
-        if _runs(pid):
+        if process_runs(pid):
             os.kill(pid, signal.SIGKILL)
-
-
-def _runs(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False

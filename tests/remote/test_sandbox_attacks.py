@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import xxhash
-from remote_helpers import Remote
+from remote_helpers import Remote, process_runs
 from weed_server import client_env
 
 from nxrun.executors.action import Action, ActionArea, RemoteSpec
@@ -157,17 +157,9 @@ def test_processes_the_command_left_behind_do_not_outlive_it_on_the_worker(s3_en
     try:
         assert result["exit_code"] == 0 and result["entry"], result
         deadline = time.monotonic() + 10
-        while _alive(pid):
+        while process_runs(pid):
             assert time.monotonic() < deadline, "the command's background process outlived it"
             time.sleep(0.05)
     finally:
-        if _alive(pid):
+        if process_runs(pid):
             os.kill(pid, signal.SIGKILL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
