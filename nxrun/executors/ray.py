@@ -413,8 +413,7 @@ class RayExecutor:
     def _wait(self, ray, ref):
         """ray.get(ref), in short waits: once the run is cancelled, the task's cancel is sent again
         every CANCEL_AGAIN_S, and with force after CANCEL_FORCE_AFTER_S. A forced cancel ends the
-        worker process and the command's shell with it (PR_SET_PDEATHSIG); processes the command
-        started in its own group may outlive it, as they would any worker's death."""
+        worker process; the sandbox's watchdog then stops the command's processes (sandbox.py)."""
         cancelled_at = None
         while True:
             try:
