@@ -178,30 +178,11 @@ def _die_with_parent() -> None:
         pass
 
 
-def _start_watchdog(token: str) -> subprocess.Popen | None:
-    """The local executor's watchdog (task_watchdog.py), in a session of its own: None when it cannot
-    be started (the command still runs, without that guard)."""
-    try:
-        return subprocess.Popen([sys.executable, "-I", "-S", task_watchdog.__file__, token, "2"],
-                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True, bufsize=0)
-    except OSError:
-        return None
-
-
-def _tell_watchdog(watchdog: subprocess.Popen | None, line: str) -> None:
-    if watchdog is not None and watchdog.stdin is not None:
-        try:
-            watchdog.stdin.write(line.encode() + b"\n")
-        except OSError:     # it died: nothing to tell
-            pass
-
-
 def _dismiss_watchdog(watchdog: subprocess.Popen | None) -> None:
     """The command's group was stopped here: the watchdog exits and kills nothing."""
     if watchdog is None:
         return
-    _tell_watchdog(watchdog, "bye")
+    task_watchdog.tell(watchdog, "bye")
     try:
         watchdog.stdin.close()
         watchdog.wait(timeout=5)
@@ -339,7 +320,7 @@ def run_action(spec: dict, digest: str, env_values: dict[str, str], gpu_ids: lis
         # carrying the run token when the worker's end closes its input
         token = os.urandom(16).hex()
         env[TOKEN_VARIABLE] = token
-        watchdog = _start_watchdog(token)
+        watchdog = task_watchdog.start(token, 2.0)
         with os.fdopen(log_fd, "wb") as log:
             command = action.command + "".join(" " + shlex.quote(str(a)) for a in args or [])
             try:
@@ -349,7 +330,7 @@ def run_action(spec: dict, digest: str, env_values: dict[str, str], gpu_ids: lis
             except BaseException:
                 _dismiss_watchdog(watchdog)
                 raise
-            _tell_watchdog(watchdog, f"+{process.pid}")
+            task_watchdog.tell(watchdog, f"+{process.pid}")
             try:
                 # short waits, not one: Ray's cancel raises KeyboardInterrupt in this thread only
                 # between Python instructions, never inside one long waitpid

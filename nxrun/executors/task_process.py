@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 
@@ -117,24 +116,11 @@ class TaskProcesses:
         if self._watchdog is not None:
             return
         held = tuple(self.watchdog_holds()) if self.watchdog_holds is not None else ()
-        try:
-            # by file, isolated and without site: it needs only the standard library, and no
-            # module of the current folder or of the environment can stand in for it
-            self._watchdog = subprocess.Popen(
-                [sys.executable, "-I", "-S", task_watchdog.__file__, self.token, str(self.grace)],
-                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                start_new_session=True, bufsize=0, pass_fds=held)
-        except OSError:   # no watchdog (no memory for a process, say): tasks still run
-            self._watchdog = None
+        self._watchdog = task_watchdog.start(self.token, self.grace, held)
 
     def _tell_watchdog(self, line: str) -> None:
-        watchdog = self._watchdog
-        if watchdog is None or watchdog.stdin is None:
-            return
-        try:
-            watchdog.stdin.write(line.encode() + b"\n")
-        except OSError:   # it died: the run goes on without one
-            self._watchdog = None
+        if self._watchdog is not None and not task_watchdog.tell(self._watchdog, line):
+            self._watchdog = None   # it died: the run goes on without one
 
 
 def _signal_group(pgid: int, sig: int) -> None:

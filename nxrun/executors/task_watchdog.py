@@ -141,6 +141,34 @@ def stop_everything(groups: set[int], token: str, grace: float) -> None:
         time.sleep(0.01)
 
 
+# ------------------------------------------------------------------ the side that starts it
+
+def start(token: str, grace: float, pass_fds: tuple[int, ...] = ()):
+    """Start a watchdog for the processes carrying `token` (a subprocess.Popen), or None when no
+    process can be started (tasks still run, without that guard). By file, isolated and without
+    site: it needs only the standard library, and no module of the current folder or of the
+    environment can stand in for it."""
+    import subprocess
+
+    try:
+        return subprocess.Popen([sys.executable, "-I", "-S", __file__, token, str(grace)],
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True, bufsize=0, pass_fds=pass_fds)
+    except OSError:
+        return None
+
+
+def tell(watchdog, line: str) -> bool:
+    """Send one line (`+PGID`, `-PGID`, `bye`); False when the watchdog is gone."""
+    if watchdog is None or watchdog.stdin is None:
+        return False
+    try:
+        watchdog.stdin.write(line.encode() + b"\n")
+    except OSError:
+        return False
+    return True
+
+
 def main(argv: list[str]) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)

@@ -354,7 +354,6 @@ class _Restore:
         an unnamed file (O_TMPFILE) linked in once it is complete. None when that cannot be done
         here (the name appeared meanwhile, or the file system has no O_TMPFILE)."""
         global _tmpfile_works
-        verified = False    # a copy made after a link could not be hashes what it copies
         if link:
             try:
                 st = self._link_hashed(record, parent_fd, name)
@@ -372,7 +371,7 @@ class _Restore:
             _tmpfile_works = False
             return None
         try:
-            self._copy_into(fd, record, wanted_mode, verified)
+            self._copy_into(fd, record, wanted_mode)
             try:
                 os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=parent_fd, follow_symlinks=True)
             except FileExistsError:
@@ -417,12 +416,11 @@ class _Restore:
         raise OSError(errno.EXDEV, f"no temp folder can be renamed into the folder of {self.root_text}/{name}")
 
     def _fill_temp(self, temp_fd: int, temp_name: str, record: OutputRecord, link: bool, wanted_mode: int) -> None:
-        verified = False    # a copy made after a link could not be hashes what it copies
         if link and self._link_hashed(record, temp_fd, temp_name) is not None:
             return
         fd = _create_temp(temp_fd, temp_name)
         try:
-            self._copy_into(fd, record, wanted_mode, verified)
+            self._copy_into(fd, record, wanted_mode)
         finally:
             os.close(fd)
 
@@ -448,11 +446,13 @@ class _Restore:
             raise CorruptBlob(digest)
         return st
 
-    def _copy_into(self, fd: int, record: OutputRecord, mode: int, verified: bool) -> None:
-        """Copy the record's blob into the new file `fd`, hashing it unless that was just done."""
+    def _copy_into(self, fd: int, record: OutputRecord, mode: int) -> None:
+        """Copy the record's blob into the new file `fd`, hashing what it copies unless this process
+        stored the blob itself (a copy after a failed hardlink hashes too: the link's check was of
+        another open of the path)."""
         store = self.store
         blob = store.blob_path(record.digest)
-        if verified or (record.digest in store.verified and record.size > _SMALL):
+        if record.digest in store.verified and record.size > _SMALL:
             # hashed moments ago by this process: a kernel-side copy, no second hash
             _copy_plain(blob, record.digest, fd, mode)
             return

@@ -184,3 +184,17 @@ def process_runs(pid: int) -> bool:
             return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def expect_gone(pid: int, timeout: float, what: str) -> None:
+    """Wait until process `pid` has ended (failing, naming `what`, after `timeout` s); it is killed
+    at the end either way, so a failed test leaves nothing running."""
+    import signal
+
+    from waiting import wait_until
+
+    try:
+        wait_until(lambda: not process_runs(pid), timeout=timeout, what=what, interval=0.05)
+    finally:
+        if process_runs(pid):
+            os.kill(pid, signal.SIGKILL)

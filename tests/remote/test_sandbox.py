@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import xxhash
-from remote_helpers import process_runs
+from remote_helpers import expect_gone
 from weed_server import client_env
 
 from nxrun.executors.action import Action, ActionArea, RemoteSpec, describe_inputs, upload_inputs
@@ -227,11 +227,4 @@ def test_a_worker_killed_mid_command_takes_the_commands_processes_with_it(s3_env
     pid = int(child.read_text())
     worker.send_signal(signal.SIGKILL)
     worker.wait(timeout=30)
-    try:
-        deadline = time.monotonic() + 20
-        while process_runs(pid):
-            assert time.monotonic() < deadline, "the command's sleep outlived the worker"
-            time.sleep(0.05)
-    finally:
-        if process_runs(pid):
-            os.kill(pid, signal.SIGKILL)
+    expect_gone(pid, 20, "the end of the command's sleep, which outlived the worker")
